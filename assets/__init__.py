@@ -1,0 +1,1 @@
+"""Thin Dagster assets: read inputs, call `ml/`, write outputs, record lineage metadata."""

@@ -1,0 +1,63 @@
+"""What every asset shares: the dataset spec, the daily partitions, and Delta lineage metadata."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from datetime import date, datetime
+
+from dagster import (
+    AssetExecutionContext,
+    DailyPartitionsDefinition,
+    MetadataValue,
+    TableColumn,
+    TableSchema,
+)
+from dagster import BetaWarning
+from pyspark.sql.types import StructType
+
+from ml.dataset import load_spec
+from ml.delta_io import DeltaCommit
+
+warnings.filterwarnings("ignore", category=BetaWarning)  # BackfillPolicy is beta in 1.13
+
+SPEC = load_spec(os.environ.get("FLIGHTLINE_DATASET", "flights"))
+
+daily_partitions = DailyPartitionsDefinition(start_date=SPEC.start_date, end_date=SPEC.end_date)
+
+
+def partition_window(context: AssetExecutionContext) -> tuple[date, date]:
+    """[start, end) dates of the partition, or of the whole range in a single-run backfill."""
+    window = context.partition_time_window
+    return _as_date(window.start), _as_date(window.end)
+
+
+def _as_date(value: datetime) -> date:
+    return value.date() if isinstance(value, datetime) else value
+
+
+def partition_label(start: date, end: date) -> str:
+    last = date.fromordinal(end.toordinal() - 1)
+    return start.isoformat() if start == last else f"{start.isoformat()}...{last.isoformat()}"
+
+
+def column_schema(schema: StructType) -> TableSchema:
+    return TableSchema(
+        columns=[TableColumn(name=f.name, type=f.dataType.simpleString(), description=None) for f in schema.fields]
+    )
+
+
+def delta_metadata(commit: DeltaCommit, table_name: str, schema: StructType, **extra) -> dict:
+    """The lineage contract for Delta outputs, with Dagster's standard keys where they exist."""
+    uri = commit.path if "://" in commit.path else f"file://{commit.path}"
+    metadata = {
+        "dagster/uri": MetadataValue.path(uri),
+        "dagster/table_name": table_name,
+        "dagster/column_schema": column_schema(schema),
+        "delta_version": commit.version,
+        "delta_operation": commit.operation,
+    }
+    if commit.rows_written is not None:
+        metadata["dagster/row_count"] = commit.rows_written
+    metadata.update(extra)
+    return metadata

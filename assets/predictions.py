@@ -1,0 +1,48 @@
+"""batch_predictions: each day's features scored by the model version behind @champion."""
+
+from dagster import AssetExecutionContext, BackfillPolicy, MaterializeResult, MetadataValue, asset
+
+from assets.common import SPEC, daily_partitions, delta_metadata, partition_label, partition_window
+from assets.features import validated_features
+from assets.training import registered_model
+from ml.delta_io import read_pinned, window_predicate, write_partitions
+from ml.registry import champion_version
+from ml.scoring import ResolvedModel, check_signature, load_model, score
+from orchestration.resources import LakehouseResource, MLflowResource, SparkResource
+
+
+@asset(
+    deps=[validated_features, registered_model],
+    partitions_def=daily_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    group_name="daily",
+    kinds={"spark", "delta", "mlflow"},
+    description="Predictions of the @champion model; every row names the model name, version and run.",
+)
+def batch_predictions(context: AssetExecutionContext, spark: SparkResource, mlflow: MLflowResource,
+                      lakehouse: LakehouseResource) -> MaterializeResult:
+    session = spark.spark_session
+    start, end = partition_window(context)
+    partition = partition_label(start, end)
+    name = lakehouse.model_name
+    version = champion_version(mlflow.client, name)  # resolved once per run, then pinned
+    model = ResolvedModel(name=name, version=str(version.version), run_id=version.run_id,
+                          uri=f"models:/{name}/{version.version}")
+    features, features_version = read_pinned(session, lakehouse.table_path("validated_features"))
+    check_signature(model.uri, features.columns)
+    predictions = score(features.where(window_predicate(start, end)), load_model(model), model, SPEC)
+    commit = write_partitions(predictions, lakehouse.table_path("batch_predictions"), start, end)
+    context.log.info(f"batch_predictions {partition}: {commit.rows_written} rows by {name} v{model.version}")
+    model_url = mlflow.model_url(name, model.version)
+    return MaterializeResult(
+        metadata=delta_metadata(
+            commit, lakehouse.table_name("batch_predictions"), predictions.schema,
+            partition=partition,
+            model_name=name,
+            model_version=int(model.version),
+            model_run_id=model.run_id,
+            model_url=MetadataValue.url(model_url) if model_url else "",
+            rows_scored=commit.rows_written or 0,
+            validated_features_delta_version=features_version,
+        )
+    )

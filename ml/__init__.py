@@ -1,0 +1,1 @@
+"""Plain Python over Spark DataFrames: no Dagster imports in this package."""

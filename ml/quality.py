@@ -1,0 +1,113 @@
+"""Great Expectations 1.x suites derived from the dataset spec, run on Spark DataFrames (no toPandas)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from ml.dataset import EVENT_DATE, LABEL, DatasetSpec
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+KEY_COLUMN = "__key"  # the spec's key columns joined, for the uniqueness expectation
+
+
+@dataclass(frozen=True)
+class ExpectationOutcome:
+    expectation: str
+    column: str | None
+    success: bool
+    observed_value: Any = None
+    unexpected_count: int | None = None
+    unexpected_percent: float | None = None
+    sample_unexpected: list[Any] = field(default_factory=list)
+
+    def describe(self) -> str:
+        target = f"{self.expectation}({self.column})" if self.column else self.expectation
+        if self.unexpected_count is not None:
+            pct = f"{self.unexpected_percent:.3f}%" if self.unexpected_percent is not None else "?"
+            return f"{target}: {self.unexpected_count} unexpected ({pct}), e.g. {self.sample_unexpected[:5]}"
+        return f"{target}: observed {self.observed_value!r}"
+
+
+@dataclass(frozen=True)
+class SuiteOutcome:
+    suite: str
+    success: bool
+    evaluated: int
+    results: list[ExpectationOutcome]
+
+    @property
+    def failures(self) -> list[ExpectationOutcome]:
+        return [r for r in self.results if not r.success]
+
+
+def feature_suite(spec: DatasetSpec, min_rows: int = 1):
+    """Expectations on the validated feature table, from the spec alone."""
+    import great_expectations as gx
+
+    E = gx.expectations
+    keys = list(spec.key_columns)
+    expectations = [
+        E.ExpectTableRowCountToBeBetween(min_value=min_rows),
+        # GX's compound-uniqueness self-join is ambiguous on Spark; run_suite adds KEY_COLUMN instead.
+        E.ExpectColumnValuesToBeUnique(column=KEY_COLUMN),
+        *[E.ExpectColumnValuesToNotBeNull(column=c) for c in (*keys, EVENT_DATE, spec.event_time)],
+        *[E.ExpectColumnValuesToNotBeNull(column=c) for c in spec.categorical_features],
+    ]
+    for column, (low, high) in spec.value_ranges.items():
+        expectations.append(E.ExpectColumnValuesToBeBetween(column=column, min_value=low, max_value=high))
+    for column, values in spec.allowed_values.items():
+        expectations.append(E.ExpectColumnValuesToBeInSet(column=column, value_set=list(values)))
+    if spec.task == "classification":
+        expectations.append(E.ExpectColumnValuesToBeInSet(column=LABEL, value_set=[0.0, 1.0]))
+    return gx.ExpectationSuite(name=f"{spec.name}_features", expectations=expectations)
+
+
+def with_key_column(df: DataFrame, spec: DatasetSpec) -> DataFrame:
+    return df.withColumn(KEY_COLUMN, F.concat_ws("|", *[F.col(k).cast("string") for k in spec.key_columns]))
+
+
+def run_suite(df: DataFrame, suite) -> SuiteOutcome:
+    """Validate a Spark DataFrame in an ephemeral GX context. Cache `df` first: GX runs several Spark jobs."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batch_definition = (
+        context.data_sources.add_spark(name="spark")
+        .add_dataframe_asset(name=suite.name)
+        .add_batch_definition_whole_dataframe("whole")
+    )
+    suite = context.suites.add(suite)
+    result = batch_definition.get_batch(batch_parameters={"dataframe": df}).validate(suite, result_format="SUMMARY")
+    outcomes = []
+    for r in result.results:
+        res = r.result or {}
+        outcomes.append(
+            ExpectationOutcome(
+                expectation=r.expectation_config.type,
+                column=r.expectation_config.kwargs.get("column")
+                or ",".join(r.expectation_config.kwargs.get("column_list") or []) or None,
+                success=bool(r.success),
+                observed_value=_plain(res.get("observed_value")),
+                unexpected_count=res.get("unexpected_count"),
+                unexpected_percent=res.get("unexpected_percent"),
+                sample_unexpected=[_plain(v) for v in (res.get("partial_unexpected_list") or [])[:10]],
+            )
+        )
+    return SuiteOutcome(suite=suite.name, success=bool(result.success), evaluated=len(outcomes), results=outcomes)
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)

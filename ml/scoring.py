@@ -1,0 +1,59 @@
+"""Batch scoring with a registered Spark ML pipeline: every row says which model made it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mlflow
+from pyspark.ml import PipelineModel
+from pyspark.ml.functions import vector_to_array
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from ml.dataset import EVENT_DATE, DatasetSpec
+
+
+class SignatureMismatchError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str
+    version: str
+    run_id: str
+    uri: str  # models:/name/version: pinned, not the moving alias
+
+
+def check_signature(model_uri: str, available_columns: list[str]) -> list[str]:
+    """The model's input columns; a clear error naming the columns the feature table lacks."""
+    signature = mlflow.models.get_model_info(model_uri).signature
+    if signature is None:
+        raise SignatureMismatchError(f"model {model_uri} has no signature, so its inputs cannot be checked")
+    inputs = signature.inputs.input_names()
+    missing = [c for c in inputs if c not in available_columns]
+    if missing:
+        raise SignatureMismatchError(
+            f"model {model_uri} expects columns {missing} that the feature table does not have "
+            f"(it has {sorted(available_columns)})"
+        )
+    return inputs
+
+
+def load_model(model: ResolvedModel) -> PipelineModel:
+    return mlflow.spark.load_model(model.uri)
+
+
+def score(features: DataFrame, pipeline: PipelineModel, model: ResolvedModel, spec: DatasetSpec) -> DataFrame:
+    keys = [k for k in spec.key_columns if k != EVENT_DATE]
+    scored = pipeline.transform(features)
+    columns = [*[F.col(k) for k in keys], F.col(EVENT_DATE), F.col("prediction").cast("double").alias("prediction")]
+    if spec.task == "classification":
+        columns.append(vector_to_array(F.col("probability"))[1].alias("probability"))
+    columns += [
+        F.lit(model.name).alias("model_name"),
+        F.lit(str(model.version)).alias("model_version"),
+        F.lit(model.run_id).alias("model_run_id"),
+        F.current_timestamp().alias("scored_at"),
+    ]
+    return scored.select(*columns)

@@ -1,0 +1,42 @@
+"""The Dagster code location: assets, checks, jobs, schedules and the deployment's resources."""
+
+from __future__ import annotations
+
+from dagster import (
+    AssetSelection,
+    Definitions,
+    build_schedule_from_partitioned_job,
+    define_asset_job,
+    in_process_executor,
+)
+
+from assets.common import SPEC, daily_partitions
+from assets.features import validated_features
+from assets.ingest import raw_data
+from assets.predictions import batch_predictions
+from assets.splits import splits
+from assets.training import registered_model, tuned_pipeline
+from orchestration.deployments import resources_for
+
+daily_assets = AssetSelection.assets(raw_data, validated_features, batch_predictions)
+training_assets = AssetSelection.assets(splits, tuned_pipeline, registered_model)
+
+daily_job = define_asset_job(
+    "daily_job", selection=daily_assets, partitions_def=daily_partitions,
+    description="raw_data -> validated_features -> batch_predictions for one day (or a range, in one run).",
+)
+training_job = define_asset_job(
+    "training_job", selection=training_assets,
+    description="splits -> tuned_pipeline -> registered_model (champion/challenger gate).",
+)
+daily_schedule = build_schedule_from_partitioned_job(daily_job, hour_of_day=3)
+
+defs = Definitions(
+    assets=[raw_data, validated_features, splits, tuned_pipeline, registered_model, batch_predictions],
+    jobs=[daily_job, training_job],
+    schedules=[daily_schedule],
+    resources=resources_for(SPEC),
+    # Spark parallelizes inside each step; steps share one process and so one SparkSession (one JVM start
+    # per run, not one per asset).
+    executor=in_process_executor,
+)

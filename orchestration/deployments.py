@@ -1,0 +1,90 @@
+"""One place per deployment. `FLIGHTLINE_DEPLOYMENT` picks one: `local` (default) or `prod`.
+
+local: Spark in this process (`local[*]`), an embedded MLflow store (sqlite + local artifacts) and the
+lakehouse under the state folder. prod: every endpoint comes from the environment, secrets through
+`dagster.EnvVar`, so nothing secret is in code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dagster import EnvVar
+
+from ml.dataset import DatasetSpec
+from orchestration.resources import LakehouseResource, MLflowResource, SparkResource
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+LOCAL_SPARK_CONF = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.shuffle.partitions": "8",
+    "spark.databricks.delta.snapshotPartitions": "2",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.driver.memory": "6g",
+}
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("FLIGHTLINE_STATE_DIR", REPO_ROOT / ".state")).resolve()
+
+
+def local_resources(
+    spec: DatasetSpec,
+    state: Path | None = None,
+    master: str = "local[*]",
+    spark_conf: dict[str, str] | None = None,
+) -> dict:
+    state = (state or state_dir()).resolve()
+    lakehouse_root = os.environ.get("FLIGHTLINE_LAKEHOUSE_ROOT", str(state / "lakehouse"))
+    return {
+        "spark": SparkResource(
+            master=master,
+            spark_config={**LOCAL_SPARK_CONF, "spark.sql.warehouse.dir": str(state / "spark-warehouse"), **(spark_conf or {})},
+        ),
+        "mlflow": MLflowResource(
+            tracking_uri=f"sqlite:///{state / 'mlflow' / 'mlflow.db'}",
+            artifact_root=str(state / "mlflow" / "artifacts"),
+            experiment=spec.name,
+            ui_url=os.environ.get("FLIGHTLINE_MLFLOW_UI", "http://127.0.0.1:5000"),
+        ),
+        "lakehouse": LakehouseResource(
+            root=lakehouse_root, catalog="main", schema_name=spec.name, model=spec.model_name,
+            staging_dir=str(state / "staging"),
+        ),
+    }
+
+
+def prod_resources(spec: DatasetSpec) -> dict:
+    env = os.environ.get
+    return {
+        "spark": SparkResource(
+            master=env("FLIGHTLINE_SPARK_MASTER"),
+            remote=env("FLIGHTLINE_SPARK_REMOTE"),  # sc://... for Spark Connect / Databricks
+            spark_config={"spark.sql.session.timeZone": "UTC"},
+        ),
+        "mlflow": MLflowResource(
+            tracking_uri=EnvVar("MLFLOW_TRACKING_URI"),
+            registry_uri=env("MLFLOW_REGISTRY_URI"),  # databricks-uc, or uc:http://host:8080
+            experiment=env("FLIGHTLINE_MLFLOW_EXPERIMENT", f"/flightline/{spec.name}"),
+            ui_url=env("FLIGHTLINE_MLFLOW_UI"),
+        ),
+        "lakehouse": LakehouseResource(
+            root=EnvVar("FLIGHTLINE_LAKEHOUSE_ROOT"),
+            catalog=env("FLIGHTLINE_CATALOG", "main"),
+            schema_name=env("FLIGHTLINE_SCHEMA", spec.name),
+            model=spec.model_name,
+            staging_dir=env("FLIGHTLINE_STAGING_DIR", "/tmp/flightline-staging"),
+        ),
+    }
+
+
+DEPLOYMENTS = {"local": local_resources, "prod": prod_resources}
+
+
+def resources_for(spec: DatasetSpec, deployment: str | None = None) -> dict:
+    name = deployment or os.environ.get("FLIGHTLINE_DEPLOYMENT", "local")
+    if name not in DEPLOYMENTS:
+        raise ValueError(f"FLIGHTLINE_DEPLOYMENT={name!r} is not a deployment; choose one of {sorted(DEPLOYMENTS)}")
+    return DEPLOYMENTS[name](spec)

@@ -1,0 +1,145 @@
+"""Resources: the SparkSession, the MLflow client, and where the lakehouse's tables live."""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Optional
+
+import mlflow
+from dagster import ConfigurableResource, InitResourceContext
+from dagster_pyspark import LazyPySparkResource
+from mlflow.tracking import MlflowClient
+from pydantic import PrivateAttr
+from pyspark.sql import SparkSession
+
+from ml.spark import get_or_create_session
+
+
+class SparkResource(LazyPySparkResource):
+    """A Delta-enabled SparkSession, created on first use, one per process, never stopped between assets.
+
+    `master` is `local[*]` by default, or a cluster URL (`spark://host:7077`, `k8s://...`); `remote` is a
+    Spark Connect URL (`sc://host:15002`) and wins over `master`. `spark_config` is extra Spark conf.
+    """
+
+    master: Optional[str] = "local[*]"
+    remote: Optional[str] = None
+    app_name: str = "flightline"
+    spark_config: dict[str, Any] = {}
+
+    @classmethod
+    def _is_dagster_maintained(cls) -> bool:
+        return False
+
+    def _init_session(self) -> None:
+        if self._spark_session is None:
+            self._spark_session = get_or_create_session(
+                master=self.master, remote=self.remote, app_name=self.app_name,
+                conf={k: str(v) for k, v in self.spark_config.items()},
+            )
+
+    @property
+    def spark_session(self) -> SparkSession:
+        self._init_session()
+        return self._spark_session
+
+
+class MLflowUnreachableError(ConnectionError):
+    pass
+
+
+class MLflowResource(ConfigurableResource):
+    """MLflow tracking and registry. Default: an embedded sqlite store with a local artifact root.
+
+    In production `tracking_uri` points at an MLflow server (`http://...`) or `databricks`, and
+    `registry_uri` at `databricks-uc` or an OSS Unity Catalog server (`uc:http://...`).
+    """
+
+    tracking_uri: str
+    registry_uri: Optional[str] = None
+    experiment: str = "flightline"
+    artifact_root: Optional[str] = None  # for experiments this resource creates
+    ui_url: Optional[str] = None  # where people open the MLflow UI, for links in Dagster metadata
+    http_timeout_seconds: int = 10
+    http_max_retries: int = 1
+
+    _client: Any = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self.configure()
+
+    def configure(self) -> None:
+        # Without these, an unreachable server makes MLflow retry with backoff for minutes.
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(self.http_max_retries)
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(self.http_timeout_seconds)
+        for uri in filter(None, (self.tracking_uri, self.registry_uri)):
+            self._check_reachable(uri)
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.registry_uri or self.tracking_uri)
+        self._client = MlflowClient(self.tracking_uri, self.registry_uri or self.tracking_uri)
+
+    def _check_reachable(self, uri: str) -> None:
+        base = uri[3:] if uri.startswith("uc:") else uri
+        if not base.startswith(("http://", "https://")):
+            return
+        try:
+            urllib.request.urlopen(base.rstrip("/") + "/health", timeout=min(5, self.http_timeout_seconds))
+        except urllib.error.HTTPError:
+            return  # it answered: reachable (some servers have no /health)
+        except (urllib.error.URLError, OSError) as exc:
+            raise MLflowUnreachableError(f"MLflow at {uri} is unreachable: {getattr(exc, 'reason', exc)}") from exc
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self.configure()
+        return self._client
+
+    def experiment_id(self) -> str:
+        experiment = self.client.get_experiment_by_name(self.experiment)
+        if experiment is not None:
+            return experiment.experiment_id
+        location = None
+        if self.artifact_root:
+            Path(self.artifact_root).mkdir(parents=True, exist_ok=True)
+            location = Path(self.artifact_root).resolve().as_uri()
+        return self.client.create_experiment(self.experiment, artifact_location=location)
+
+    def run_url(self, experiment_id: str, run_id: str) -> Optional[str]:
+        if not self.ui_url:
+            return None
+        return f"{self.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def model_url(self, name: str, version: str) -> Optional[str]:
+        if not self.ui_url:
+            return None
+        return f"{self.ui_url.rstrip('/')}/#/models/{name}/versions/{version}"
+
+
+class LakehouseResource(ConfigurableResource):
+    """Where tables live: a root path, plus the `catalog.schema` they are named under.
+
+    Each table is stored at `<root>/<catalog>/<schema>/<table>`, and named `catalog.schema.table` in
+    metadata, so that a metastore or Unity Catalog can take the names over in production.
+    """
+
+    root: str
+    catalog: str = "main"
+    schema_name: str = "flights"
+    model: str = "arrival_delay"
+    staging_dir: str  # scratch space for source files that need unpacking
+
+    def table_path(self, table: str) -> str:
+        if "://" in self.root:
+            return f"{self.root.rstrip('/')}/{self.catalog}/{self.schema_name}/{table}"
+        return str(Path(self.root).resolve() / self.catalog / self.schema_name / table)
+
+    def table_name(self, table: str) -> str:
+        return f"{self.catalog}.{self.schema_name}.{table}"
+
+    @property
+    def model_name(self) -> str:
+        return f"{self.catalog}.{self.schema_name}.{self.model}"
