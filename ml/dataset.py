@@ -90,9 +90,8 @@ def table_source(fmt: str, path: str, options: dict[str, str] | None = None) -> 
 
 def load_spec(ref: str) -> DatasetSpec:
     """`flights` (a built-in name) or `package.module:ATTRIBUTE` for a spec of your own."""
-    if ":" not in ref:
-        ref = f"ml.datasets.{ref}:SPEC"
-    module_name, attr = ref.split(":", 1)
+    target = ref if ":" in ref else f"ml.datasets.{ref}:SPEC"
+    module_name, attr = target.split(":", 1)
     try:
         spec = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:

@@ -1,0 +1,52 @@
+"""One real SparkSession (Delta-enabled, local[2]) for the whole pytest session: startup costs 5-6 s."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+TEST_SPARK_CONF = {
+    "spark.sql.shuffle.partitions": "2",
+    "spark.default.parallelism": "2",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.databricks.delta.snapshotPartitions": "2",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.driver.memory": "3g",
+}
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    from ml.spark import get_or_create_session
+
+    conf = {**TEST_SPARK_CONF, "spark.sql.warehouse.dir": str(tmp_path_factory.mktemp("warehouse"))}
+    session = get_or_create_session(master="local[2]", conf=conf, app_name="flightline-tests")
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_store(tmp_path_factory):
+    """A real MLflow tracking and registry store (sqlite + local artifacts), shared by the session:
+    creating its tables takes ~10 s. Tests that register models use names of their own."""
+    import mlflow
+
+    from orchestration.resources import MLflowResource
+
+    tmp_path = tmp_path_factory.mktemp("mlflow")
+    resource = MLflowResource(
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        artifact_root=str(tmp_path / "artifacts"),
+        experiment="tests",
+    )
+    resource.configure()
+    yield resource
+    mlflow.set_tracking_uri(None)

@@ -1,0 +1,116 @@
+"""tune_and_log, the registry gate and scoring, on tiny data with a real MLflow store."""
+
+from datetime import date
+
+import mlflow
+import pytest
+
+from ml.registry import CHALLENGER, CHAMPION, GateConfig, NoChampionError, champion_version, gate, register_version
+from ml.scoring import ResolvedModel, SignatureMismatchError, check_signature, load_model, score
+from ml.splits import SplitWindow, time_splits
+from ml.training import TuningConfig, tune_and_log
+from tests.unit.tiny import tiny_features, tiny_spec
+
+@pytest.fixture()
+def NAME(request):
+    """A model name of the test's own, since the MLflow store is shared by the session."""
+    return f"main.tiny.{request.node.name.replace('[', '_').replace(']', '')}"
+
+
+@pytest.fixture(scope="module")
+def trained(spark, mlflow_store):
+    spec = tiny_spec()
+    splits = time_splits(tiny_features(spark), SplitWindow.ending(date(2024, 1, 12), 8, 2, 2))
+    outcome = tune_and_log(
+        spec, splits["train"], splits["validation"], splits["test"],
+        TuningConfig(n_trials=2, algorithms=("logistic_regression",), study_name="unit"),
+        experiment_id=mlflow_store.experiment_id(), tags={"dagster.run_id": "r-1"},
+    )
+    return spec, outcome, splits
+
+
+def test_tuning_logs_a_parent_run_with_nested_trials(trained, mlflow_store):
+    spec, outcome, _ = trained
+    client = mlflow_store.client
+    parent = client.get_run(outcome.run_id)
+    assert parent.data.tags["dagster.run_id"] == "r-1"
+    assert parent.data.params["n_trials"] == "2"
+    assert "test_auc" in parent.data.metrics and "validation_auc" in parent.data.metrics
+    children = client.search_runs([outcome.experiment_id], f"tags.mlflow.parentRunId = '{outcome.run_id}'")
+    assert len(children) == 2 == outcome.n_complete
+    assert all("validation_auc" in c.data.metrics for c in children)
+    signature = mlflow.models.get_model_info(outcome.model_uri).signature
+    assert signature.inputs.input_names() == ["x1", "x2", "color"]
+
+
+def test_same_seed_same_trials(spark, trained, mlflow_store):
+    spec, first, splits = trained
+    again = tune_and_log(
+        spec, splits["train"], splits["validation"], splits["test"],
+        TuningConfig(n_trials=2, algorithms=("logistic_regression",), study_name="unit-again"),
+        experiment_id=mlflow_store.experiment_id(), tags={},
+    )
+    assert again.best_params == first.best_params
+    assert again.best_validation_value == pytest.approx(first.best_validation_value)
+
+
+def test_gate_promotes_first_then_only_better(trained, mlflow_store, NAME):
+    _, outcome, _ = trained
+    client = mlflow_store.client
+    with pytest.raises(NoChampionError, match=f"model {NAME} has no version with the alias @champion"):
+        champion_version(client, NAME)
+    versions = [register_version(client, NAME, outcome.model_uri, outcome.run_id, "v", {"k": "v"}).version
+                for _ in range(4)]
+    scores = {versions[0]: 0.70, versions[1]: 0.69, versions[2]: 0.70, versions[3]: 0.75}
+    cfg = GateConfig(margin=0.0, min_value=0.55)
+    decisions = [gate(client, NAME, v, "auc", scores.__getitem__, cfg) for v in versions]
+    assert [d.promoted for d in decisions] == [True, False, False, True]  # first, worse, equal, better
+    assert champion_version(client, NAME).version == versions[3]
+    assert client.get_model_version(NAME, versions[1]).tags["gate.decision"] == "rejected"
+    assert "does not beat champion" in decisions[2].reason
+    # A challenger below the floor is never promoted, even with no better champion around.
+    low = register_version(client, NAME, outcome.model_uri, outcome.run_id, "v", {}).version
+    d = gate(client, NAME, low, "auc", lambda v: 0.5, cfg)
+    assert not d.promoted and d.reason == "auc 0.5000 is below the floor 0.55"
+    assert client.get_registered_model(NAME).aliases == {CHAMPION: versions[3], CHALLENGER: low}
+
+
+def test_a_failing_evaluation_leaves_the_champion(trained, mlflow_store, NAME):
+    _, outcome, _ = trained
+    client = mlflow_store.client
+    v1 = register_version(client, NAME, outcome.model_uri, outcome.run_id, "v", {}).version
+    gate(client, NAME, v1, "auc", lambda v: 0.8, GateConfig())
+    v2 = register_version(client, NAME, outcome.model_uri, outcome.run_id, "v", {}).version
+
+    def broken(v):
+        raise RuntimeError("test set unreadable")
+
+    with pytest.raises(RuntimeError, match="test set unreadable"):
+        gate(client, NAME, v2, "auc", broken, GateConfig())
+    assert champion_version(client, NAME).version == v1
+
+
+def test_a_two_level_name_is_refused(trained, mlflow_store):
+    _, outcome, _ = trained
+    with pytest.raises(ValueError, match="must have three levels: catalog.schema.model"):
+        register_version(mlflow_store.client, "tiny.model", outcome.model_uri, outcome.run_id, "v", {})
+
+
+def test_scoring_names_the_model_on_every_row(spark, trained, mlflow_store, NAME):
+    spec, outcome, splits = trained
+    v = str(register_version(mlflow_store.client, NAME, outcome.model_uri, outcome.run_id, "v", {}).version)
+    model = ResolvedModel(NAME, v, outcome.run_id, f"models:/{NAME}/{v}")
+    features = splits["test"]
+    scored = score(features, load_model(model), model, spec)
+    assert scored.columns == ["id", "event_date", "prediction", "probability", "model_name", "model_version",
+                              "model_run_id", "scored_at"]
+    rows = scored.collect()
+    assert len(rows) == features.count() > 0
+    assert {(r.model_name, r.model_version, r.model_run_id) for r in rows} == {(NAME, v, outcome.run_id)}
+    assert all(0.0 <= r.probability <= 1.0 for r in rows)
+
+
+def test_signature_mismatch_names_the_columns(trained, mlflow_store):
+    _, outcome, _ = trained
+    with pytest.raises(SignatureMismatchError, match=r"expects columns \['color'\] that the feature table does not have"):
+        check_signature(outcome.model_uri, ["id", "x1", "x2"])
