@@ -10,7 +10,7 @@ from dagster import (
     in_process_executor,
 )
 
-from assets.common import SPEC, daily_partitions
+from assets.common import SPEC
 from assets.features import validated_features
 from assets.ingest import raw_data
 from assets.predictions import batch_predictions
@@ -22,7 +22,7 @@ daily_assets = AssetSelection.assets(raw_data, validated_features, batch_predict
 training_assets = AssetSelection.assets(splits, tuned_pipeline, registered_model)
 
 daily_job = define_asset_job(
-    "daily_job", selection=daily_assets, partitions_def=daily_partitions,
+    "daily_job", selection=daily_assets,
     description="raw_data -> validated_features -> batch_predictions for one day (or a range, in one run).",
 )
 training_job = define_asset_job(
