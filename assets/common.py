@@ -36,6 +36,10 @@ def _as_date(value: datetime) -> date:
     return value.date() if isinstance(value, datetime) else value
 
 
+def is_single_day(start: date, end: date) -> bool:
+    return (end - start).days == 1
+
+
 def partition_label(start: date, end: date) -> str:
     last = date.fromordinal(end.toordinal() - 1)
     return start.isoformat() if start == last else f"{start.isoformat()}...{last.isoformat()}"
@@ -47,8 +51,12 @@ def column_schema(schema: StructType) -> TableSchema:
     )
 
 
-def delta_metadata(commit: DeltaCommit, table_name: str, schema: StructType, **extra) -> dict:
-    """The lineage contract for Delta outputs, with Dagster's standard keys where they exist."""
+def delta_metadata(commit: DeltaCommit, table_name: str, schema: StructType, whole_output: bool = True, **extra) -> dict:
+    """The lineage contract for Delta outputs, with Dagster's standard keys where they exist.
+
+    A single-run backfill records the same metadata on every partition of its range, so there the rows
+    written are recorded as `rows_written_in_run`, not as one partition's `dagster/row_count`.
+    """
     uri = commit.path if "://" in commit.path else f"file://{commit.path}"
     metadata = {
         "dagster/uri": MetadataValue.path(uri),
@@ -58,6 +66,6 @@ def delta_metadata(commit: DeltaCommit, table_name: str, schema: StructType, **e
         "delta_operation": commit.operation,
     }
     if commit.rows_written is not None:
-        metadata["dagster/row_count"] = commit.rows_written
+        metadata["dagster/row_count" if whole_output else "rows_written_in_run"] = commit.rows_written
     metadata.update(extra)
     return metadata

@@ -13,7 +13,7 @@ from dagster import (
 )
 from pyspark import StorageLevel
 
-from assets.common import SPEC, daily_partitions, delta_metadata, partition_label, partition_window
+from assets.common import SPEC, daily_partitions, delta_metadata, is_single_day, partition_label, partition_window
 from assets.ingest import raw_data
 from ml.delta_io import read_pinned, window_predicate, write_partitions
 from ml.features import build_features
@@ -85,7 +85,7 @@ def validated_features(context: AssetExecutionContext, spark: SparkResource, lak
     context.log.info(f"validated_features {partition}: {commit.rows_written} rows, Delta v{commit.version}")
     yield MaterializeResult(
         metadata=delta_metadata(
-            commit, lakehouse.table_name("validated_features"), features.schema,
+            commit, lakehouse.table_name("validated_features"), features.schema, whole_output=is_single_day(start, end),
             partition=partition, raw_data_delta_version=raw_version,
         ),
         check_results=[check],

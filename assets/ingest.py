@@ -2,7 +2,7 @@
 
 from dagster import AssetExecutionContext, BackfillPolicy, MaterializeResult, asset
 
-from assets.common import SPEC, daily_partitions, delta_metadata, partition_label, partition_window
+from assets.common import SPEC, daily_partitions, delta_metadata, is_single_day, partition_label, partition_window
 from ml.delta_io import write_partitions
 from ml.features import raw_window
 from orchestration.resources import LakehouseResource, SparkResource
@@ -22,6 +22,6 @@ def raw_data(context: AssetExecutionContext, spark: SparkResource, lakehouse: La
     commit = write_partitions(rows, lakehouse.table_path("raw_data"), start, end)
     context.log.info(f"raw_data {partition_label(start, end)}: {commit.rows_written} rows, Delta v{commit.version}")
     return MaterializeResult(
-        metadata=delta_metadata(commit, lakehouse.table_name("raw_data"), rows.schema,
+        metadata=delta_metadata(commit, lakehouse.table_name("raw_data"), rows.schema, whole_output=is_single_day(start, end),
                                 partition=partition_label(start, end), source=SPEC.source_description)
     )

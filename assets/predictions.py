@@ -2,7 +2,7 @@
 
 from dagster import AssetExecutionContext, BackfillPolicy, MaterializeResult, MetadataValue, asset
 
-from assets.common import SPEC, daily_partitions, delta_metadata, partition_label, partition_window
+from assets.common import SPEC, daily_partitions, delta_metadata, is_single_day, partition_label, partition_window
 from assets.features import validated_features
 from assets.training import registered_model
 from ml.delta_io import read_pinned, window_predicate, write_partitions
@@ -36,7 +36,7 @@ def batch_predictions(context: AssetExecutionContext, spark: SparkResource, mlfl
     model_url = mlflow.model_url(name, model.version)
     return MaterializeResult(
         metadata=delta_metadata(
-            commit, lakehouse.table_name("batch_predictions"), predictions.schema,
+            commit, lakehouse.table_name("batch_predictions"), predictions.schema, whole_output=is_single_day(start, end),
             partition=partition,
             model_name=name,
             model_version=int(model.version),

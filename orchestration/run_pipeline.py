@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     daily_job = defs.resolve_job_def("daily_job")
     training_job = defs.resolve_job_def("training_job")
     timings = {}
+    quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}  # progress, without per-event DEBUG lines
 
     def step(label, fn):
         t0 = time.monotonic()
@@ -52,14 +53,16 @@ def main(argv: list[str] | None = None) -> int:
 
     step(f"ingest {start}..{end}", lambda: daily_job.execute_in_process(
         instance=instance, tags=range_tags, asset_selection=[AssetKey("raw_data"), AssetKey("validated_features")],
-        raise_on_error=False))
+        run_config=quiet, raise_on_error=False))
     split_config = {"end_date": end, "train_days": args.train_days, "validation_days": args.validation_days,
                     "test_days": args.test_days}
     trained = step("training", lambda: training_job.execute_in_process(
         instance=instance, raise_on_error=False,
-        run_config={"ops": {"splits": {"config": split_config}, "tuned_pipeline": {"config": {"n_trials": args.trials}}}}))
+        run_config={**quiet, "ops": {"splits": {"config": split_config},
+                                     "tuned_pipeline": {"config": {"n_trials": args.trials}}}}))
     step(f"scoring {start}..{end}", lambda: daily_job.execute_in_process(
-        instance=instance, tags=range_tags, asset_selection=[AssetKey("batch_predictions")], raise_on_error=False))
+        instance=instance, tags=range_tags, asset_selection=[AssetKey("batch_predictions")], run_config=quiet,
+        raise_on_error=False))
 
     resources = defs.resources
     lakehouse, mlflow_res = resources["lakehouse"], resources["mlflow"]

@@ -51,3 +51,29 @@ def mlflow_store(tmp_path_factory):
     resource.configure()
     yield resource
     mlflow.set_tracking_uri(None)
+
+
+def build_world(state):
+    """Definitions bound to a temporary state folder, and a real on-disk Dagster instance."""
+    from dagster import DagsterInstance, Definitions
+
+    from ml.datasets.flights import SPEC
+    from orchestration import definitions as d
+    from orchestration.deployments import local_resources
+
+    resources = local_resources(SPEC, state=state, master="local[2]", spark_conf=TEST_SPARK_CONF)
+    defs = Definitions(assets=d.defs.assets, jobs=d.defs.jobs, schedules=d.defs.schedules, resources=resources,
+                       executor=d.defs.executor)
+    (state / "dagster").mkdir(exist_ok=True)
+    instance = DagsterInstance.local_temp(str(state / "dagster"))
+    return defs, instance, resources, state
+
+
+def table(spark, resources, name):
+    return spark.read.format("delta").load(resources["lakehouse"].table_path(name))
+
+
+def latest_metadata(instance, key):
+    from dagster import AssetKey
+
+    return instance.get_latest_materialization_event(AssetKey(key)).asset_materialization.metadata

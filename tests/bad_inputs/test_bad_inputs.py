@@ -1,0 +1,141 @@
+"""Bad inputs of the skeleton: each gets a clear error that names the problem, and nothing earlier is lost."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from dagster import AssetKey, DagsterEventType, materialize
+from delta.tables import DeltaTable
+
+from assets.predictions import batch_predictions
+from orchestration.deployments import REPO_ROOT
+from orchestration.resources import LakehouseResource
+from tests.conftest import build_world, latest_metadata, table
+
+DAYS = {"dagster/asset_partition_range_start": "2013-02-01", "dagster/asset_partition_range_end": "2013-02-03"}
+SPLIT = {"end_date": "2013-02-03", "train_days": 1, "validation_days": 1, "test_days": 1}
+
+
+@pytest.fixture(scope="module")
+def world(spark, tmp_path_factory):
+    defs, instance, resources, state = build_world(tmp_path_factory.mktemp("bad"))
+    daily, training = defs.resolve_job_def("daily_job"), defs.resolve_job_def("training_job")
+    assert daily.execute_in_process(instance=instance, tags=DAYS,
+                                    asset_selection=[AssetKey("raw_data"), AssetKey("validated_features")]).success
+    assert training.execute_in_process(instance=instance, run_config={"ops": {
+        "splits": {"config": SPLIT},
+        "tuned_pipeline": {"config": {"n_trials": 1, "algorithms": ["logistic_regression"]}}}}).success
+    assert daily.execute_in_process(instance=instance, tags=DAYS, asset_selection=[AssetKey("batch_predictions")]).success
+    return defs, instance, resources, state
+
+
+def versions(spark, resources, *tables):
+    return {t: DeltaTable.forPath(spark, resources["lakehouse"].table_path(t)).history(1).first()["version"] for t in tables}
+
+
+def test_duplicate_keys_fail_the_blocking_check_and_nothing_downstream_runs(spark, world):
+    defs, instance, resources, _ = world
+    raw_path = resources["lakehouse"].table_path("raw_data")
+    before = versions(spark, resources, "validated_features", "batch_predictions")
+    # A bad upstream load: 2013-02-04 arrives with one flight twice.
+    day = spark.read.format("delta").load(raw_path).where("event_date = '2013-02-03'").selectExpr(
+        "* EXCEPT (event_date)", "DATE'2013-02-04' AS event_date")
+    day.unionByName(day.limit(1)).write.format("delta").mode("append").save(raw_path)
+    try:
+        result = defs.resolve_job_def("daily_job").execute_in_process(
+            instance=instance, partition_key="2013-02-04", raise_on_error=False,
+            asset_selection=[AssetKey("validated_features"), AssetKey("batch_predictions")])
+        assert not result.success
+        checks = [e.event_specific_data for e in result.all_events
+                  if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION]
+        assert len(checks) == 1 and checks[0].check_name == "feature_suite" and not checks[0].passed
+        failed = checks[0].metadata["failed_expectations"].value
+        assert [(f["expectation"], f["column"], f["unexpected_count"]) for f in failed] == [
+            ("expect_column_values_to_be_unique", "__key", 2)]
+        assert "the feature suite failed, nothing was written" in str(result.failure_data_for_node("validated_features").error)
+        assert result.failure_data_for_node("batch_predictions") is None  # never started
+        assert [e.step_key for e in result.all_events if e.event_type == DagsterEventType.STEP_START] == ["validated_features"]
+        assert versions(spark, resources, "validated_features", "batch_predictions") == before
+        assert table(spark, resources, "validated_features").where("event_date = '2013-02-04'").count() == 0
+    finally:
+        DeltaTable.forPath(spark, raw_path).delete("event_date = '2013-02-04'")
+
+
+def test_a_split_window_without_data_names_the_empty_split_and_keeps_the_old_splits(spark, world):
+    defs, instance, resources, _ = world
+    before = versions(spark, resources, "train_set", "validation_set", "test_set")
+    result = defs.resolve_job_def("training_job").execute_in_process(
+        instance=instance, raise_on_error=False,
+        run_config={"ops": {"splits": {"config": {**SPLIT, "end_date": "2013-03-31"}}}})
+    assert not result.success
+    error = str(result.failure_data_for_node("splits").error)
+    assert "no labelled rows in train_set [2013-03-29, 2013-03-30), validation_set [2013-03-30, 2013-03-31), " \
+           "test_set [2013-03-31, 2013-04-01)" in error
+    assert versions(spark, resources, "train_set", "validation_set", "test_set") == before
+
+
+def test_a_malformed_end_date_is_named(world):
+    defs, instance, _, _ = world
+    result = defs.resolve_job_def("training_job").execute_in_process(
+        instance=instance, raise_on_error=False, run_config={"ops": {"splits": {"config": {"end_date": "2013-13-01"}}}})
+    assert not result.success
+    assert "end_date '2013-13-01' is not a date of the form YYYY-MM-DD" in str(result.failure_data_for_node("splits").error)
+
+
+def test_no_champion_names_the_model_and_writes_nothing(spark, world):
+    defs, instance, resources, _ = world
+    before = versions(spark, resources, "batch_predictions")
+    lake = resources["lakehouse"]
+    other = LakehouseResource(root=lake.root, catalog=lake.catalog, schema_name=lake.schema_name,
+                              model="never_trained", staging_dir=lake.staging_dir)
+    result = materialize([batch_predictions], instance=instance, partition_key="2013-02-02", raise_on_error=False,
+                         resources={**resources, "lakehouse": other})
+    assert not result.success
+    assert "model main.flights.never_trained has no version with the alias @champion" in str(
+        result.failure_data_for_node("batch_predictions").error)
+    assert versions(spark, resources, "batch_predictions") == before
+
+
+def test_an_unreachable_mlflow_server_fails_fast_and_clearly():
+    from orchestration.resources import MLflowResource, MLflowUnreachableError
+
+    with socket.socket() as s:  # a port on which nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(MLflowUnreachableError, match=f"MLflow at http://127.0.0.1:{port} is unreachable"):
+        MLflowResource(tracking_uri=f"http://127.0.0.1:{port}").configure()
+    assert time.monotonic() - started < 5
+
+
+def test_missing_java_is_named(monkeypatch, tmp_path):
+    from ml.spark import SparkSetupError, ensure_java
+
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SparkSetupError, match=r"Java was not found: Spark needs a JDK 17"):
+        ensure_java()
+
+
+def test_an_unresolvable_delta_jar_is_named_before_any_query(tmp_path):
+    """Ivy that can reach no repository: Spark must not start with a broken DeltaCatalog."""
+    settings = tmp_path / "ivysettings.xml"
+    settings.write_text(
+        '<ivysettings><settings defaultResolver="nowhere"/><resolvers>'
+        f'<filesystem name="nowhere"><artifact pattern="{tmp_path}/none/[artifact].[ext]"/></filesystem>'
+        "</resolvers></ivysettings>")
+    code = (
+        "from ml.spark import get_or_create_session, SparkSetupError\n"
+        "try:\n"
+        f"    get_or_create_session('local[1]', conf={{'spark.jars.ivy': '{tmp_path}/ivy', "
+        f"'spark.jars.ivySettings': '{settings}', 'spark.ui.enabled': 'false'}})\n"
+        "except SparkSetupError as e:\n"
+        "    print('ERROR:', e)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert "ERROR: Delta Lake's jar io.delta:delta-spark_4.2_2.13:4.4.0 is not in the Ivy cache" in proc.stdout, proc.stderr[-2000:]
+    assert "could not be fetched from Maven Central" in proc.stdout
