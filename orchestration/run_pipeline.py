@@ -11,7 +11,6 @@ import argparse
 import os
 import sys
 import time
-from datetime import date, timedelta
 
 from dagster import AssetKey, DagsterInstance
 
@@ -29,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-days", type=int, default=31)
     args = parser.parse_args(argv)
 
-    from assets.common import SPEC, daily_partitions
+    from assets.common import daily_partitions
     from orchestration.definitions import defs
 
     keys = daily_partitions.get_partition_keys()

@@ -13,7 +13,7 @@ from delta.tables import DeltaTable
 from assets.predictions import batch_predictions
 from orchestration.deployments import REPO_ROOT
 from orchestration.resources import LakehouseResource
-from tests.conftest import build_world, latest_metadata, table
+from tests.conftest import build_world, table
 
 DAYS = {"dagster/asset_partition_range_start": "2013-02-01", "dagster/asset_partition_range_end": "2013-02-03"}
 SPLIT = {"end_date": "2013-02-03", "train_days": 1, "validation_days": 1, "test_days": 1}

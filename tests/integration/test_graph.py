@@ -12,7 +12,7 @@ from datetime import date
 import pytest
 from dagster import AssetKey, DagsterInstance
 
-from ml.datasets.flights import SPEC, package_data_dir
+from ml.datasets.flights import package_data_dir
 from orchestration.deployments import REPO_ROOT
 from tests.conftest import build_world, latest_metadata, table
 

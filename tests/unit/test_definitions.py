@@ -1,0 +1,37 @@
+"""The code location loads the way `dagster dev` loads it: through workspace.yaml, in a fresh process."""
+
+import os
+import subprocess
+import sys
+
+from orchestration.deployments import REPO_ROOT
+
+
+def test_workspace_loads_and_validates():
+    dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
+    proc = subprocess.run([dagster, "definitions", "validate", "-w", "workspace.yaml"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=180, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "flightline" in proc.stdout + proc.stderr
+
+
+def test_the_graph_has_the_lineage_assets_jobs_and_schedule():
+    from orchestration.definitions import defs
+
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert keys == {"raw_data", "validated_features", "train_set", "validation_set", "test_set", "tuned_pipeline",
+                    "registered_model", "batch_predictions"}
+    assert {j.name for j in defs.resolve_all_job_defs()} >= {"daily_job", "training_job"}
+    assert defs.resolve_schedule_def("daily_job_schedule").cron_schedule == "0 3 * * *"
+    checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
+    assert checks == {"feature_suite"}
+
+
+def test_unknown_deployment_is_named():
+    import pytest
+
+    from ml.datasets.flights import SPEC
+    from orchestration.deployments import resources_for
+
+    with pytest.raises(ValueError, match=r"FLIGHTLINE_DEPLOYMENT='staging' is not a deployment; choose one of \['local', 'prod'\]"):
+        resources_for(SPEC, "staging")
