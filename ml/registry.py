@@ -110,11 +110,11 @@ def gate(
     elif champion is None:
         promoted, reason = True, f"first version to pass the thresholds ({metric} {challenger_value:.4f})"
     elif is_better(challenger_value, champion_value, metric, config.margin):
-        promoted, reason = True, (f"{metric} {challenger_value:.4f} beats champion v{champion.version} "
-                                  f"({champion_value:.4f}) by more than {config.margin}")
+        promoted, reason = True, (f"{metric} {challenger_value:.6f} beats champion v{champion.version} "
+                                  f"({champion_value:.6f}) by more than {config.margin}")
     else:
-        promoted, reason = False, (f"{metric} {challenger_value:.4f} does not beat champion v{champion.version} "
-                                   f"({champion_value:.4f}) by more than {config.margin}")
+        promoted, reason = False, (f"{metric} {challenger_value:.6f} does not beat champion v{champion.version} "
+                                   f"({champion_value:.6f}) by more than {config.margin}")
 
     decision = GateDecision(promoted, reason, metric, str(challenger_version), challenger_value,
                             champion.version if champion else None, champion_value)

@@ -115,6 +115,21 @@ def test_rematerializing_a_partition_leaves_the_same_rows(spark, world, material
         date(2013, 1, 3), date(2013, 1, 3))["2013-01-03"]
 
 
+def test_retraining_on_the_same_data_does_not_flip_the_champion(world, materialized):
+    defs, instance, resources, _ = world
+    client, name = resources["mlflow"].client, resources["lakehouse"].model_name
+    champion = client.get_model_version_by_alias(name, "champion").version
+    again = defs.resolve_job_def("training_job").execute_in_process(instance=instance, run_config={"ops": {
+        "splits": {"config": SPLIT},
+        "tuned_pipeline": {"config": {"n_trials": 2, "algorithms": ["logistic_regression"]}}}})
+    assert again.success
+    gate_meta = again.asset_materializations_for_node("registered_model")[0].metadata
+    assert gate_meta["gate_decision"].value == "rejected"
+    assert "does not beat champion" in gate_meta["gate_reason"].value
+    assert client.get_model_version_by_alias(name, "champion").version == champion
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == str(gate_meta["model_version"].value)
+
+
 def test_tables_are_real_delta_for_an_independent_reader(world, materialized):
     from deltalake import DeltaTable
 

@@ -1,0 +1,106 @@
+"""Orchestration overhead: the whole graph through Dagster vs. a plain script calling the same ml/ functions.
+
+Same process, same SparkSession, same data slice and config; fresh state for every repetition; the two
+variants alternate so that neither gets all the warm caches. Prints the medians and the ratio.
+
+    make bench-overhead        # or: .venv/bin/python -m bench.overhead --days 31 --reps 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+from dagster import AssetKey
+
+from ml import delta_io
+from ml.datasets.flights import SPEC
+from ml.features import build_features, raw_window
+from ml.metrics import evaluate
+from ml.quality import feature_suite, run_suite, with_key_column
+from ml.registry import GateConfig, champion_version, gate, register_version
+from ml.scoring import ResolvedModel, load_model, score
+from ml.splits import SplitWindow, time_splits
+from ml.training import TuningConfig, tune_and_log
+from tests.conftest import TEST_SPARK_CONF, build_world
+
+TUNING = {"n_trials": 2, "algorithms": ["logistic_regression"]}
+
+
+def plain(spark, resources, start: date, end: date, window: SplitWindow) -> None:
+    lake, mlf = resources["lakehouse"], resources["mlflow"]
+    mlf.configure()
+    raw = raw_window(SPEC.load_source(spark, lake.staging_dir), SPEC, start, end)
+    delta_io.write_partitions(raw, lake.table_path("raw_data"), start, end)
+    features = build_features(delta_io.read_table(spark, lake.table_path("raw_data")), SPEC).cache()
+    assert run_suite(with_key_column(features, SPEC), feature_suite(SPEC)).success
+    delta_io.write_partitions(features, lake.table_path("validated_features"), start, end)
+    features.unpersist()
+    feats = delta_io.read_table(spark, lake.table_path("validated_features"))
+    for name, frame in time_splits(feats, window).items():
+        delta_io.overwrite_table(frame, lake.table_path(f"{name}_set"))
+    splits = {n: delta_io.read_table(spark, lake.table_path(f"{n}_set")) for n in ("train", "validation", "test")}
+    outcome = tune_and_log(SPEC, splits["train"], splits["validation"], splits["test"],
+                           TuningConfig(n_trials=TUNING["n_trials"], algorithms=tuple(TUNING["algorithms"])),
+                           mlf.experiment_id(), tags={})
+    v = register_version(mlf.client, lake.model_name, outcome.model_uri, outcome.run_id, "bench", {}).version
+    gate(mlf.client, lake.model_name, v, "auc",
+         lambda ver: evaluate(load_model(ResolvedModel(lake.model_name, ver, "", f"models:/{lake.model_name}/{ver}"))
+                              .transform(splits["test"]), "classification", ("auc",))["auc"], GateConfig())
+    champ = champion_version(mlf.client, lake.model_name)
+    model = ResolvedModel(lake.model_name, str(champ.version), champ.run_id, f"models:/{lake.model_name}/{champ.version}")
+    delta_io.write_partitions(score(feats, load_model(model), model, SPEC), lake.table_path("batch_predictions"), start, end)
+
+
+def through_dagster(world, start: date, end: date, split_config: dict) -> None:
+    defs, instance, _, _ = world
+    tags = {"dagster/asset_partition_range_start": start.isoformat(),
+            "dagster/asset_partition_range_end": (end - timedelta(days=1)).isoformat()}
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    daily, training = defs.resolve_job_def("daily_job"), defs.resolve_job_def("training_job")
+    assert daily.execute_in_process(instance=instance, tags=tags, run_config=quiet,
+                                    asset_selection=[AssetKey("raw_data"), AssetKey("validated_features")]).success
+    assert training.execute_in_process(instance=instance, run_config={
+        **quiet, "ops": {"splits": {"config": split_config}, "tuned_pipeline": {"config": TUNING}}}).success
+    assert daily.execute_in_process(instance=instance, tags=tags, run_config=quiet,
+                                    asset_selection=[AssetKey("batch_predictions")]).success
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--days", type=int, default=31)
+    parser.add_argument("--reps", type=int, default=3)
+    args = parser.parse_args()
+    from ml.spark import get_or_create_session
+
+    spark = get_or_create_session("local[2]", conf=TEST_SPARK_CONF)
+    spark.sparkContext.setLogLevel("ERROR")
+    start = date(2013, 1, 1)
+    end = start + timedelta(days=args.days)
+    split_config = {"end_date": (end - timedelta(days=1)).isoformat(), "train_days": args.days - 10,
+                    "validation_days": 5, "test_days": 5}
+    window = SplitWindow.ending(end - timedelta(days=1), args.days - 10, 5, 5)
+    times: dict[str, list[float]] = {"plain": [], "dagster": []}
+    for rep in range(args.reps + 1):  # the first round warms the JVM and the caches, and is not counted
+        for variant in ("plain", "dagster") if rep % 2 == 0 else ("dagster", "plain"):
+            world = build_world(Path(tempfile.mkdtemp(prefix=f"bench-{variant}-")))
+            t0 = time.perf_counter()
+            if variant == "plain":
+                plain(spark, world[2], start, end, window)
+            else:
+                through_dagster(world, start, end, split_config)
+            elapsed = time.perf_counter() - t0
+            if rep:
+                times[variant].append(elapsed)
+            print(f"rep {rep} {variant}: {elapsed:.1f}s" + ("" if rep else " (warm-up)"), flush=True)
+    p, d = statistics.median(times["plain"]), statistics.median(times["dagster"])
+    print(f"\n{args.days} days, {args.reps} reps: plain median {p:.1f}s, dagster median {d:.1f}s, ratio {d / p:.3f} "
+          f"(target <= 1.15)")
+
+
+if __name__ == "__main__":
+    main()
