@@ -17,9 +17,18 @@ from pyspark.sql import DataFrame, SparkSession
 EVENT_DATE = "event_date"  # the partition column of every daily table
 LABEL = "label"  # the label column of the feature and split tables
 
+MALFORMED = "_malformed_record"  # raw text of a source record that did not parse; NULL for good records
+
 Task = Literal["classification", "regression"]
-# A source loader gets the SparkSession and a scratch folder it may use for staging files.
-SourceLoader = Callable[[SparkSession, str], DataFrame]
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    staging_dir: str  # scratch space a loader may use, e.g. to unpack an archive
+    location: str | None = None  # overrides the spec's default source location (a folder, a path or a table)
+
+
+SourceLoader = Callable[[SparkSession, SourceContext], DataFrame]
 
 
 @dataclass(frozen=True)
@@ -40,9 +49,17 @@ class DatasetSpec:
     end_date: str | None = None  # exclusive; None for an open-ended stream
     model_name: str = "model"
     primary_metric: str | None = None
-    raw_columns: tuple[str, ...] = ()  # the source's contract: columns it must provide
+    event_date_expr: str | None = None  # SQL for the partition date; default: local date of event_time
+    # The source's schema contract: column -> Spark type (int, double, string, timestamp, ...). Missing
+    # columns and other types are errors; extra columns are ignored with a warning, or refused.
+    raw_schema: dict[str, str] = field(default_factory=dict)
+    extra_columns: Literal["ignore", "error"] = "ignore"
+    required_columns: tuple[str, ...] = ()  # besides keys, event time and categoricals: never NULL
     value_ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)  # feature -> bounds
-    allowed_values: dict[str, tuple[str, ...]] = field(default_factory=dict)  # categorical -> known values
+    allowed_values: dict[str, tuple[str, ...]] = field(default_factory=dict)  # categorical -> the only values
+    min_non_null: dict[str, float] = field(default_factory=dict)  # feature -> least non-null share (default 0.5)
+    rows_per_day: tuple[int, int] = (1, 10_000_000)  # bounds on the rows of one daily partition
+    max_quarantine_fraction: float = 0.05  # above this share of quarantined rows, the partition fails
 
     def __post_init__(self) -> None:
         if self.task not in ("classification", "regression"):
@@ -80,10 +97,11 @@ class DatasetSpec:
 def table_source(fmt: str, path: str, options: dict[str, str] | None = None) -> SourceLoader:
     """A loader for a table that Spark reads directly (delta, parquet, csv, json, or a catalog table with fmt='table')."""
 
-    def load(spark: SparkSession, _staging_dir: str) -> DataFrame:
+    def load(spark: SparkSession, ctx: SourceContext) -> DataFrame:
+        where = ctx.location or path
         if fmt == "table":
-            return spark.read.table(path)
-        return spark.read.format(fmt).options(**(options or {})).load(path)
+            return spark.read.table(where)
+        return spark.read.format(fmt).options(**(options or {})).load(where)
 
     return load
 

@@ -10,13 +10,16 @@ from pyspark.sql import functions as F
 from ml.dataset import EVENT_DATE, LABEL, DatasetSpec
 
 
+def local_date(spec: DatasetSpec):
+    """The local calendar date of the event time, in the spec's time zone."""
+    return F.to_date(F.from_utc_timestamp(F.col(spec.event_time), spec.event_timezone))
+
+
 def with_event_date(df: DataFrame, spec: DatasetSpec) -> DataFrame:
-    """Add the partition column: the local calendar date of the event time in the spec's time zone."""
-    missing = [c for c in (spec.event_time,) if c not in df.columns]
-    if missing:
-        raise ValueError(f"dataset {spec.name}: the source has no event-time column {missing[0]!r}")
-    local = F.from_utc_timestamp(F.col(spec.event_time), spec.event_timezone)
-    return df.withColumn(EVENT_DATE, F.to_date(local))
+    """Add the partition column: `spec.event_date_expr`, or else the local date of the event time."""
+    if spec.event_time not in df.columns:
+        raise ValueError(f"dataset {spec.name}: the source has no event-time column {spec.event_time!r}")
+    return df.withColumn(EVENT_DATE, F.expr(spec.event_date_expr) if spec.event_date_expr else local_date(spec))
 
 
 def raw_window(source: DataFrame, spec: DatasetSpec, start: date, end: date) -> DataFrame:
@@ -31,6 +34,18 @@ def feature_columns(spec: DatasetSpec) -> list[str]:
     return list(dict.fromkeys([*keys, spec.event_time, EVENT_DATE, *spec.features, LABEL]))
 
 
+def with_derived(raw: DataFrame, spec: DatasetSpec) -> DataFrame:
+    """Raw columns plus the spec's derived columns, the typed features and the label."""
+    df = raw.withColumns({name: F.expr(expr) for name, expr in spec.derived_columns.items()})
+    typed = {c: F.col(c).cast("double") for c in spec.numeric_features}
+    typed.update({c: F.col(c).cast("string") for c in spec.categorical_features})
+    return df.withColumns({**typed, LABEL: F.expr(spec.label_expr).cast("double")})
+
+
+def select_features(derived: DataFrame, spec: DatasetSpec) -> DataFrame:
+    return derived.select(*feature_columns(spec))
+
+
 def build_features(raw: DataFrame, spec: DatasetSpec) -> DataFrame:
     """Typed features: keys, event time and date, numeric features as DOUBLE, categoricals as STRING, the label.
 
@@ -38,15 +53,4 @@ def build_features(raw: DataFrame, spec: DatasetSpec) -> DataFrame:
     is unknown (for example a cancelled flight, or an event whose outcome has not arrived yet); such rows are
     still scored, and left out of training.
     """
-    df = raw
-    for name, expr in spec.derived_columns.items():
-        df = df.withColumn(name, F.expr(expr))
-    typed = {
-        **{c: F.col(c).cast("double") for c in spec.numeric_features},
-        **{c: F.col(c).cast("string") for c in spec.categorical_features},
-    }
-    names = list(dict.fromkeys(feature_columns(spec)[:-1]))  # a key may also be a feature: select it once
-    return df.select(
-        *[typed.get(c, F.col(c)).alias(c) for c in names],
-        F.expr(spec.label_expr).cast("double").alias(LABEL),
-    )
+    return select_features(with_derived(raw, spec), spec)

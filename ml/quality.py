@@ -9,7 +9,7 @@ from typing import Any
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from ml.dataset import EVENT_DATE, LABEL, DatasetSpec
+from ml.dataset import EVENT_DATE, LABEL, MALFORMED, DatasetSpec
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 KEY_COLUMN = "__key"  # the spec's key columns joined, for the uniqueness expectation
@@ -45,21 +45,38 @@ class SuiteOutcome:
         return [r for r in self.results if not r.success]
 
 
-def feature_suite(spec: DatasetSpec, min_rows: int = 1):
-    """Expectations on the validated feature table, from the spec alone."""
+def raw_suite(spec: DatasetSpec, days: int = 1):
+    """Expectations on a raw partition range, before it is written: rows per day, parseable records."""
     import great_expectations as gx
 
     E = gx.expectations
-    keys = list(spec.key_columns)
+    low, high = spec.rows_per_day
+    expectations = [E.ExpectTableRowCountToBeBetween(min_value=low * days, max_value=high * days)]
+    mostly = 1.0 - spec.max_quarantine_fraction
+    if spec.raw_schema:
+        expectations.append(E.ExpectColumnValuesToBeNull(column=MALFORMED, mostly=mostly))
+    expectations.append(E.ExpectColumnValuesToNotBeNull(column=spec.event_time, mostly=mostly))
+    return gx.ExpectationSuite(name=f"{spec.name}_raw", expectations=expectations)
+
+
+def feature_suite(spec: DatasetSpec, days: int = 1):
+    """Expectations on the validated features (after quarantine), from the spec alone."""
+    import great_expectations as gx
+
+    E = gx.expectations
+    keys = [k for k in spec.key_columns if k != EVENT_DATE]
+    low, high = spec.rows_per_day
     expectations = [
-        E.ExpectTableRowCountToBeBetween(min_value=min_rows),
+        E.ExpectTableRowCountToBeBetween(min_value=int(low * days * (1 - spec.max_quarantine_fraction)), max_value=high * days),
         # GX's compound-uniqueness self-join is ambiguous on Spark; run_suite adds KEY_COLUMN instead.
         E.ExpectColumnValuesToBeUnique(column=KEY_COLUMN),
-        *[E.ExpectColumnValuesToNotBeNull(column=c) for c in (*keys, EVENT_DATE, spec.event_time)],
-        *[E.ExpectColumnValuesToNotBeNull(column=c) for c in spec.categorical_features],
+        *[E.ExpectColumnValuesToNotBeNull(column=c) for c in dict.fromkeys((*keys, EVENT_DATE, spec.event_time,
+                                                                             *spec.categorical_features))],
+        *[E.ExpectColumnValuesToNotBeNull(column=c, mostly=spec.min_non_null.get(c, 0.5)) for c in spec.numeric_features
+          if c not in spec.required_columns],
     ]
-    for column, (low, high) in spec.value_ranges.items():
-        expectations.append(E.ExpectColumnValuesToBeBetween(column=column, min_value=low, max_value=high))
+    for column, (low_v, high_v) in spec.value_ranges.items():
+        expectations.append(E.ExpectColumnValuesToBeBetween(column=column, min_value=low_v, max_value=high_v))
     for column, values in spec.allowed_values.items():
         expectations.append(E.ExpectColumnValuesToBeInSet(column=column, value_set=list(values)))
     if spec.task == "classification":

@@ -18,7 +18,7 @@ from assets.splits import splits
 from assets.training import registered_model, tuned_pipeline
 from orchestration.deployments import resources_for
 
-daily_assets = AssetSelection.assets(raw_data, validated_features, batch_predictions)
+daily_assets = AssetSelection.assets(raw_data, validated_features, batch_predictions)  # + quarantine
 training_assets = AssetSelection.assets(splits, tuned_pipeline, registered_model)
 
 daily_job = define_asset_job(

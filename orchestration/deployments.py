@@ -51,7 +51,7 @@ def local_resources(
         ),
         "lakehouse": LakehouseResource(
             root=lakehouse_root, catalog="main", schema_name=spec.name, model=spec.model_name,
-            staging_dir=str(state / "staging"),
+            staging_dir=str(state / "staging"), source_location=os.environ.get("FLIGHTLINE_SOURCE_LOCATION"),
         ),
     }
 
@@ -76,6 +76,7 @@ def prod_resources(spec: DatasetSpec) -> dict:
             schema_name=env("FLIGHTLINE_SCHEMA", spec.name),
             model=spec.model_name,
             staging_dir=env("FLIGHTLINE_STAGING_DIR", "/tmp/flightline-staging"),
+            source_location=env("FLIGHTLINE_SOURCE_LOCATION"),
         ),
     }
 

@@ -131,6 +131,7 @@ class LakehouseResource(ConfigurableResource):
     schema_name: str = "flights"
     model: str = "arrival_delay"
     staging_dir: str  # scratch space for source files that need unpacking
+    source_location: Optional[str] = None  # replaces the dataset spec's default source (folder, path or table)
 
     def table_path(self, table: str) -> str:
         if "://" in self.root:

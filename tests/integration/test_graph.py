@@ -42,7 +42,7 @@ def materialized(world):
     defs, instance, resources, _ = world
     daily, training = defs.resolve_job_def("daily_job"), defs.resolve_job_def("training_job")
     ingest = daily.execute_in_process(instance=instance, tags=RANGE,
-                                      asset_selection=[AssetKey("raw_data"), AssetKey("validated_features")])
+                                      asset_selection=[AssetKey("raw_data"), AssetKey("validated_features"), AssetKey("quarantine")])
     train = training.execute_in_process(instance=instance, run_config={"ops": {
         "splits": {"config": SPLIT},
         "tuned_pipeline": {"config": {"n_trials": 2, "algorithms": ["logistic_regression"]}}}})

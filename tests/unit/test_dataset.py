@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from ml.dataset import DatasetSpec, load_spec, table_source
+from ml.dataset import DatasetSpec, SourceContext, load_spec, table_source
 from ml.datasets.flights import SPEC as FLIGHTS
 
 
@@ -53,4 +53,4 @@ def test_a_user_table_spec(spark, tmp_path):
         numeric_features=(), categorical_features=("channel",),
     )
     assert spec.metric == "rmse"
-    assert spec.load_source(spark, str(tmp_path)).count() == 2
+    assert spec.load_source(spark, SourceContext(str(tmp_path))).count() == 2

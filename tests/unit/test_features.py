@@ -1,3 +1,4 @@
+import dataclasses
 from datetime import date, datetime
 
 from ml.dataset import EVENT_DATE, LABEL
@@ -13,15 +14,21 @@ def _raw(spark, rows):
 
 
 def _flight(time_hour, arr_delay=20.0, carrier="UA", flight=1, origin="EWR"):
-    return (2013, 1, 1, 517, 515, 2.0, 830, 819, arr_delay, carrier, flight, "N1", origin, "IAH", 227.0,
+    return (time_hour.year, time_hour.month, time_hour.day, 517, 515, 2.0, 830, 819, arr_delay, carrier, flight, "N1", origin, "IAH", 227.0,
             1400.0, 5, 15, time_hour, *[1.0] * 9)
 
 
 def test_event_date_is_the_local_date(spark):
     df = spark.createDataFrame([(datetime(2013, 1, 2, 3, 0),), (datetime(2013, 1, 2, 6, 0),)], "time_hour TIMESTAMP")
-    dates = [r[EVENT_DATE] for r in with_event_date(df, SPEC).orderBy("time_hour").collect()]
+    by_time = dataclasses.replace(SPEC, event_date_expr=None)  # the date from the event time alone
+    dates = [r[EVENT_DATE] for r in with_event_date(df, by_time).orderBy("time_hour").collect()]
     # 03:00 UTC is 22:00 the day before in New York; 06:00 UTC is 01:00 the same day.
     assert dates == [date(2013, 1, 1), date(2013, 1, 2)]
+
+
+def test_flights_take_the_date_from_year_month_day(spark):
+    df = spark.createDataFrame([(2013, 1, 1, datetime(2013, 1, 2, 3, 0))], "year INT, month INT, day INT, time_hour TIMESTAMP")
+    assert with_event_date(df, SPEC).first()[EVENT_DATE] == date(2013, 1, 1)
 
 
 def test_raw_window_keeps_only_the_window(spark):

@@ -1,0 +1,116 @@
+"""Row-level rules from the dataset spec: rows that break one go to the quarantine table, not to features.
+
+All rules are evaluated in one projection, and counted in one aggregation, so the gate costs one pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from ml.dataset import EVENT_DATE, LABEL, MALFORMED, DatasetSpec
+from ml.features import local_date, select_features
+
+FAILED_RULES = "failed_rules"
+QUARANTINE_COLUMNS = ("event_date", "source_partition", "failed_rules", "record", "quarantined_at")
+REPLACEMENT_CHAR = "\ufffd"  # what a UTF-8 decoder puts where the bytes were not UTF-8
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    valid: Column  # TRUE when the row is fine; FALSE or NULL breaks the rule
+
+
+@dataclass(frozen=True)
+class QuarantineCounts:
+    rows: int
+    quarantined: int
+    unlabelled: int
+    by_rule: dict[str, int]
+
+    @property
+    def kept(self) -> int:
+        return self.rows - self.quarantined
+
+    @property
+    def fraction(self) -> float:
+        return self.quarantined / self.rows if self.rows else 0.0
+
+
+def row_rules(spec: DatasetSpec, columns: list[str]) -> list[Rule]:
+    rules: list[Rule] = []
+    if MALFORMED in columns:
+        rules.append(Rule("malformed_record", F.col(MALFORMED).isNull()))
+    required = [k for k in spec.key_columns if k != EVENT_DATE] + [spec.event_time, *spec.categorical_features,
+                                                                   *spec.required_columns]
+    for c in dict.fromkeys(required):
+        rules.append(Rule(f"{c}_not_null", F.col(c).isNotNull()))
+    for c, (low, high) in spec.value_ranges.items():
+        ok = F.lit(True)
+        if low is not None:
+            ok = ok & (F.col(c) >= low)
+        if high is not None:
+            ok = ok & (F.col(c) <= high)
+        rules.append(Rule(f"{c}_in_range", F.col(c).isNull() | ok))
+    for c, values in spec.allowed_values.items():
+        rules.append(Rule(f"{c}_allowed", F.col(c).isNull() | F.col(c).isin(list(values))))
+    if spec.task == "classification":
+        rules.append(Rule("label_domain", F.col(LABEL).isNull() | F.col(LABEL).isin(0.0, 1.0)))
+    if spec.event_date_expr:  # the event time must fall on the partition's date
+        rules.append(Rule("event_time_in_partition", F.col(spec.event_time).isNull() | (local_date(spec) == F.col(EVENT_DATE))))
+    text = [c for c, t in spec.raw_schema.items() if t == "string" and c in columns]
+    if text:
+        clean = F.lit(True)
+        for c in text:
+            clean = clean & (F.coalesce(F.instr(F.col(c), REPLACEMENT_CHAR), F.lit(0)) == 0)
+        rules.append(Rule("invalid_utf8", clean))
+    return rules
+
+
+def annotate(derived: DataFrame, spec: DatasetSpec) -> DataFrame:
+    """Add `failed_rules`: the names of the rules each row breaks, `duplicate_key` for all but one row per key."""
+    rules = row_rules(spec, derived.columns)
+    failed = F.array_compact(F.array(*[F.when(~F.coalesce(r.valid, F.lit(False)), F.lit(r.name)) for r in rules]))
+    keys = list(spec.key_columns)
+    order = F.xxhash64(*[F.col(c) for c in derived.columns])  # deterministic: reruns keep the same row
+    first = F.row_number().over(Window.partitionBy(*keys).orderBy(F.col(spec.event_time).asc_nulls_last(), order)) == 1
+    failed = F.when(first, failed).otherwise(F.array_append(failed, F.lit("duplicate_key")))
+    return derived.withColumn(FAILED_RULES, failed)
+
+
+def rule_names(spec: DatasetSpec, columns: list[str]) -> list[str]:
+    return [r.name for r in row_rules(spec, columns)] + ["duplicate_key"]
+
+
+def count(annotated: DataFrame, spec: DatasetSpec) -> QuarantineCounts:
+    names = rule_names(spec, annotated.columns)
+    bad = F.size(FAILED_RULES) > 0
+    row = annotated.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.sum(bad.cast("long")).alias("quarantined"),
+        F.sum((~bad & F.col(LABEL).isNull()).cast("long")).alias("unlabelled"),
+        *[F.sum(F.array_contains(FAILED_RULES, n).cast("long")).alias(n) for n in names],
+    ).first()
+    by_rule = {n: int(row[n] or 0) for n in names if row[n]}
+    return QuarantineCounts(int(row["rows"]), int(row["quarantined"] or 0), int(row["unlabelled"] or 0), by_rule)
+
+
+def good_rows(annotated: DataFrame, spec: DatasetSpec) -> DataFrame:
+    return select_features(annotated.where(F.size(FAILED_RULES) == 0), spec)
+
+
+def quarantined_rows(annotated: DataFrame, spec: DatasetSpec, source_partition: str) -> DataFrame:
+    """Quarantine rows: the key, the rules broken, the raw record as JSON, and where it came from."""
+    raw_columns = [c for c in annotated.columns if c != FAILED_RULES]
+    keys = [k for k in spec.key_columns if k != EVENT_DATE]
+    return annotated.where(F.size(FAILED_RULES) > 0).select(
+        *[F.col(k).cast("string").alias(k) for k in keys],
+        F.col(EVENT_DATE),
+        F.lit(source_partition).alias("source_partition"),
+        F.col(FAILED_RULES),
+        F.to_json(F.struct(*[F.col(c) for c in raw_columns])).alias("record"),
+        F.current_timestamp().alias("quarantined_at"),
+    )
