@@ -1,0 +1,313 @@
+"""The bad-input corpus: broken source files for one day, each with its exact outcome, and proof that
+nothing earlier was lost (other partitions, Delta history, and on a failure every table untouched)."""
+
+import csv
+import io
+import shutil
+import zipfile
+from datetime import datetime, timedelta
+
+import pytest
+from dagster import AssetKey, DagsterEventType, materialize
+from delta.tables import DeltaTable
+
+from assets.features import validated_features
+from assets.ingest import raw_data
+from assets.predictions import batch_predictions
+from ml.datasets.flights import package_data_dir
+from orchestration.resources import LakehouseResource
+from tests.conftest import build_world, table
+
+TABLES = ("raw_data", "validated_features", "quarantine", "batch_predictions")
+BASE = {"dagster/asset_partition_range_start": "2013-02-01", "dagster/asset_partition_range_end": "2013-02-03"}
+
+
+def package_rows(first_day: int, last_day: int) -> tuple[list[str], list[list[str]]]:
+    with zipfile.ZipFile(package_data_dir() / "flights.csv.zip") as zf, zf.open("flights.csv") as raw:
+        reader = csv.reader(io.TextIOWrapper(raw, encoding="utf-8"))
+        header = next(reader)
+        return header, [r for r in reader if r[1] == "2" and first_day <= int(r[2]) <= last_day]
+
+
+HEADER, FEB = package_rows(1, 3)
+COL = {name: i for i, name in enumerate(HEADER)}
+
+
+def day_rows(day: int) -> list[list[str]]:
+    return [list(r) for r in FEB if int(r[2]) == day]
+
+
+def moved(rows: list[list[str]], day: int) -> list[list[str]]:
+    """Feb 3's flights as if they flew on Feb `day`: the date columns and the event time move together."""
+    out = []
+    for r in rows:
+        r = list(r)
+        t = datetime.strptime(r[COL["time_hour"]], "%Y-%m-%dT%H:%M:%SZ") + timedelta(days=day - int(r[COL["day"]]))
+        r[COL["day"]], r[COL["time_hour"]] = str(day), t.strftime("%Y-%m-%dT%H:%M:%SZ")
+        out.append(r)
+    return out
+
+
+def write_csv(folder, header, rows, raw_bytes: bytes = b""):
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "flights.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+    if raw_bytes:
+        with open(folder / "flights.csv", "ab") as fh:
+            fh.write(raw_bytes)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def world(spark, tmp_path_factory):
+    state = tmp_path_factory.mktemp("sources")
+    source = write_csv(state / "source", HEADER, FEB)
+    defs, instance, resources, _ = build_world(state)
+    lake = resources["lakehouse"]
+    resources = {**resources, "lakehouse": with_source(lake, source)}
+    daily = [raw_data, validated_features, batch_predictions]
+    assert materialize(daily[:2], instance=instance, resources=resources, tags=BASE).success
+    assert defs.resolve_job_def("training_job").execute_in_process(instance=instance, run_config={"ops": {
+        "splits": {"config": {"end_date": "2013-02-03", "train_days": 1, "validation_days": 1, "test_days": 1}},
+        "tuned_pipeline": {"config": {"n_trials": 1, "algorithms": ["logistic_regression"]}}}}).success
+    assert materialize(daily, selection=[batch_predictions], instance=instance, resources=resources, tags=BASE).success
+    assert table(spark, resources, "quarantine").count() == 0  # the real days are clean
+    return instance, resources, state
+
+
+def with_source(lake, folder) -> LakehouseResource:
+    return LakehouseResource(root=lake.root, catalog=lake.catalog, schema_name=lake.schema_name, model=lake.model,
+                             staging_dir=lake.staging_dir, source_location=str(folder))
+
+
+def snapshot(spark, resources):
+    """Per table: the Delta version and the rows of every partition."""
+    out = {}
+    for t in TABLES:
+        df = table(spark, resources, t)
+        out[t] = (DeltaTable.forPath(spark, resources["lakehouse"].table_path(t)).history(1).first()["version"],
+                  {r["event_date"].isoformat(): r["count"] for r in df.groupBy("event_date").count().collect()})
+    return out
+
+
+def run_day(world, folder, day: str):
+    instance, resources, _ = world
+    return materialize([raw_data, validated_features, batch_predictions], instance=instance, partition_key=day,
+                       raise_on_error=False, resources={**resources, "lakehouse": with_source(resources["lakehouse"], folder)})
+
+
+def checks_of(result) -> dict:
+    return {e.event_specific_data.check_name: e.event_specific_data for e in result.all_events
+            if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION}
+
+
+def started(result) -> list[str]:
+    return [e.step_key for e in result.all_events if e.event_type == DagsterEventType.STEP_START]
+
+
+def error_of(result, step: str) -> str:
+    return str(result.failure_data_for_node(step).error)
+
+
+def assert_untouched(spark, resources, before):
+    assert snapshot(spark, resources) == before
+
+
+def assert_only_day_changed(spark, resources, before, day, tables=TABLES):
+    after = snapshot(spark, resources)
+    for t in tables:
+        version, parts = after[t]
+        # exactly one new commit; none for quarantine when nothing was quarantined (Delta skips an empty write)
+        assert version - before[t][0] in ((0, 1) if t == "quarantine" else (1,)), t
+        assert {d: n for d, n in parts.items() if d != day} == {d: n for d, n in before[t][1].items() if d != day}, t
+
+
+def quarantine_of(spark, resources, day):
+    rows = table(spark, resources, "quarantine").where(f"event_date = '{day}'").collect()
+    return sorted((r.flight, tuple(r.failed_rules)) for r in rows)
+
+
+# ---- failures: nothing is written anywhere -------------------------------------------------------------------
+
+
+def test_empty_partition_fails_the_raw_suite_and_keeps_the_day(spark, world, tmp_path):
+    _, resources, _ = world
+    before = snapshot(spark, resources)
+    result = run_day(world, write_csv(tmp_path, HEADER, day_rows(1)), "2013-02-02")  # a file without Feb 2
+    assert not result.success
+    check = checks_of(result)["raw_suite"]
+    assert not check.passed
+    failed = check.metadata["failed_expectations"].value
+    assert [(f["expectation"], f["observed_value"]) for f in failed] == [("expect_table_row_count_to_be_between", 0)]
+    assert "raw_data 2013-02-02: the raw suite failed, nothing was written (the partition keeps its previous rows)" \
+        in error_of(result, "raw_data")
+    assert started(result) == ["raw_data"]
+    assert_untouched(spark, resources, before)
+
+
+def test_missing_column_is_named_before_anything_is_read(spark, world, tmp_path):
+    _, resources, _ = world
+    before = snapshot(spark, resources)
+    i = COL["distance"]
+    rows = [r[:i] + r[i + 1:] for r in day_rows(2)]
+    result = run_day(world, write_csv(tmp_path, HEADER[:i] + HEADER[i + 1:], rows), "2013-02-02")
+    assert not result.success
+    assert "dataset flights: the source breaks its schema contract: column 'distance' is missing (expected DOUBLE)" \
+        in error_of(result, "raw_data")
+    assert "Traceback" not in error_of(result, "raw_data").split("\n")[0]
+    assert_untouched(spark, resources, before)
+
+
+def test_a_corrupt_archive_is_named(spark, world, tmp_path):
+    _, resources, _ = world
+    before = snapshot(spark, resources)
+    good = (package_data_dir() / "flights.csv.zip").read_bytes()
+    (tmp_path / "flights.csv.zip").write_bytes(good[: len(good) // 3])  # a download cut short
+    result = run_day(world, tmp_path, "2013-02-02")
+    assert not result.success
+    assert f"source file {tmp_path / 'flights.csv.zip'} is not a readable zip archive" in error_of(result, "raw_data")
+    assert_untouched(spark, resources, before)
+
+
+def test_an_all_null_column_fails_the_feature_suite_and_nothing_downstream_runs(spark, world, tmp_path):
+    _, resources, _ = world
+    write_csv(tmp_path, HEADER, day_rows(2))
+    with open(package_data_dir() / "weather.csv", encoding="utf-8") as src, open(tmp_path / "weather.csv", "w") as dst:
+        reader, writer = csv.reader(src), csv.writer(dst, lineterminator="\n")
+        header = next(reader)
+        writer.writerow(header)
+        for row in reader:  # the temperature sensor died
+            row[header.index("temp")] = "NA"
+            writer.writerow(row)
+    before = snapshot(spark, resources)
+    result = run_day(world, tmp_path, "2013-02-02")
+    assert not result.success
+    check = checks_of(result)["feature_suite"]
+    failed = check.metadata["failed_expectations"].value
+    assert [(f["expectation"], f["column"], f["unexpected_percent"]) for f in failed] == [
+        ("expect_column_values_to_not_be_null", "temp", 100.0)]
+    assert started(result) == ["raw_data", "validated_features"]  # batch_predictions never starts
+    assert "the feature suite failed, nothing was written" in error_of(result, "validated_features")
+    after = snapshot(spark, resources)
+    assert after["validated_features"] == before["validated_features"]
+    assert after["batch_predictions"] == before["batch_predictions"]
+
+
+def test_too_many_bad_rows_fail_the_quarantine_budget(spark, world, tmp_path):
+    _, resources, _ = world
+    rows = day_rows(2)
+    bad = len(rows) // 10
+    for r in rows[:bad]:
+        r[COL["distance"]] = "-100"
+    before = snapshot(spark, resources)
+    result = run_day(world, write_csv(tmp_path, HEADER, rows), "2013-02-02")
+    assert not result.success
+    check = checks_of(result)["quarantine_budget"]
+    assert not check.passed and check.metadata["quarantined_rows"].value == bad
+    assert check.metadata["rows_by_rule"].value == {"distance_in_range": bad}
+    assert f"{bad} of {len(rows)} rows" in check.description and "over the budget of 5.00%" in check.description
+    assert started(result) == ["raw_data", "validated_features"]
+    after = snapshot(spark, resources)
+    assert after["validated_features"] == before["validated_features"]
+    assert after["batch_predictions"] == before["batch_predictions"]
+    assert after["quarantine"][1]["2013-02-02"] == bad  # the rows wait in quarantine, for people to look at
+
+
+# ---- row-level problems: quarantined, the rest goes through --------------------------------------------------
+
+
+def quarantined_case(spark, world, tmp_path, day, rows, raw_bytes=b""):
+    _, resources, _ = world
+    before = snapshot(spark, resources)
+    result = run_day(world, write_csv(tmp_path, HEADER, rows, raw_bytes), day)
+    assert result.success, [str(e) for e in result.all_events if e.is_failure]
+    meta = result.asset_materializations_for_node("validated_features")
+    feats = next(m.metadata for m in meta if m.asset_key == AssetKey("validated_features"))
+    assert feats["reconciles"].value is True
+    assert feats["raw_rows"].value == feats["feature_rows"].value + feats["quarantined_rows"].value
+    assert_only_day_changed(spark, resources, before, day)
+    return feats, quarantine_of(spark, resources, day)
+
+
+@pytest.mark.parametrize("case, column, value, rule", [
+    ("negative distances", "distance", "-5", ("distance_in_range",)),
+    ("wrong types", "distance", "far", ("malformed_record", "distance_not_null")),
+    ("unparseable dates", "time_hour", "2013-02-04 noonish", ("malformed_record", "time_hour_not_null")),
+    ("a closed category broken", "origin", "XYZ", ("origin_allowed",)),
+    ("dates outside the partition", "time_hour", "2013-02-09T15:00:00Z", ("event_time_in_partition",)),
+])
+def test_row_level_problems_are_quarantined_with_their_rule(spark, world, tmp_path, case, column, value, rule):
+    rows = moved(day_rows(3), 4)
+    for r in rows[:3]:
+        r[COL[column]] = value
+    feats, quarantined = quarantined_case(spark, world, tmp_path, "2013-02-04", rows)
+    assert feats["quarantined_rows"].value == 3
+    assert quarantined == sorted((r[COL["flight"]], rule) for r in rows[:3])
+
+
+def test_duplicate_keys_keep_one_row(spark, world, tmp_path):
+    rows = moved(day_rows(3), 5)
+    feats, quarantined = quarantined_case(spark, world, tmp_path, "2013-02-05", rows + rows[:2])
+    assert quarantined == sorted((r[COL["flight"]], ("duplicate_key",)) for r in rows[:2])
+    _, resources, _ = world
+    f = table(spark, resources, "validated_features").where("event_date = '2013-02-05'")
+    assert f.count() == len(rows) == f.select("carrier", "flight", "origin").distinct().count()
+
+
+def test_non_utf8_bytes_are_quarantined(spark, world, tmp_path):
+    rows = moved(day_rows(3), 6)
+    broken = list(rows[0])
+    broken[COL["carrier"]] = "@@"
+    line = ",".join(broken).replace("@@", "U\udcffA").encode("utf-8", "surrogateescape")  # a raw 0xFF byte
+    feats, quarantined = quarantined_case(spark, world, tmp_path, "2013-02-06", rows[1:], raw_bytes=line + b"\n")
+    assert quarantined == [(broken[COL["flight"]], ("invalid_utf8",))]
+
+
+def test_a_truncated_last_line_is_quarantined(spark, world, tmp_path):
+    rows = moved(day_rows(3), 7)
+    cut = ",".join(rows[-1])[:40].encode()  # the file ends mid-record
+    feats, quarantined = quarantined_case(spark, world, tmp_path, "2013-02-07", rows[:-1], raw_bytes=cut)
+    assert feats["quarantined_rows"].value == 1
+    assert quarantined[0][0] == rows[-1][COL["flight"]] and "malformed_record" in quarantined[0][1]
+
+
+# ---- accepted with a note -------------------------------------------------------------------------------------
+
+
+def test_missing_labels_are_kept_for_scoring_and_left_out_of_training(spark, world, tmp_path):
+    rows = moved(day_rows(3), 8)
+    known = sum(1 for r in rows if r[COL["arr_delay"]] == "")
+    for r in rows[:10]:
+        r[COL["arr_delay"]] = "NA"
+    feats, quarantined = quarantined_case(spark, world, tmp_path, "2013-02-08", rows)
+    assert quarantined == []
+    assert feats["unlabelled_rows"].value >= 10 + known
+    _, resources, _ = world
+    preds = table(spark, resources, "batch_predictions").where("event_date = '2013-02-08'")
+    assert preds.count() == len(rows)
+
+
+def test_unseen_categories_are_scored(spark, world, tmp_path):
+    rows = moved(day_rows(3), 9)
+    for r in rows[:4]:
+        r[COL["carrier"]] = "ZZ"  # a carrier the model never saw
+    feats, quarantined = quarantined_case(spark, world, tmp_path, "2013-02-09", rows)
+    assert quarantined == []
+    _, resources, _ = world
+    zz = table(spark, resources, "batch_predictions").where("event_date = '2013-02-09' AND carrier = 'ZZ'")
+    assert zz.count() == 4 and zz.where("probability IS NULL").count() == 0
+
+
+def test_an_extra_column_is_ignored_with_a_warning(spark, world, tmp_path):
+    rows = [r + ["B12"] for r in moved(day_rows(3), 10)]
+    _, resources, _ = world
+    before = snapshot(spark, resources)
+    result = run_day(world, write_csv(tmp_path, HEADER + ["gate"], rows), "2013-02-10")
+    assert result.success
+    raw_meta = result.asset_materializations_for_node("raw_data")[0].metadata
+    assert raw_meta["ignored_columns"].value == "gate"
+    assert "gate" not in table(spark, resources, "raw_data").columns
+    assert_only_day_changed(spark, resources, before, "2013-02-10")
+    shutil.rmtree(tmp_path)
