@@ -14,7 +14,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYTHONPATH := $(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install java jars run test ui mlflow-ui clean bench-overhead
+.PHONY: help install java jars run test ui mlflow-ui clean bench-overhead bench-gx
 
 help:
 	@echo "make run        install everything and materialize the whole graph on NYC flights 2013"
@@ -62,3 +62,6 @@ clean:
 
 bench-overhead: jars
 	@source infra/java-env.sh && $(PY) -m bench.overhead $(ARGS)
+
+bench-gx: jars
+	@source infra/java-env.sh && $(PY) -m bench.gx_suite $(ARGS)

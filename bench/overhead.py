@@ -17,11 +17,16 @@ from pathlib import Path
 
 from dagster import AssetKey
 
+from pyspark import StorageLevel
+
 from ml import delta_io
+from ml import quarantine as q
+from ml.contract import enforce_contract
+from ml.dataset import SourceContext
 from ml.datasets.flights import SPEC
-from ml.features import build_features, raw_window
+from ml.features import raw_window, with_derived
 from ml.metrics import evaluate
-from ml.quality import feature_suite, run_suite, with_key_column
+from ml.quality import feature_suite, raw_suite, run_suite, with_key_column
 from ml.registry import GateConfig, champion_version, gate, register_version
 from ml.scoring import ResolvedModel, load_model, score
 from ml.splits import SplitWindow, time_splits
@@ -34,12 +39,20 @@ TUNING = {"n_trials": 2, "algorithms": ["logistic_regression"]}
 def plain(spark, resources, start: date, end: date, window: SplitWindow) -> None:
     lake, mlf = resources["lakehouse"], resources["mlflow"]
     mlf.configure()
-    raw = raw_window(SPEC.load_source(spark, lake.staging_dir), SPEC, start, end)
+    days = (end - start).days
+    source, _ = enforce_contract(SPEC.load_source(spark, SourceContext(lake.staging_dir)), SPEC)
+    raw = raw_window(source, SPEC, start, end).persist(StorageLevel.MEMORY_AND_DISK)
+    assert run_suite(raw, raw_suite(SPEC, days)).success
     delta_io.write_partitions(raw, lake.table_path("raw_data"), start, end)
-    features = build_features(delta_io.read_table(spark, lake.table_path("raw_data")), SPEC).cache()
-    assert run_suite(with_key_column(features, SPEC), feature_suite(SPEC)).success
+    raw.unpersist()
+    annotated = q.annotate(with_derived(delta_io.read_table(spark, lake.table_path("raw_data")), SPEC), SPEC)
+    annotated = annotated.persist(StorageLevel.MEMORY_AND_DISK)
+    assert q.count(annotated, SPEC).fraction <= SPEC.max_quarantine_fraction
+    delta_io.write_partitions(q.quarantined_rows(annotated, SPEC, "bench"), lake.table_path("quarantine"), start, end)
+    features = q.good_rows(annotated, SPEC)
+    assert run_suite(with_key_column(features, SPEC), feature_suite(SPEC, days)).success
     delta_io.write_partitions(features, lake.table_path("validated_features"), start, end)
-    features.unpersist()
+    annotated.unpersist()
     feats = delta_io.read_table(spark, lake.table_path("validated_features"))
     for name, frame in time_splits(feats, window).items():
         delta_io.overwrite_table(frame, lake.table_path(f"{name}_set"))
@@ -62,8 +75,8 @@ def through_dagster(world, start: date, end: date, split_config: dict) -> None:
             "dagster/asset_partition_range_end": (end - timedelta(days=1)).isoformat()}
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     daily, training = defs.resolve_job_def("daily_job"), defs.resolve_job_def("training_job")
-    assert daily.execute_in_process(instance=instance, tags=tags, run_config=quiet,
-                                    asset_selection=[AssetKey("raw_data"), AssetKey("validated_features")]).success
+    assert daily.execute_in_process(instance=instance, tags=tags, run_config=quiet, asset_selection=[
+        AssetKey("raw_data"), AssetKey("validated_features"), AssetKey("quarantine")]).success
     assert training.execute_in_process(instance=instance, run_config={
         **quiet, "ops": {"splits": {"config": split_config}, "tuned_pipeline": {"config": TUNING}}}).success
     assert daily.execute_in_process(instance=instance, tags=tags, run_config=quiet,

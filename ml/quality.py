@@ -88,36 +88,66 @@ def with_key_column(df: DataFrame, spec: DatasetSpec) -> DataFrame:
     return df.withColumn(KEY_COLUMN, F.concat_ws("|", *[F.col(k).cast("string") for k in spec.key_columns]))
 
 
-def run_suite(df: DataFrame, suite) -> SuiteOutcome:
-    """Validate a Spark DataFrame in an ephemeral GX context. Cache `df` first: GX runs several Spark jobs."""
+def run_suite(df: DataFrame, suite, fast: bool = True) -> SuiteOutcome:
+    """Validate a Spark DataFrame in an ephemeral GX context. Cache `df` first: GX runs several Spark jobs.
+
+    fast: first validate with result_format BOOLEAN_ONLY, which lets GX skip the per-expectation jobs
+    that collect unexpected samples; only the expectations that failed are run again with SUMMARY, to
+    give people the observed values and samples. A passing suite, the common case, pays only the first run.
+    """
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    batch_definition = (
+    batch = (
         context.data_sources.add_spark(name="spark")
         .add_dataframe_asset(name=suite.name)
         .add_batch_definition_whole_dataframe("whole")
+        .get_batch(batch_parameters={"dataframe": df})
     )
     suite = context.suites.add(suite)
-    result = batch_definition.get_batch(batch_parameters={"dataframe": df}).validate(suite, result_format="SUMMARY")
-    outcomes = []
-    for r in result.results:
-        res = r.result or {}
-        outcomes.append(
-            ExpectationOutcome(
-                expectation=r.expectation_config.type,
-                column=r.expectation_config.kwargs.get("column")
-                or ",".join(r.expectation_config.kwargs.get("column_list") or []) or None,
-                success=bool(r.success),
-                observed_value=_plain(res.get("observed_value")),
-                unexpected_count=res.get("unexpected_count"),
-                unexpected_percent=res.get("unexpected_percent"),
-                sample_unexpected=[_plain(v) for v in (res.get("partial_unexpected_list") or [])[:10]],
-            )
-        )
+    result = batch.validate(suite, result_format="BOOLEAN_ONLY" if fast else "SUMMARY")
+    outcomes = [_outcome(r) for r in result.results]
+    failed = [r.expectation_config for r in result.results if not r.success]
+    if fast and failed:
+        detail_suite = context.suites.add(gx.ExpectationSuite(
+            name=f"{suite.name}_failures", expectations=[_detached(c) for c in failed]))
+        details = {_identity(r.expectation_config): _outcome(r)
+                   for r in batch.validate(detail_suite, result_format="SUMMARY").results}
+        outcomes = [details.get(_identity_of(o), o) for o in outcomes]
     return SuiteOutcome(suite=suite.name, success=bool(result.success), evaluated=len(outcomes), results=outcomes)
+
+
+def _detached(config):
+    """A copy of a suite's expectation that may join another suite."""
+    import copy
+
+    expectation = copy.copy(config.to_domain_obj())
+    expectation.id = None
+    return expectation
+
+
+def _identity(config) -> tuple:
+    kwargs = config.kwargs
+    return config.type, kwargs.get("column") or ",".join(kwargs.get("column_list") or []) or None
+
+
+def _identity_of(outcome: ExpectationOutcome) -> tuple:
+    return outcome.expectation, outcome.column
+
+
+def _outcome(r) -> ExpectationOutcome:
+    res = r.result or {}
+    return ExpectationOutcome(
+        expectation=r.expectation_config.type,
+        column=_identity(r.expectation_config)[1],
+        success=bool(r.success),
+        observed_value=_plain(res.get("observed_value")),
+        unexpected_count=res.get("unexpected_count"),
+        unexpected_percent=res.get("unexpected_percent"),
+        sample_unexpected=[_plain(v) for v in (res.get("partial_unexpected_list") or [])[:10]],
+    )
 
 
 def _plain(value: Any) -> Any:

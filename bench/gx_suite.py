@@ -1,0 +1,81 @@
+"""Cost of the feature suite on ~1M rows (flights upsampled 3x) as a ratio to one full count() scan.
+
+    make bench-gx      # or: .venv/bin/python -m bench.gx_suite --copies 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+from pyspark import StorageLevel
+from pyspark.sql import functions as F
+
+from ml.dataset import SourceContext
+from ml.datasets.flights import SPEC
+from ml.features import select_features, with_derived, with_event_date
+from ml.quality import feature_suite, run_suite, with_key_column
+from ml.quarantine import annotate, count as quarantine_count
+from tests.conftest import TEST_SPARK_CONF
+
+
+def timed(label, fn, results):
+    t0 = time.perf_counter()
+    value = fn()
+    results[label] = time.perf_counter() - t0
+    print(f"{label:<40} {results[label]:7.2f}s  {value}", flush=True)
+    return value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--copies", type=int, default=3)
+    args = parser.parse_args()
+    from ml.spark import get_or_create_session
+
+    spark = get_or_create_session("local[2]", conf={**TEST_SPARK_CONF, "spark.sql.shuffle.partitions": "8"})
+    spark.sparkContext.setLogLevel("ERROR")
+    tmp = tempfile.mkdtemp(prefix="bench-gx-")
+    source = with_event_date(SPEC.load_source(spark, SourceContext(tmp + "/staging")), SPEC)
+    copies = [source.withColumn("flight", F.col("flight") + 10_000 * i) for i in range(args.copies)]
+    upsampled = copies[0]
+    for c in copies[1:]:
+        upsampled = upsampled.unionByName(c)
+    upsampled.write.format("delta").save(tmp + "/raw")
+    raw = spark.read.format("delta").load(tmp + "/raw")
+    features = select_features(with_derived(raw, SPEC), SPEC)
+    features.write.format("delta").save(tmp + "/features")
+    data = spark.read.format("delta").load(tmp + "/features")
+    days = 365 * args.copies
+    suite = feature_suite(SPEC, days=days)
+    r: dict[str, float] = {}
+    timed("warm-up count (not counted)", data.count, r)
+    timed("count(), Delta answers from its log", data.count, r)
+    spark.conf.set("spark.databricks.delta.optimizeMetadataQuery.enabled", "false")
+    n = timed("count() scan", data.count, r)
+    timed("full scan (count of every column)", lambda: data.agg(*[F.count(c) for c in data.columns]).first()[0], r)
+    timed("feature suite, SUMMARY (as before)", lambda: run_suite(with_key_column(data, SPEC), suite, fast=False).success, r)
+    timed("feature suite (fast path)", lambda: run_suite(with_key_column(data, SPEC), suite).success, r)
+
+    def cached_suite():  # what validated_features does: the frame is persisted once, GX reads memory
+        frame = with_key_column(data, SPEC).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            frame.count()
+            return run_suite(frame, suite).success
+        finally:
+            frame.unpersist()
+
+    timed("feature suite (fast path, persisted first)", cached_suite, r)
+    raw_derived = with_derived(spark.read.format("delta").load(tmp + "/raw"), SPEC)
+    timed("row-level rules: annotate + count", lambda: quarantine_count(annotate(raw_derived, SPEC), SPEC).quarantined, r)
+    print(f"\nrows: {n:,}")
+    for base in ("count() scan", "full scan (count of every column)"):
+        print(f"vs {base}: suite SUMMARY {r['feature suite, SUMMARY (as before)'] / r[base]:.2f}x, "
+              f"suite fast path {r['feature suite (fast path)'] / r[base]:.2f}x, "
+              f"persisted first {r['feature suite (fast path, persisted first)'] / r[base]:.2f}x (target <= 3x), "
+              f"row-level rules {r['row-level rules: annotate + count'] / r[base]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
