@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     gate = trained.asset_materializations_for_node("registered_model")[0].metadata
     print("\nDone. The whole graph is materialized.")
     print(f"  Delta tables:      {os.path.dirname(lakehouse.table_path('raw_data'))}/  "
-          f"(raw_data, validated_features, train_set, validation_set, test_set, batch_predictions)")
+          f"(raw_data, validated_features, quarantine, train_set, validation_set, test_set, batch_predictions)")
     print(f"  MLflow store:      {mlflow_res.tracking_uri}")
     print(f"  model:             {lakehouse.model_name} v{gate['model_version'].value}, gate "
           f"{gate['gate_decision'].value}: {gate['gate_reason'].value}")
