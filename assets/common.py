@@ -13,13 +13,14 @@ from dagster import (
     TableColumn,
     TableSchema,
 )
-from dagster import BetaWarning
+from dagster import BetaWarning, PreviewWarning
 from pyspark.sql.types import StructType
 
 from ml.dataset import load_spec
 from ml.delta_io import DeltaCommit
 
 warnings.filterwarnings("ignore", category=BetaWarning)  # BackfillPolicy is beta in 1.13
+warnings.filterwarnings("ignore", category=PreviewWarning)  # so are partitioned asset checks
 
 SPEC = load_spec(os.environ.get("FLIGHTLINE_DATASET", "flights"))
 

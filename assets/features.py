@@ -65,9 +65,9 @@ def budget_check(counts: q.QuarantineCounts, partition: str) -> AssetCheckResult
     partitions_def=daily_partitions,
     backfill_policy=BackfillPolicy.single_run(),
     check_specs=[
-        AssetCheckSpec(BUDGET_CHECK, asset="validated_features", blocking=True,
+        AssetCheckSpec(BUDGET_CHECK, asset="validated_features", blocking=True, partitions_def=daily_partitions,
                        description="quarantined share of the partition within the spec's budget"),
-        AssetCheckSpec(SUITE_CHECK, asset="validated_features", blocking=True,
+        AssetCheckSpec(SUITE_CHECK, asset="validated_features", blocking=True, partitions_def=daily_partitions,
                        description="Great Expectations suite derived from the dataset spec"),
     ],
 )

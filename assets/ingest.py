@@ -27,7 +27,7 @@ RAW_CHECK = "raw_suite"
     backfill_policy=BackfillPolicy.single_run(),
     group_name="daily",
     kinds={"spark", "delta", "great_expectations"},
-    check_specs=[AssetCheckSpec(RAW_CHECK, asset="raw_data", blocking=True,
+    check_specs=[AssetCheckSpec(RAW_CHECK, asset="raw_data", blocking=True, partitions_def=daily_partitions,
                                 description="rows per day within bounds; malformed records within the quarantine budget")],
     description=f"Source rows by event date: {SPEC.source_description}. Checked against the spec's schema "
                 "contract before anything is written.",

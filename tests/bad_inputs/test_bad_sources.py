@@ -205,6 +205,7 @@ def test_too_many_bad_rows_fail_the_quarantine_budget(spark, world, tmp_path):
     result = run_day(world, write_csv(tmp_path, HEADER, rows), "2013-02-02")
     assert not result.success
     check = checks_of(result)["quarantine_budget"]
+    assert check.partition == "2013-02-02"  # shown on the partition in the UI, not as an unpartitioned result
     assert not check.passed and check.metadata["quarantined_rows"].value == bad
     assert check.metadata["rows_by_rule"].value == {"distance_in_range": bad}
     assert f"{bad} of {len(rows)} rows" in check.description and "over the budget of 5.00%" in check.description
