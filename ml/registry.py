@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ def three_level_name(name: str) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=1)
 def code_version() -> str:
     try:
         return subprocess.run(

@@ -133,6 +133,10 @@ class LakehouseResource(ConfigurableResource):
     staging_dir: str  # scratch space for source files that need unpacking
     source_location: Optional[str] = None  # replaces the dataset spec's default source (folder, path or table)
 
+    def replaced(self, **changes: Any) -> "LakehouseResource":
+        """A copy with some fields changed (Dagster does not honour pydantic's `model_copy(update=...)`)."""
+        return type(self)(**{**{name: getattr(self, name) for name in type(self).model_fields}, **changes})
+
     def table_path(self, table: str) -> str:
         if "://" in self.root:
             return f"{self.root.rstrip('/')}/{self.catalog}/{self.schema_name}/{table}"

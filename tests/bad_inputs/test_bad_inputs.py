@@ -12,7 +12,6 @@ from delta.tables import DeltaTable
 
 from assets.predictions import batch_predictions
 from orchestration.deployments import REPO_ROOT
-from orchestration.resources import LakehouseResource
 from tests.conftest import build_world
 
 DAYS = {"dagster/asset_partition_range_start": "2013-02-01", "dagster/asset_partition_range_end": "2013-02-03"}
@@ -60,9 +59,7 @@ def test_a_malformed_end_date_is_named(world):
 def test_no_champion_names_the_model_and_writes_nothing(spark, world):
     defs, instance, resources, _ = world
     before = versions(spark, resources, "batch_predictions")
-    lake = resources["lakehouse"]
-    other = LakehouseResource(root=lake.root, catalog=lake.catalog, schema_name=lake.schema_name,
-                              model="never_trained", staging_dir=lake.staging_dir)
+    other = resources["lakehouse"].replaced(model="never_trained")
     result = materialize([batch_predictions], instance=instance, partition_key="2013-02-02", raise_on_error=False,
                          resources={**resources, "lakehouse": other})
     assert not result.success

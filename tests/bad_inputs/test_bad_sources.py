@@ -77,9 +77,8 @@ def world(spark, tmp_path_factory):
     return instance, resources, state
 
 
-def with_source(lake, folder) -> LakehouseResource:
-    return LakehouseResource(root=lake.root, catalog=lake.catalog, schema_name=lake.schema_name, model=lake.model,
-                             staging_dir=lake.staging_dir, source_location=str(folder))
+def with_source(lake: LakehouseResource, folder) -> LakehouseResource:
+    return lake.replaced(source_location=str(folder))
 
 
 def snapshot(spark, resources):
