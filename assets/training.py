@@ -1,5 +1,7 @@
 """tuned_pipeline and registered_model: an Optuna-tuned Spark ML pipeline, tracked in MLflow, registered and gated."""
 
+import hashlib
+import json
 from typing import Optional
 
 from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset
@@ -9,18 +11,53 @@ from assets.common import SPEC
 from ml.delta_io import read_pinned
 from ml.metrics import evaluate
 from ml.registry import CHAMPION, CHALLENGER, GateConfig, code_version, gate, register_version
+from ml.search_space import ParamRange
 from ml.training import TuningConfig, tune_and_log
-from orchestration.resources import LakehouseResource, MLflowResource, SparkResource
+from orchestration.resources import LakehouseResource, MLflowResource, OptunaResource, SparkResource
 
 SPLIT_TABLES = ("train_set", "validation_set", "test_set")
 
 
+class ParamRangeConfig(Config):
+    kind: str = Field(description="float | int | categorical | fixed")
+    low: Optional[float] = None
+    high: Optional[float] = None
+    log: bool = False
+    step: Optional[float] = None
+    choices: list[float] = Field(default_factory=list, description="for categorical")
+    value: Optional[float] = Field(default=None, description="for fixed")
+
+
 class TuningRunConfig(Config):
-    n_trials: int = Field(default=6, ge=1, description="Optuna trials in the study")
-    seed: int = 42
+    n_trials: int = Field(default=6, ge=1, description="Optuna trials in the study (a resumed study counts its earlier ones)")
+    seed: int = Field(default=42, description="TPE seed: same data, seed and space give the same trials (parallelism 1)")
     algorithms: list[str] = Field(default_factory=list, description="empty: every algorithm of the task")
+    search_space: dict[str, dict[str, ParamRangeConfig]] = Field(
+        default_factory=dict, description="overrides of the default ranges: {algorithm: {param: range}}")
     metric: Optional[str] = Field(default=None, description="primary metric; empty: the dataset spec's")
+    validation: str = Field(default="holdout", description="holdout | kfold | time_series")
+    folds: int = Field(default=3, ge=2, description="folds for kfold and time_series")
+    prune: bool = Field(default=True, description="median pruner on the per-fold running mean")
+    parallelism: int = Field(default=1, ge=1, description="trials at once; keep well below n_trials (TPE learns from finished trials)")
     refit_on_train_and_validation: bool = False
+    study_name: Optional[str] = Field(default=None, description=(
+        "empty: derived from the inputs' Delta versions and this config, so a rerun on the same data resumes the study"))
+
+    def tuning(self, study_name: str, storage: Optional[str]) -> TuningConfig:
+        space = {a: {p: ParamRange(kind=r.kind, low=r.low, high=r.high, log=r.log, step=r.step,
+                                   choices=tuple(r.choices), value=r.value) for p, r in ps.items()}
+                 for a, ps in self.search_space.items()}
+        return TuningConfig(
+            n_trials=self.n_trials, seed=self.seed, algorithms=tuple(self.algorithms), search_space=space,
+            metric=self.metric, validation=self.validation, folds=self.folds, prune=self.prune,
+            parallelism=self.parallelism, refit_on_train_and_validation=self.refit_on_train_and_validation,
+            storage=storage, study_name=study_name)
+
+    def default_study_name(self, inputs: dict[str, tuple[str, int]]) -> str:
+        """Same inputs and same search config -> same study, so a rerun resumes (n_trials and parallelism may change)."""
+        key = json.dumps({"inputs": inputs, "config": self.model_dump(exclude={"n_trials", "parallelism", "study_name"}),
+                          "spec": SPEC.fingerprint()}, sort_keys=True, default=str)
+        return f"{SPEC.model_name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
 def lineage_tags(context: AssetExecutionContext, inputs: dict[str, tuple[str, int]]) -> dict[str, str]:
@@ -38,6 +75,17 @@ def lineage_tags(context: AssetExecutionContext, inputs: dict[str, tuple[str, in
     return tags
 
 
+def trials_table(trials: list[dict], metric: str, url_of) -> str:
+    """The study's trials as a Markdown table, each linked to its MLflow run."""
+    lines = [f"| trial | state | algorithm | {metric} | MLflow run |", "|---|---|---|---|---|"]
+    for t in trials:
+        value = "" if t["value"] is None else f"{t['value']:.4f}"
+        run_id, url = t["mlflow_run_id"], url_of(t["mlflow_run_id"]) if t["mlflow_run_id"] else None
+        link = f"[{run_id[:8]}]({url})" if url else (run_id or "an earlier run")
+        lines.append(f"| {t['number']} | {t['state']} | {t['algorithm']} | {value} | {link} |")
+    return "\n".join(lines)
+
+
 @asset(
     deps=list(SPLIT_TABLES),
     group_name="training",
@@ -45,7 +93,7 @@ def lineage_tags(context: AssetExecutionContext, inputs: dict[str, tuple[str, in
     description="Spark ML pipeline tuned by an Optuna TPE study; every trial is a nested MLflow run.",
 )
 def tuned_pipeline(context: AssetExecutionContext, config: TuningRunConfig, spark: SparkResource,
-                   mlflow: MLflowResource, lakehouse: LakehouseResource) -> Output[dict]:
+                   mlflow: MLflowResource, lakehouse: LakehouseResource, optuna: OptunaResource) -> Output[dict]:
     session = spark.spark_session
     frames, inputs = {}, {}
     for table in SPLIT_TABLES:
@@ -55,9 +103,7 @@ def tuned_pipeline(context: AssetExecutionContext, config: TuningRunConfig, spar
     experiment_id = mlflow.experiment_id()
     outcome = tune_and_log(
         SPEC, frames["train_set"], frames["validation_set"], frames["test_set"],
-        TuningConfig(n_trials=config.n_trials, seed=config.seed, algorithms=tuple(config.algorithms),
-                     metric=config.metric, refit_on_train_and_validation=config.refit_on_train_and_validation,
-                     study_name=f"{SPEC.model_name}-{context.run.run_id[:8]}"),
+        config.tuning(config.study_name or config.default_study_name(inputs), optuna.url()),
         experiment_id=experiment_id,
         tags=lineage_tags(context, inputs),
         progress=context.log.info,
@@ -79,6 +125,11 @@ def tuned_pipeline(context: AssetExecutionContext, config: TuningRunConfig, spar
             "study_name": outcome.study_name,
             "n_trials": outcome.n_trials,
             "n_complete_trials": outcome.n_complete,
+            "n_pruned_trials": outcome.n_pruned,
+            "n_new_trials": outcome.n_new_trials,
+            "validation_strategy": config.validation,
+            "trials": MetadataValue.md(trials_table(outcome.trials, outcome.metric,
+                                                    lambda run_id: mlflow.run_url(experiment_id, run_id))),
             "best_algorithm": outcome.best_algorithm,
             "best_params": MetadataValue.json(outcome.best_params),
             f"best_trial_validation_{outcome.metric}": outcome.best_validation_value,

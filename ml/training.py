@@ -1,24 +1,44 @@
-"""Tune the Spark ML pipeline with an Optuna TPE study, track every trial in MLflow, log the best model."""
+"""Tune the Spark ML pipeline with a seeded Optuna TPE study, track every trial in MLflow, log the best model.
+
+- The space is conditional (`ml/search_space.py`): the algorithm first, then its own hyperparameters.
+- A trial is scored on the holdout, on k folds or on expanding time-series folds (`ml/validation.py`). With
+  folds, the running mean is reported after each fold and a median pruner stops hopeless trials early.
+- Trials may run in parallel threads that share the one SparkSession, each in its own FAIR scheduler pool.
+  TPE learns from finished trials only, so parallelism trades search quality for wall time: keep it well
+  below the number of trials (2-4 for a few dozen trials). With parallelism 1 a seeded rerun is reproducible.
+- The study lives in an Optuna storage (sqlite by default, an RDB URL in prod): an interrupted study resumes.
+- One MLflow parent run per call; one child run per trial (params, per-fold metrics, state COMPLETE/PRUNED).
+"""
 
 from __future__ import annotations
 
 import logging
+import statistics
+import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import mlflow
 import optuna
 import pyspark
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.models.signature import ModelSignature
+from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from pyspark import StorageLevel
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
-from pyspark import StorageLevel
 
 from ml.dataset import DatasetSpec
 from ml.metrics import HIGHER_IS_BETTER, TASK_METRICS, evaluate
 from ml.pipeline import build_pipeline
+from ml.reports import model_report, study_report
+from ml.search_space import describe, params_of, resolve_space, suggest
+from ml.validation import make_folds
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +48,17 @@ class TuningConfig:
     n_trials: int = 6
     seed: int = 42
     algorithms: tuple[str, ...] = ()  # empty: every algorithm of the task
+    search_space: Mapping[str, Mapping[str, Any]] | None = None  # {algorithm: {param: range}} overrides
     metric: str | None = None  # empty: the spec's primary metric
+    validation: str = "holdout"  # holdout | kfold | time_series
+    folds: int = 3
+    prune: bool = True  # median pruner over the per-fold running mean (no effect on holdout: one step)
+    pruner_startup_trials: int = 3
+    parallelism: int = 1  # trials at once, in threads sharing the SparkSession
     refit_on_train_and_validation: bool = False  # True: more data, but validation metrics become in-sample
     storage: str | None = None  # Optuna RDB URL; None keeps the study in memory
     study_name: str = "study"
+    reports: bool = True  # plots and importances as MLflow artifacts
 
 
 @dataclass
@@ -46,36 +73,12 @@ class TrainingOutcome:
     best_validation_value: float
     validation_metrics: dict[str, float]
     test_metrics: dict[str, float]
-    n_trials: int
+    n_trials: int  # in the study, including those of an earlier, interrupted run
     n_complete: int
-    trial_run_ids: list[str] = field(default_factory=list)
+    n_pruned: int
+    n_new_trials: int  # run by this call
+    trials: list[dict[str, Any]] = field(default_factory=list)  # number, state, value, algorithm, MLflow run id
     model: PipelineModel | None = field(default=None, repr=False)
-
-
-def suggest(trial: optuna.Trial, task: str, algorithms: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
-    """The default conditional search space: the algorithm, then its own hyperparameters."""
-    algorithm = trial.suggest_categorical("algorithm", list(algorithms))
-    if algorithm in ("logistic_regression", "linear_regression"):
-        params = {
-            "regParam": trial.suggest_float("regParam", 1e-4, 1.0, log=True),
-            "elasticNetParam": trial.suggest_float("elasticNetParam", 0.0, 1.0),
-            "maxIter": 50,
-        }
-    elif algorithm == "random_forest":
-        params = {
-            "numTrees": trial.suggest_int("numTrees", 10, 60, step=10),
-            "maxDepth": trial.suggest_int("maxDepth", 3, 10),
-            "subsamplingRate": trial.suggest_float("subsamplingRate", 0.5, 1.0),
-        }
-    elif algorithm == "gbt":
-        params = {
-            "maxIter": trial.suggest_int("maxIter", 10, 40, step=10),
-            "maxDepth": trial.suggest_int("maxDepth", 3, 6),
-            "stepSize": trial.suggest_float("stepSize", 0.05, 0.3, log=True),
-        }
-    else:
-        raise ValueError(f"no search space for algorithm {algorithm!r}")
-    return algorithm, params
 
 
 def model_signature(spec: DatasetSpec) -> ModelSignature:
@@ -85,6 +88,34 @@ def model_signature(spec: DatasetSpec) -> ModelSignature:
 
 def pip_requirements() -> list[str]:
     return [f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}"]
+
+
+def _study(config: TuningConfig, direction: str) -> optuna.Study:
+    storage = config.storage
+    if storage:
+        storage = optuna.storages.RDBStorage(storage, heartbeat_interval=30, grace_period=90)
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=config.pruner_startup_trials, n_warmup_steps=0)
+              if config.prune else optuna.pruners.NopPruner())
+    study = optuna.create_study(study_name=config.study_name, storage=storage, direction=direction,
+                                sampler=optuna.samplers.TPESampler(seed=config.seed), pruner=pruner,
+                                load_if_exists=True)
+    if config.storage:
+        optuna.storages.fail_stale_trials(study)  # trials of a crashed process stop counting as running
+    return study
+
+
+class _Pools:
+    """A FAIR scheduler pool per worker thread, so parallel trials share the executors instead of queueing."""
+
+    def __init__(self, spark):
+        self.spark, self.lock, self.names = spark, threading.Lock(), {}
+        if spark.conf.get("spark.scheduler.mode", "FIFO").upper() != "FAIR":
+            log.info("spark.scheduler.mode is not FAIR: parallel trials will queue their Spark jobs")
+
+    def enter(self) -> None:
+        with self.lock:
+            name = self.names.setdefault(threading.get_ident(), f"optuna-{len(self.names)}")
+        self.spark.sparkContext.setLocalProperty("spark.scheduler.pool", name)
 
 
 def tune_and_log(
@@ -97,83 +128,112 @@ def tune_and_log(
     tags: dict[str, str],
     progress: Callable[[str], None] = log.info,
 ) -> TrainingOutcome:
-    """One MLflow parent run; a nested run per trial; the best pipeline refit, tested and logged with a signature."""
-    from ml.pipeline import ESTIMATORS
-
+    """One MLflow parent run; a child run per trial; the best pipeline refit, tested and logged with a signature."""
     metric = config.metric or spec.metric
     if metric not in TASK_METRICS[spec.task]:
         raise ValueError(f"metric {metric!r} does not fit a {spec.task} task; choose one of {TASK_METRICS[spec.task]}")
-    algorithms = config.algorithms or tuple(ESTIMATORS[spec.task])
-    direction = "maximize" if HIGHER_IS_BETTER[metric] else "minimize"
+    if config.parallelism < 1:
+        raise ValueError(f"parallelism must be at least 1, got {config.parallelism}")
+    space = resolve_space(spec.task, config.algorithms, config.search_space)
+    higher = HIGHER_IS_BETTER[metric]
     train = train.persist(StorageLevel.MEMORY_AND_DISK)  # read once per study, not once per trial
     validation = validation.persist(StorageLevel.MEMORY_AND_DISK)
     n_train, n_validation = train.count(), validation.count()
     if n_train == 0 or n_validation == 0:
         raise ValueError(f"cannot tune: the train set has {n_train} labelled rows and the validation set {n_validation}")
+    folds = make_folds(train, validation, config.validation, config.folds, spec.key_columns)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=config.study_name,
-        storage=config.storage,
-        direction=direction,
-        sampler=optuna.samplers.TPESampler(seed=config.seed),
-        load_if_exists=True,
-    )
-    trial_run_ids: list[str] = []
+    study = _study(config, "maximize" if higher else "minimize")
+    done_before = [t for t in study.trials if t.state.is_finished()]
+    remaining = max(0, config.n_trials - len([t for t in done_before if t.state != optuna.trial.TrialState.FAIL]))
+    client = MlflowClient()
+    pools = _Pools(train.sparkSession)
+    run_ids: dict[int, str] = {}
 
-    with mlflow.start_run(experiment_id=experiment_id, run_name=config.study_name, tags=tags) as parent:
-        mlflow.log_params(
-            {"n_trials": config.n_trials, "seed": config.seed, "metric": metric, "algorithms": ",".join(algorithms),
-             "train_rows": n_train, "validation_rows": n_validation, "study_name": config.study_name}
-        )
+    with mlflow.start_run(experiment_id=experiment_id, run_name=config.study_name, tags={
+            **tags, "optuna.study": config.study_name}) as parent:
+        mlflow.log_params({
+            "n_trials": config.n_trials, "seed": config.seed, "metric": metric, "algorithms": ",".join(space),
+            "validation": config.validation, "folds": len(folds), "parallelism": config.parallelism,
+            "prune": config.prune, "train_rows": n_train, "validation_rows": n_validation,
+            "study_name": config.study_name, "resumed_trials": len(done_before),
+        })
+        mlflow.log_dict({"space": describe(space), "folds": [f.description for f in folds]}, "search_space.json")
 
         def objective(trial: optuna.Trial) -> float:
-            algorithm, params = suggest(trial, spec.task, algorithms)
+            pools.enter()
+            algorithm, params = suggest(trial, space)
             started = time.monotonic()
-            with mlflow.start_run(experiment_id=experiment_id, run_name=f"trial-{trial.number}", nested=True,
-                                  tags={**tags, "optuna.trial": str(trial.number)}) as child:
-                trial_run_ids.append(child.info.run_id)
-                mlflow.log_params({"algorithm": algorithm, **params})
-                model = build_pipeline(spec, algorithm, params).fit(train)
-                value = evaluate(model.transform(validation), spec.task, (metric,))[metric]
-                mlflow.log_metric(f"validation_{metric}", value)
-                mlflow.set_tag("optuna.state", "COMPLETE")
-            progress(f"trial {trial.number + 1}/{config.n_trials}: {algorithm} {params} -> validation {metric}={value:.4f} "
-                     f"({time.monotonic() - started:.1f}s)")
-            return value
+            run = client.create_run(experiment_id, run_name=f"trial-{trial.number}", tags={
+                **tags, MLFLOW_PARENT_RUN_ID: parent.info.run_id, MLFLOW_RUN_NAME: f"trial-{trial.number}",
+                "optuna.study": config.study_name, "optuna.trial": str(trial.number)})
+            run_ids[trial.number] = run.info.run_id
+            client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in {"algorithm": algorithm, **params}.items()])
+            values: list[float] = []
+            state, status = "FAIL", "FAILED"
+            try:
+                for step, fold in enumerate(folds):
+                    model = build_pipeline(spec, algorithm, params).fit(fold.train)
+                    values.append(evaluate(model.transform(fold.validation), spec.task, (metric,))[metric])
+                    running = statistics.fmean(values)
+                    client.log_batch(run.info.run_id, metrics=[
+                        Metric(f"fold_{metric}", values[-1], int(time.time() * 1000), step),
+                        Metric(f"running_{metric}", running, int(time.time() * 1000), step)])
+                    if len(folds) > 1:
+                        trial.report(running, step)
+                        if trial.should_prune():
+                            state, status = "PRUNED", "KILLED"
+                            raise optuna.TrialPruned(f"{metric}={running:.4f} after {step + 1} of {len(folds)} folds")
+                value = statistics.fmean(values)
+                client.log_metric(run.info.run_id, f"validation_{metric}", value)
+                state, status = "COMPLETE", "FINISHED"
+                return value
+            finally:
+                client.log_batch(run.info.run_id, tags=[RunTag("optuna.state", state)])
+                client.set_terminated(run.info.run_id, status)
+                shown = f"{metric}={statistics.fmean(values):.4f}" if values else "no value"
+                progress(f"trial {trial.number + 1}/{config.n_trials} {state}: {algorithm} {params} -> {shown} "
+                         f"over {len(values)}/{len(folds)} fold(s) ({time.monotonic() - started:.1f}s)")
 
-        remaining = max(0, config.n_trials - len([t for t in study.trials if t.state.is_finished()]))
-        study.optimize(objective, n_trials=remaining)
+        study.optimize(objective, n_trials=remaining, n_jobs=config.parallelism)
+        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if not complete:
+            raise RuntimeError(f"study {config.study_name} has no complete trial to pick a model from")
         best = study.best_trial
-        best_algorithm = best.params["algorithm"]
-        _, best_params = suggest(optuna.trial.FixedTrial(best.params), spec.task, algorithms)
+        best_algorithm, best_params = params_of(best.params, space)
 
         fit_data = train.unionByName(validation) if config.refit_on_train_and_validation else train
         model = build_pipeline(spec, best_algorithm, best_params).fit(fit_data)
-        validation_metrics = evaluate(model.transform(validation), spec.task)
+        scored_validation = model.transform(validation)
+        validation_metrics = evaluate(scored_validation, spec.task)
         test_metrics = evaluate(model.transform(test), spec.task)
+        trials = [{"number": t.number, "state": t.state.name, "value": t.value, "algorithm": t.params.get("algorithm"),
+                   "mlflow_run_id": run_ids.get(t.number, "")} for t in study.trials]
+        n_pruned = len([t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED])
         mlflow.log_params({f"best_{k}": v for k, v in {"algorithm": best_algorithm, **best_params}.items()})
-        mlflow.log_metric(f"best_trial_validation_{metric}", best.value)
+        mlflow.log_metrics({f"best_trial_validation_{metric}": best.value, "trials_complete": len(complete),
+                            "trials_pruned": n_pruned})
         mlflow.log_metrics({f"validation_{k}": v for k, v in validation_metrics.items()})
         mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items()})
+        mlflow.log_dict({"trials": trials}, "trials.json")
+        if config.reports:
+            with tempfile.TemporaryDirectory() as tmp:
+                model_report(model, scored_validation, spec.task, Path(tmp) / "model",
+                             sample_fraction=5000 / max(n_validation, 1))
+                study_report(study, Path(tmp) / "study")
+                mlflow.log_artifacts(tmp, "reports")
+        inputs = list(model_signature(spec).inputs.input_names())
         info = mlflow.spark.log_model(
-            model, artifact_path="model", signature=model_signature(spec), pip_requirements=pip_requirements()
+            model, artifact_path="model", signature=model_signature(spec), pip_requirements=pip_requirements(),
+            input_example=validation.select(*inputs).limit(3).toPandas(),
         )
         outcome = TrainingOutcome(
-            run_id=parent.info.run_id,
-            experiment_id=experiment_id,
-            model_uri=info.model_uri,
-            study_name=config.study_name,
-            metric=metric,
-            best_algorithm=best_algorithm,
-            best_params=best_params,
-            best_validation_value=float(best.value),
-            validation_metrics=validation_metrics,
-            test_metrics=test_metrics,
-            n_trials=len(study.trials),
-            n_complete=len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]),
-            trial_run_ids=trial_run_ids,
-            model=model,
+            run_id=parent.info.run_id, experiment_id=experiment_id, model_uri=info.model_uri,
+            study_name=config.study_name, metric=metric, best_algorithm=best_algorithm, best_params=best_params,
+            best_validation_value=float(best.value), validation_metrics=validation_metrics, test_metrics=test_metrics,
+            n_trials=len(study.trials), n_complete=len(complete), n_pruned=n_pruned, n_new_trials=remaining,
+            trials=trials, model=model,
         )
     train.unpersist()
     validation.unpersist()

@@ -13,7 +13,7 @@ from pathlib import Path
 from dagster import EnvVar
 
 from ml.dataset import DatasetSpec
-from orchestration.resources import LakehouseResource, MLflowResource, SparkResource
+from orchestration.resources import LakehouseResource, MLflowResource, OptunaResource, SparkResource
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,6 +23,7 @@ LOCAL_SPARK_CONF = {
     "spark.databricks.delta.snapshotPartitions": "2",
     "spark.ui.showConsoleProgress": "false",
     "spark.driver.memory": "6g",
+    "spark.scheduler.mode": "FAIR",  # parallel Optuna trials each get a pool (ml/training.py)
 }
 
 
@@ -53,6 +54,7 @@ def local_resources(
             root=lakehouse_root, catalog="main", schema_name=spec.name, model=spec.model_name,
             staging_dir=str(state / "staging"), source_location=os.environ.get("FLIGHTLINE_SOURCE_LOCATION"),
         ),
+        "optuna": OptunaResource(storage=f"sqlite:///{state / 'optuna' / 'studies.db'}"),
     }
 
 
@@ -78,6 +80,7 @@ def prod_resources(spec: DatasetSpec) -> dict:
             staging_dir=env("FLIGHTLINE_STAGING_DIR", "/tmp/flightline-staging"),
             source_location=env("FLIGHTLINE_SOURCE_LOCATION"),
         ),
+        "optuna": OptunaResource(storage=env("FLIGHTLINE_OPTUNA_STORAGE")),  # postgresql://... (secret in the URL: env only)
     }
 
 

@@ -119,6 +119,18 @@ class MLflowResource(ConfigurableResource):
         return f"{self.ui_url.rstrip('/')}/#/models/{name}/versions/{version}"
 
 
+class OptunaResource(ConfigurableResource):
+    """Where Optuna keeps its studies: an RDB URL (sqlite file locally, Postgres/MySQL in prod), so an
+    interrupted study resumes where it stopped. None keeps studies in memory (nothing resumes)."""
+
+    storage: Optional[str] = None
+
+    def url(self) -> Optional[str]:
+        if self.storage and self.storage.startswith("sqlite:///"):
+            Path(self.storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        return self.storage
+
+
 class LakehouseResource(ConfigurableResource):
     """Where tables live: a root path, plus the `catalog.schema` they are named under.
 

@@ -20,6 +20,7 @@ TEST_SPARK_CONF = {
     "spark.databricks.delta.snapshotPartitions": "2",
     "spark.sql.session.timeZone": "UTC",
     "spark.driver.memory": "3g",
+    "spark.scheduler.mode": "FAIR",
 }
 
 
