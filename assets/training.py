@@ -39,6 +39,8 @@ class TuningRunConfig(Config):
     folds: int = Field(default=3, ge=2, description="folds for kfold and time_series")
     prune: bool = Field(default=True, description="median pruner on the per-fold running mean")
     parallelism: int = Field(default=1, ge=1, description="trials at once; keep well below n_trials (TPE learns from finished trials)")
+    startup_trials: int = Field(default=5, ge=1, description="random trials before TPE models the space")
+    timeout_seconds: Optional[float] = Field(default=None, description="stop starting trials after this long")
     refit_on_train_and_validation: bool = False
     study_name: Optional[str] = Field(default=None, description=(
         "empty: derived from the inputs' Delta versions and this config, so a rerun on the same data resumes the study"))
@@ -51,11 +53,12 @@ class TuningRunConfig(Config):
             n_trials=self.n_trials, seed=self.seed, algorithms=tuple(self.algorithms), search_space=space,
             metric=self.metric, validation=self.validation, folds=self.folds, prune=self.prune,
             parallelism=self.parallelism, refit_on_train_and_validation=self.refit_on_train_and_validation,
-            storage=storage, study_name=study_name)
+            startup_trials=self.startup_trials, timeout_seconds=self.timeout_seconds, storage=storage,
+            study_name=study_name)
 
     def default_study_name(self, inputs: dict[str, tuple[str, int]]) -> str:
         """Same inputs and same search config -> same study, so a rerun resumes (n_trials and parallelism may change)."""
-        key = json.dumps({"inputs": inputs, "config": self.model_dump(exclude={"n_trials", "parallelism", "study_name"}),
+        key = json.dumps({"inputs": inputs, "config": self.model_dump(exclude={"n_trials", "parallelism", "timeout_seconds", "study_name"}),
                           "spec": SPEC.fingerprint()}, sort_keys=True, default=str)
         return f"{SPEC.model_name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 

@@ -17,6 +17,7 @@ import statistics
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -59,6 +60,9 @@ class TuningConfig:
     storage: str | None = None  # Optuna RDB URL; None keeps the study in memory
     study_name: str = "study"
     reports: bool = True  # plots and importances as MLflow artifacts
+    timeout_seconds: float | None = None  # stop starting new trials after this long
+    target_value: float | None = None  # stop once a trial reaches this value of the metric
+    startup_trials: int = 5  # random trials before TPE models the space (Optuna's default is 10)
 
 
 @dataclass
@@ -92,12 +96,13 @@ def pip_requirements() -> list[str]:
 
 def _study(config: TuningConfig, direction: str) -> optuna.Study:
     storage = config.storage
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
     if storage:
         storage = optuna.storages.RDBStorage(storage, heartbeat_interval=30, grace_period=90)
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=config.pruner_startup_trials, n_warmup_steps=0)
               if config.prune else optuna.pruners.NopPruner())
     study = optuna.create_study(study_name=config.study_name, storage=storage, direction=direction,
-                                sampler=optuna.samplers.TPESampler(seed=config.seed), pruner=pruner,
+                                sampler=optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=config.startup_trials), pruner=pruner,
                                 load_if_exists=True)
     if config.storage:
         optuna.storages.fail_stale_trials(study)  # trials of a crashed process stop counting as running
@@ -135,9 +140,17 @@ def tune_and_log(
     if config.parallelism < 1:
         raise ValueError(f"parallelism must be at least 1, got {config.parallelism}")
     space = resolve_space(spec.task, config.algorithms, config.search_space)
-    higher = HIGHER_IS_BETTER[metric]
     train = train.persist(StorageLevel.MEMORY_AND_DISK)  # read once per study, not once per trial
     validation = validation.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        return _tune(spec, train, validation, test, config, metric, space, experiment_id, tags, progress)
+    finally:
+        train.unpersist()
+        validation.unpersist()
+
+
+def _tune(spec, train, validation, test, config, metric, space, experiment_id, tags, progress) -> TrainingOutcome:
+    higher = HIGHER_IS_BETTER[metric]
     n_train, n_validation = train.count(), validation.count()
     if n_train == 0 or n_validation == 0:
         raise ValueError(f"cannot tune: the train set has {n_train} labelled rows and the validation set {n_validation}")
@@ -196,7 +209,14 @@ def tune_and_log(
                 progress(f"trial {trial.number + 1}/{config.n_trials} {state}: {algorithm} {params} -> {shown} "
                          f"over {len(values)}/{len(folds)} fold(s) ({time.monotonic() - started:.1f}s)")
 
-        study.optimize(objective, n_trials=remaining, n_jobs=config.parallelism)
+        def stop_at_target(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            if config.target_value is not None and trial.value is not None and (
+                    trial.value >= config.target_value if higher else trial.value <= config.target_value):
+                progress(f"trial {trial.number + 1} reached the target {metric}={config.target_value}: stopping")
+                study.stop()
+
+        study.optimize(objective, n_trials=remaining, n_jobs=config.parallelism, timeout=config.timeout_seconds,
+                       callbacks=[stop_at_target])
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         if not complete:
             raise RuntimeError(f"study {config.study_name} has no complete trial to pick a model from")
@@ -209,7 +229,10 @@ def tune_and_log(
         validation_metrics = evaluate(scored_validation, spec.task)
         test_metrics = evaluate(model.transform(test), spec.task)
         trials = [{"number": t.number, "state": t.state.name, "value": t.value, "algorithm": t.params.get("algorithm"),
-                   "mlflow_run_id": run_ids.get(t.number, "")} for t in study.trials]
+                   "mlflow_run_id": run_ids.get(t.number, ""),
+                   "started_at": t.datetime_start.timestamp() if t.datetime_start else None,
+                   "finished_at": t.datetime_complete.timestamp() if t.datetime_complete else None}
+                  for t in study.trials]
         n_pruned = len([t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED])
         mlflow.log_params({f"best_{k}": v for k, v in {"algorithm": best_algorithm, **best_params}.items()})
         mlflow.log_metrics({f"best_trial_validation_{metric}": best.value, "trials_complete": len(complete),
@@ -235,6 +258,4 @@ def tune_and_log(
             n_trials=len(study.trials), n_complete=len(complete), n_pruned=n_pruned, n_new_trials=remaining,
             trials=trials, model=model,
         )
-    train.unpersist()
-    validation.unpersist()
     return outcome
