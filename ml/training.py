@@ -35,6 +35,7 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
 
 from ml.dataset import DatasetSpec
+from ml.drift import PROFILE_ARTIFACT, build_profile
 from ml.metrics import HIGHER_IS_BETTER, TASK_METRICS, evaluate
 from ml.pipeline import build_pipeline
 from ml.reports import model_report, study_report
@@ -60,6 +61,7 @@ class TuningConfig:
     storage: str | None = None  # Optuna RDB URL; None keeps the study in memory
     study_name: str = "study"
     reports: bool = True  # plots and importances as MLflow artifacts
+    profile: bool = True  # the training data's reference profile (ml/drift.py), for drift monitoring
     timeout_seconds: float | None = None  # stop starting new trials after this long
     target_value: float | None = None  # stop once a trial reaches this value of the metric
     startup_trials: int = 5  # random trials before TPE models the space (Optuna's default is 10)
@@ -246,6 +248,8 @@ def _tune(spec, train, validation, test, config, metric, space, experiment_id, t
                              sample_fraction=5000 / max(n_validation, 1))
                 study_report(study, Path(tmp) / "study")
                 mlflow.log_artifacts(tmp, "reports")
+        if config.profile:
+            mlflow.log_text(build_profile(fit_data, spec).to_json(), PROFILE_ARTIFACT)
         inputs = list(model_signature(spec).inputs.input_names())
         info = mlflow.spark.log_model(
             model, artifact_path="model", signature=model_signature(spec), pip_requirements=pip_requirements(),

@@ -11,30 +11,34 @@ from dagster import (
 )
 
 from assets.common import SPEC
+from assets.drift import feature_drift
 from assets.features import validated_features
 from assets.ingest import raw_data
 from assets.predictions import batch_predictions
 from assets.splits import splits
 from assets.training import registered_model, tuned_pipeline
 from orchestration.deployments import resources_for
+from orchestration.sensors import RetrainPolicy, build_retrain_sensor
 
-daily_assets = AssetSelection.assets(raw_data, validated_features, batch_predictions)  # + quarantine
+daily_assets = AssetSelection.assets(raw_data, validated_features, batch_predictions, feature_drift)  # + quarantine
 training_assets = AssetSelection.assets(splits, tuned_pipeline, registered_model)
 
 daily_job = define_asset_job(
     "daily_job", selection=daily_assets,
-    description="raw_data -> validated_features -> batch_predictions for one day (or a range, in one run).",
+    description="raw_data -> validated_features -> batch_predictions, feature_drift for one day (or a range, in one run).",
 )
 training_job = define_asset_job(
     "training_job", selection=training_assets,
     description="splits -> tuned_pipeline -> registered_model (champion/challenger gate).",
 )
 daily_schedule = build_schedule_from_partitioned_job(daily_job, hour_of_day=3)
+retrain_sensor = build_retrain_sensor(training_job.name, RetrainPolicy())
 
 defs = Definitions(
-    assets=[raw_data, validated_features, splits, tuned_pipeline, registered_model, batch_predictions],
+    assets=[raw_data, validated_features, splits, tuned_pipeline, registered_model, batch_predictions, feature_drift],
     jobs=[daily_job, training_job],
     schedules=[daily_schedule],
+    sensors=[retrain_sensor],
     resources=resources_for(SPEC),
     # Spark parallelizes inside each step; steps share one process and so one SparkSession (one JVM start
     # per run, not one per asset).

@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         run_config={**quiet, "ops": {"splits": {"config": split_config},
                                      "tuned_pipeline": {"config": {"n_trials": args.trials}}}}))
     step(f"scoring {start}..{end}", lambda: daily_job.execute_in_process(
-        instance=instance, tags=range_tags, asset_selection=[AssetKey("batch_predictions")], run_config=quiet,
+        instance=instance, tags=range_tags, asset_selection=[AssetKey("batch_predictions"), AssetKey("feature_drift")],
+        run_config=quiet,
         raise_on_error=False))
 
     resources = defs.resources

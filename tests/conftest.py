@@ -63,7 +63,8 @@ def build_world(state):
     from orchestration.deployments import local_resources
 
     resources = local_resources(SPEC, state=state, master="local[2]", spark_conf=TEST_SPARK_CONF)
-    defs = Definitions(assets=d.defs.assets, jobs=d.defs.jobs, schedules=d.defs.schedules, resources=resources,
+    defs = Definitions(assets=d.defs.assets, jobs=d.defs.jobs, schedules=d.defs.schedules, sensors=d.defs.sensors,
+                       resources=resources,
                        executor=d.defs.executor)
     (state / "dagster").mkdir(exist_ok=True)
     instance = DagsterInstance.local_temp(str(state / "dagster"))

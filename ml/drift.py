@@ -1,0 +1,213 @@
+"""Feature drift against the champion's own training data: a reference profile, then PSI / KS / JS per day.
+
+The reference profile is stored with the model (an MLflow artifact of its training run): decile bin edges for
+numeric features and the most frequent values of categoricals, each with the share of training rows per bucket,
+plus buckets for NULL and, for categoricals, for values never (or rarely) seen in training.
+
+Scoring a day against it is one Spark aggregation: a `sum(when(...))` per (feature, bucket), grouped by day, so
+any number of days and features costs one pass over the rows and returns only a small table of counts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from ml.dataset import EVENT_DATE, DatasetSpec
+
+NULL, OTHER = "__null__", "__other__"
+EPSILON = 1e-4  # share floor, so an empty bucket does not make PSI infinite
+PROFILE_ARTIFACT = "reference_profile.json"
+
+
+@dataclass(frozen=True)
+class FeatureProfile:
+    name: str
+    kind: str  # numeric | categorical
+    buckets: list[str]  # ordered; numeric buckets are bin indices, categoricals their values
+    shares: dict[str, float]  # bucket -> share of the reference rows (NULL and OTHER included)
+    edges: list[float] = field(default_factory=list)  # numeric: interior cut points between bins
+
+    def conditions(self) -> dict[str, Column]:
+        """The Spark predicate of every bucket of this feature."""
+        c = F.col(self.name)
+        conds = {NULL: c.isNull()}
+        if self.kind == "numeric":
+            bounds = [None, *self.edges, None]
+            for i in range(len(bounds) - 1):
+                lo, hi = bounds[i], bounds[i + 1]
+                cond = c.isNotNull()
+                cond = cond & (c >= lo) if lo is not None else cond
+                conds[str(i)] = cond & (c < hi) if hi is not None else cond
+        else:
+            for value in self.buckets:
+                conds[value] = c == value
+            conds[OTHER] = c.isNotNull() & ~c.isin(self.buckets)
+        return conds
+
+
+@dataclass(frozen=True)
+class ReferenceProfile:
+    rows: int
+    features: dict[str, FeatureProfile]
+
+    def to_json(self) -> str:
+        return json.dumps({"rows": self.rows, "features": {k: asdict(v) for k, v in self.features.items()}}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ReferenceProfile":
+        data = json.loads(text)
+        return cls(data["rows"], {k: FeatureProfile(**v) for k, v in data["features"].items()})
+
+
+@dataclass(frozen=True)
+class DriftPolicy:
+    """Defaults chosen on the flights data (bench/RESULTS.md): against a March-April reference, no day of
+    March or April is flagged and every day of July and August is."""
+
+    psi_threshold: float = 0.2  # a feature drifted when its PSI exceeds this (0.1 moderate, 0.2 significant)
+    share_threshold: float = 0.4  # a day drifted when at least this share of the features drifted
+    window_days: int = 14  # each day is judged on the trailing window ending on it
+
+
+def _bucket_counts(df: DataFrame, profiles: list[FeatureProfile], by: list[str]) -> list[dict[str, Any]]:
+    aggs = [F.sum(F.when(cond, 1).otherwise(0)).alias(f"{p.name}\u241f{bucket}")
+            for p in profiles for bucket, cond in p.conditions().items()]
+    grouped = df.groupBy(*by).agg(F.count(F.lit(1)).alias("__rows"), *aggs) if by else df.agg(F.count(F.lit(1)).alias("__rows"), *aggs)
+    return [r.asDict() for r in grouped.collect()]  # one row per group: days x (features x buckets) numbers
+
+
+def _shares(row: dict[str, Any], feature: str) -> dict[str, float]:
+    prefix = f"{feature}\u241f"
+    total = row["__rows"] or 1
+    return {k[len(prefix):]: (v or 0) / total for k, v in row.items() if k.startswith(prefix)}
+
+
+def build_profile(df: DataFrame, spec: DatasetSpec, bins: int = 10, top_values: int = 30) -> ReferenceProfile:
+    """The training data's profile: two passes for the bucket definitions (quantiles, top values), one to count."""
+    nums, cats = list(spec.numeric_features), list(spec.categorical_features)
+    profiles: list[FeatureProfile] = []
+    if nums:
+        cuts = df.approxQuantile(nums, [i / bins for i in range(1, bins)], 0.001)
+        for name, edges in zip(nums, cuts):
+            edges = sorted(set(edges))  # discrete features (day of week) repeat edges
+            profiles.append(FeatureProfile(name, "numeric", [str(i) for i in range(len(edges) + 1)], {}, edges))
+    if cats:
+        pairs = df.select(F.explode(F.array(*[F.struct(F.lit(c).alias("f"), F.col(c).alias("v")) for c in cats])).alias("p"))
+        counts = pairs.where(F.col("p.v").isNotNull()).groupBy("p.f", "p.v").count().collect()  # distinct values only
+        for name in cats:
+            ranked = sorted(((r["count"], r["v"]) for r in counts if r["f"] == name), reverse=True)[:top_values]
+            profiles.append(FeatureProfile(name, "categorical", sorted(v for _, v in ranked), {}))
+    row = _bucket_counts(df, profiles, [])[0]
+    return ReferenceProfile(row["__rows"], {
+        p.name: FeatureProfile(p.name, p.kind, p.buckets, _shares(row, p.name), p.edges) for p in profiles})
+
+
+def psi(actual: dict[str, float], expected: dict[str, float]) -> float:
+    keys = set(actual) | set(expected)
+    return sum((max(actual.get(k, 0), EPSILON) - max(expected.get(k, 0), EPSILON))
+               * math.log(max(actual.get(k, 0), EPSILON) / max(expected.get(k, 0), EPSILON)) for k in keys)
+
+
+def ks(actual: dict[str, float], expected: dict[str, float], order: list[str]) -> float:
+    """Kolmogorov-Smirnov distance between the two binned CDFs of the non-null values (bin resolution)."""
+    a_total = sum(actual.get(k, 0) for k in order) or 1
+    e_total = sum(expected.get(k, 0) for k in order) or 1
+    a = e = worst = 0.0
+    for k in order:
+        a, e = a + actual.get(k, 0) / a_total, e + expected.get(k, 0) / e_total
+        worst = max(worst, abs(a - e))
+    return worst
+
+
+def js(actual: dict[str, float], expected: dict[str, float]) -> float:
+    """Jensen-Shannon divergence (base 2, in [0, 1]) between the two bucket distributions."""
+    keys = set(actual) | set(expected)
+    mid = {k: (actual.get(k, 0) + expected.get(k, 0)) / 2 for k in keys}
+
+    def kl(p):
+        return sum(p.get(k, 0) * math.log2(p.get(k, 0) / mid[k]) for k in keys if p.get(k, 0) > 0)
+    return (kl(actual) + kl(expected)) / 2
+
+
+def daily_counts(df: DataFrame, reference: ReferenceProfile) -> dict[Any, dict[str, Any]]:
+    """Rows per (day, feature, bucket), in one pass over `df`: counts add up, so windows are summed later."""
+    return {row.pop(EVENT_DATE): row for row in _bucket_counts(df, list(reference.features.values()), [EVENT_DATE])}
+
+
+def window_drift(counts: dict[Any, dict[str, Any]], days: list, reference: ReferenceProfile,
+                 policy: DriftPolicy = DriftPolicy()) -> list[dict[str, Any]]:
+    """One row per (day, feature): the trailing `policy.window_days` up to the day against the reference. A
+    single day is never like a training window (one day of the week, one day's weather); two weeks can be."""
+    out = []
+    for day in days:
+        window = [counts[d] for d in counts if 0 <= (day - d).days < policy.window_days]
+        if not window:
+            continue
+        total = {k: sum(w.get(k) or 0 for w in window) for k in window[0]}
+        for name, profile in reference.features.items():
+            actual = _shares(total, name)
+            value = psi(actual, profile.shares)
+            out.append({
+                EVENT_DATE: day, "feature": name, "kind": profile.kind, "rows": int(total["__rows"]),
+                "window_days": len(window), "psi": value,
+                "ks": ks(actual, profile.shares, profile.buckets) if profile.kind == "numeric" else None,
+                "js": js(actual, profile.shares) if profile.kind == "categorical" else None,
+                "null_share": actual.get(NULL, 0.0),
+                "unseen_share": actual.get(OTHER) if profile.kind == "categorical" else None,
+                "drifted": value > policy.psi_threshold,
+            })
+    return sorted(out, key=lambda r: (r[EVENT_DATE], -r["psi"]))
+
+
+def day_summaries(rows: list[dict[str, Any]], policy: DriftPolicy = DriftPolicy()) -> dict[Any, dict[str, Any]]:
+    """Per day: the share of features drifted, the worst features, and whether the day counts as drifted."""
+    days: dict[Any, list[dict[str, Any]]] = {}
+    for r in rows:
+        days.setdefault(r[EVENT_DATE], []).append(r)
+    summaries = {}
+    for day, features in sorted(days.items()):
+        drifted = [f for f in features if f["drifted"]]
+        share = len(drifted) / len(features)
+        summaries[day] = {
+            "share_drifted": share,
+            "drifted": share >= policy.share_threshold,
+            "max_psi": max(f["psi"] for f in features),
+            "worst": [(f["feature"], round(f["psi"], 4)) for f in sorted(features, key=lambda f: -f["psi"])[:5]],
+            "drifted_features": sorted(f["feature"] for f in drifted),
+        }
+    return summaries
+
+
+class ReferenceProfileMissing(LookupError):
+    pass
+
+
+def load_reference(run_id: str, model: str) -> ReferenceProfile:
+    """The reference profile logged by the model's training run (`model` names it in the error)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return ReferenceProfile.from_json(mlflow.artifacts.load_text(f"runs:/{run_id}/{PROFILE_ARTIFACT}"))
+    except (MlflowException, OSError) as exc:
+        raise ReferenceProfileMissing(
+            f"{model} has no {PROFILE_ARTIFACT} in its training run {run_id}: retrain it (profiles are logged "
+            f"by tuned_pipeline) before measuring drift against it") from exc
+
+
+def psi_bars(worst: list[tuple[str, float]], threshold: float, width: int = 30) -> str:
+    """A Markdown bar chart of the worst features' PSI: quicker to look at than a table to read."""
+    top = max([v for _, v in worst] + [threshold]) or 1.0
+    lines = ["```", f"{'feature':<26} PSI (| = threshold {threshold})"]
+    for name, value in worst:
+        bar = "█" * round(width * value / top)
+        mark = round(width * threshold / top)
+        bar = bar[:mark] + "|" + bar[mark:] if len(bar) >= mark else bar + " " * (mark - len(bar)) + "|"
+        lines.append(f"{name:<26} {bar} {value:.3f}")
+    return "\n".join(lines + ["```"])

@@ -1,0 +1,64 @@
+"""Reference profiles and drift statistics on tiny frames, with a real SparkSession."""
+
+import math
+from datetime import date, timedelta
+
+import pytest
+from pyspark.sql import functions as F
+
+from ml.drift import (NULL, OTHER, DriftPolicy, ReferenceProfile, build_profile, daily_counts, day_summaries, js, ks,
+                      psi, window_drift)
+from tests.unit.tiny import tiny_features, tiny_spec
+
+
+@pytest.fixture(scope="module")
+def reference(spark):
+    return build_profile(tiny_features(spark, n=600, seed=1), tiny_spec())
+
+
+def test_profile_buckets_cover_the_training_rows(reference):
+    assert reference.rows == 600
+    x1 = reference.features["x1"]
+    assert x1.kind == "numeric" and len(x1.edges) == 9 and x1.edges == sorted(x1.edges)
+    assert sum(x1.shares.values()) == pytest.approx(1.0)
+    assert all(share == pytest.approx(0.1, abs=0.02) for b, share in x1.shares.items() if b != NULL)  # deciles
+    assert reference.features["x2"].shares[NULL] == pytest.approx(36 / 600)  # every 17th x2 is NULL
+    color = reference.features["color"]
+    assert color.buckets == ["blue", "green", "red"] and color.shares[OTHER] == 0
+    assert ReferenceProfile.from_json(reference.to_json()) == reference
+
+
+def test_statistics():
+    same = {"a": 0.5, "b": 0.5}
+    assert psi(same, same) == 0 and js(same, same) == 0 and ks(same, same, ["a", "b"]) == 0
+    moved = {"a": 0.9, "b": 0.1}
+    assert psi(moved, same) == pytest.approx(0.4 * math.log(1.8) + 0.4 * math.log(5))  # sum (a-e) ln(a/e)
+    assert ks(moved, same, ["a", "b"]) == pytest.approx(0.4)
+    assert 0 < js(moved, same) < 1 and js({"a": 1.0}, {"b": 1.0}) == pytest.approx(1.0)
+
+
+def test_same_data_does_not_drift_and_a_shift_does(spark, reference):
+    same = tiny_features(spark, n=600, seed=2)  # fresh sample of the same distribution
+    shifted = (tiny_features(spark, n=600, seed=3).withColumn("x1", F.col("x1") + 2)
+               .withColumn("color", F.when(F.col("id") % 2 == 0, F.lit("purple")).otherwise(F.col("color"))))
+    policy = DriftPolicy(window_days=12)
+    for frame, expect in ((same, False), (shifted, True)):
+        counts = daily_counts(frame, reference)
+        rows = window_drift(counts, [date(2024, 1, 12)], reference, policy)
+        by = {r["feature"]: r for r in rows}
+        assert by["x1"]["drifted"] is expect and by["color"]["drifted"] is expect
+        assert by["x2"]["drifted"] is False and by["x1"]["rows"] == 600 and by["x1"]["window_days"] == 12
+        summary = day_summaries(rows, policy)[date(2024, 1, 12)]
+        assert summary["drifted"] is expect and summary["share_drifted"] == (2 / 3 if expect else 0)
+    assert by["color"]["unseen_share"] == pytest.approx(0.5) and by["color"]["js"] > 0.1
+    assert summary["worst"][0][0] in ("x1", "color")
+
+
+def test_each_day_is_judged_on_its_trailing_window(spark, reference):
+    counts = daily_counts(tiny_features(spark, n=600, seed=2), reference)
+    assert len(counts) == 12 and sum(c["__rows"] for c in counts.values()) == 600
+    days = [date(2024, 1, 1) + timedelta(days=i) for i in range(12)]
+    rows = window_drift(counts, days, reference, DriftPolicy(window_days=3))
+    windows = {r["event_date"]: (r["window_days"], r["rows"]) for r in rows if r["feature"] == "x1"}
+    assert windows[date(2024, 1, 1)] == (1, 50) and windows[date(2024, 1, 2)] == (2, 100)
+    assert windows[date(2024, 1, 12)] == (3, 150)
