@@ -14,7 +14,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYTHONPATH := $(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install java jars run test ui mlflow-ui clean bench-overhead bench-gx bench-tuning
+.PHONY: help install java jars run test ui mlflow-ui clean bench-overhead bench-gx bench-tuning bench-drift
 
 help:
 	@echo "make run        install everything and materialize the whole graph on NYC flights 2013"
@@ -68,3 +68,6 @@ bench-gx: jars
 
 bench-tuning: jars
 	@source infra/java-env.sh && $(PY) -m bench.tuning $(ARGS)
+
+bench-drift: jars
+	@source infra/java-env.sh && $(PY) -m bench.drift $(ARGS)

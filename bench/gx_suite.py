@@ -7,25 +7,16 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
-from ml.dataset import SourceContext
+from bench.data import timed, upsampled_features
 from ml.datasets.flights import SPEC
-from ml.features import select_features, with_derived, with_event_date
+from ml.features import with_derived
 from ml.quality import feature_suite, run_suite, with_key_column
 from ml.quarantine import annotate, count as quarantine_count
 from tests.conftest import TEST_SPARK_CONF
-
-
-def timed(label, fn, results):
-    t0 = time.perf_counter()
-    value = fn()
-    results[label] = time.perf_counter() - t0
-    print(f"{label:<40} {results[label]:7.2f}s  {value}", flush=True)
-    return value
 
 
 def main() -> None:
@@ -37,16 +28,7 @@ def main() -> None:
     spark = get_or_create_session("local[2]", conf={**TEST_SPARK_CONF, "spark.sql.shuffle.partitions": "8"})
     spark.sparkContext.setLogLevel("ERROR")
     tmp = tempfile.mkdtemp(prefix="bench-gx-")
-    source = with_event_date(SPEC.load_source(spark, SourceContext(tmp + "/staging")), SPEC)
-    copies = [source.withColumn("flight", F.col("flight") + 10_000 * i) for i in range(args.copies)]
-    upsampled = copies[0]
-    for c in copies[1:]:
-        upsampled = upsampled.unionByName(c)
-    upsampled.write.format("delta").save(tmp + "/raw")
-    raw = spark.read.format("delta").load(tmp + "/raw")
-    features = select_features(with_derived(raw, SPEC), SPEC)
-    features.write.format("delta").save(tmp + "/features")
-    data = spark.read.format("delta").load(tmp + "/features")
+    data = upsampled_features(spark, tmp, args.copies)
     days = 365 * args.copies
     suite = feature_suite(SPEC, days=days)
     r: dict[str, float] = {}

@@ -12,7 +12,7 @@ from datetime import date
 import pytest
 from dagster import AssetKey, DagsterInstance
 
-from ml.datasets.flights import package_data_dir
+from ml.datasets.flights import SPEC, package_data_dir
 from orchestration.deployments import REPO_ROOT
 from tests.conftest import build_world, latest_metadata, table
 
@@ -155,3 +155,44 @@ def test_the_cli_materializes_a_selection_and_a_partition(world, materialized):
     event = DagsterInstance.from_ref(instance.get_ref()).get_latest_materialization_event(AssetKey("raw_data"))
     assert event.run_id != before
     assert event.asset_materialization.partition == "2013-01-02"
+
+
+def test_drift_closes_the_loop_through_the_sensor_and_the_gate(spark, world, materialized):
+    """feature_drift -> sensor -> training run -> challenger -> gate decision. The thresholds are lowered so
+    that these January days count as drifted (real seasonal drift is asserted in test_drift_real.py)."""
+    from dagster import build_sensor_context
+
+    from orchestration.sensors import RetrainPolicy, build_retrain_sensor
+
+    defs, instance, resources, _ = world
+    client, name = resources["mlflow"].client, resources["lakehouse"].model_name
+    champion = client.get_model_version_by_alias(name, "champion")
+    drift = defs.resolve_job_def("daily_job").execute_in_process(
+        instance=instance, asset_selection=[AssetKey("feature_drift")],
+        tags={"dagster/asset_partition_range_start": "2013-01-08", "dagster/asset_partition_range_end": END},
+        run_config={"ops": {"feature_drift": {"config": {"psi_threshold": 0.0, "share_threshold": 0.0, "window_days": 3}}}})
+    assert drift.success
+    meta = latest_metadata(instance, "feature_drift")
+    assert meta["model_version"].value == int(champion.version) and meta["reference_run_id"].value == champion.run_id
+    assert sorted(meta["drift_by_day"].value) == ["2013-01-08", "2013-01-09", "2013-01-10"]
+    assert all(d["drifted"] for d in meta["drift_by_day"].value.values())
+    drift_table = table(spark, resources, "drift_metrics").where("event_date >= '2013-01-08'")
+    assert drift_table.count() == 3 * len(SPEC.features) and drift_table.where("psi IS NULL").count() == 0
+
+    policy = RetrainPolicy(consecutive_days=3, run_config={"ops": {
+        "splits": {"config": {k: v for k, v in SPLIT.items() if k != "end_date"}},
+        "tuned_pipeline": {"config": {"n_trials": 2, "algorithms": ["logistic_regression"]}}}})
+    sensor = build_retrain_sensor("training_job", policy)
+    (request,) = sensor.evaluate_tick(build_sensor_context(instance=instance)).run_requests
+    assert request.run_key == f"retrain-{END}" and request.tags["flightline/trigger"] == "feature drift"
+
+    retrain = defs.resolve_job_def("training_job").execute_in_process(
+        instance=instance, run_config=request.run_config, tags=request.tags)
+    assert retrain.success
+    gate_meta = retrain.asset_materializations_for_node("registered_model")[0].metadata
+    new_version = str(gate_meta["model_version"].value)
+    assert gate_meta["gate_decision"].value in ("promoted", "rejected")
+    tags = client.get_model_version(name, new_version).tags
+    assert tags["gate.decision"] == gate_meta["gate_decision"].value and tags["dagster.run_id"] == retrain.run_id
+    expected_champion = new_version if gate_meta["gate_decision"].value == "promoted" else str(champion.version)
+    assert str(client.get_model_version_by_alias(name, "champion").version) == expected_champion

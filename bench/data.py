@@ -1,0 +1,33 @@
+"""Bench data: the flights year upsampled to ~1M rows, written as a features Delta table."""
+
+from __future__ import annotations
+
+import time
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from ml.dataset import SourceContext
+from ml.datasets.flights import SPEC
+from ml.features import select_features, with_derived, with_event_date
+
+
+def timed(label, fn, results):
+    t0 = time.perf_counter()
+    value = fn()
+    results[label] = time.perf_counter() - t0
+    print(f"{label:<44} {results[label]:7.2f}s  {value}", flush=True)
+    return value
+
+
+def upsampled_features(spark: SparkSession, tmp: str, copies: int) -> DataFrame:
+    """`copies` copies of the year (flight numbers shifted so keys stay unique); raw at tmp/raw, features at
+    tmp/features. Returns the features table as read back from Delta."""
+    source = with_event_date(SPEC.load_source(spark, SourceContext(tmp + "/staging")), SPEC)
+    upsampled = source
+    for i in range(1, copies):
+        upsampled = upsampled.unionByName(source.withColumn("flight", F.col("flight") + 10_000 * i))
+    upsampled.write.format("delta").save(tmp + "/raw")
+    features = select_features(with_derived(spark.read.format("delta").load(tmp + "/raw"), SPEC), SPEC)
+    features.write.format("delta").save(tmp + "/features")
+    return spark.read.format("delta").load(tmp + "/features")
