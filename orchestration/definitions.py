@@ -17,6 +17,7 @@ from assets.predictions import batch_predictions
 from assets.splits import splits
 from assets.training import registered_model, tuned_pipeline
 from orchestration.deployments import resources_for
+from orchestration.rollback import rollback_job
 
 daily_assets = AssetSelection.assets(raw_data, validated_features, batch_predictions)  # + quarantine
 training_assets = AssetSelection.assets(splits, tuned_pipeline, registered_model)
@@ -33,7 +34,7 @@ daily_schedule = build_schedule_from_partitioned_job(daily_job, hour_of_day=3)
 
 defs = Definitions(
     assets=[raw_data, validated_features, splits, tuned_pipeline, registered_model, batch_predictions],
-    jobs=[daily_job, training_job],
+    jobs=[daily_job, training_job, rollback_job],
     schedules=[daily_schedule],
     resources=resources_for(SPEC),
     # Spark parallelizes inside each step; steps share one process and so one SparkSession (one JVM start
