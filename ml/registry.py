@@ -186,9 +186,9 @@ def decide(metric: str, challenger_value: float, champion: str | None, champion_
         return False, f"{metric} {challenger_value:.6f} is above the ceiling {config.max_value}"
     if champion is None:
         return True, f"first version to pass the thresholds ({metric} {challenger_value:.6f})"
-    verdict = "beats" if is_better(challenger_value, champion_value, metric, config.margin) else "does not beat"
-    return verdict == "beats", (f"{metric} {challenger_value:.6f} {verdict} champion v{champion} "
-                                f"({champion_value:.6f}) by more than {config.margin}")
+    better = is_better(challenger_value, champion_value, metric, config.margin)
+    return better, (f"{metric} {challenger_value:.6f} {'beats' if better else 'does not beat'} champion v{champion} "
+                    f"({champion_value:.6f}) by more than {config.margin}")
 
 
 def gate(
