@@ -14,13 +14,14 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYTHONPATH := $(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install java jars run test ui mlflow-ui clean bench-overhead bench-gx bench-tuning bench-drift
+.PHONY: help install java jars run test ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-tuning bench-drift
 
 help:
 	@echo "make run        install everything and materialize the whole graph on NYC flights 2013"
 	@echo "make test       install everything and run the test suite"
 	@echo "make ui         Dagster UI on http://127.0.0.1:3000 (dagster dev)"
 	@echo "make mlflow-ui  MLflow UI on http://127.0.0.1:5000"
+	@echo "make mlflow-server       a real MLflow tracking + registry server on http://127.0.0.1:5001 (stop: make mlflow-server-stop)"
 	@echo "make clean      delete the local state (.state: lakehouse, MLflow store, Dagster instance)"
 
 java:
@@ -57,7 +58,14 @@ ui: jars $(DAGSTER_HOME)/dagster.yaml
 mlflow-ui: install
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(STATE)/mlflow/mlflow.db --host 127.0.0.1 --port 5000
 
-clean:
+# A real MLflow server (database back end, served artifacts) under $(STATE)/mlflow-server; see infra/mlflow-server.sh.
+mlflow-server: install
+	@bash infra/mlflow-server.sh start
+
+mlflow-server-stop:
+	@bash infra/mlflow-server.sh stop
+
+clean: mlflow-server-stop
 	rm -rf $(STATE)
 
 bench-overhead: jars
@@ -71,3 +79,6 @@ bench-tuning: jars
 
 bench-drift: jars
 	@source infra/java-env.sh && $(PY) -m bench.drift $(ARGS)
+
+bench-registry: jars
+	@source infra/java-env.sh && $(PY) -m bench.registry_gate $(ARGS)

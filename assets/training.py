@@ -9,8 +9,9 @@ from pydantic import Field
 
 from assets.common import SPEC
 from ml.delta_io import read_pinned
-from ml.metrics import evaluate
-from ml.registry import CHAMPION, CHALLENGER, GateConfig, code_version, gate, register_version
+from ml import registry
+from ml.registry import CHAMPION, CHALLENGER, GateConfig, gate, register_version
+from ml.scoring import evaluate_version
 from ml.search_space import ParamRange
 from ml.training import TuningConfig, tune_and_log
 from orchestration.resources import LakehouseResource, MLflowResource, OptunaResource, SparkResource
@@ -64,18 +65,11 @@ class TuningRunConfig(Config):
 
 
 def lineage_tags(context: AssetExecutionContext, inputs: dict[str, tuple[str, int]]) -> dict[str, str]:
-    tags = {
+    return registry.lineage_tags(SPEC, inputs, {
         "dagster.run_id": context.run.run_id,
         "dagster.asset_key": context.asset_key.to_user_string(),
         "dagster.partition": context.partition_key if context.has_partition_key else "",
-        "dataset.name": SPEC.name,
-        "dataset.spec_fingerprint": SPEC.fingerprint(),
-        "code.version": code_version(),
-    }
-    for table, (path, version) in inputs.items():
-        tags[f"input.{table}.path"] = path
-        tags[f"input.{table}.delta_version"] = str(version)
-    return tags
+    })
 
 
 def trials_table(trials: list[dict], metric: str, url_of) -> str:
@@ -147,8 +141,10 @@ class GateRunConfig(Config):
     margin: float = Field(default=0.001, ge=0.0, description=(
         "the challenger must beat the champion by more than this: retraining on the same data moves the metric "
         "by ~1e-5 (row order changes tree sampling), which must not flip the champion"))
-    min_value: Optional[float] = Field(default=0.55, description="floor for higher-is-better metrics (AUC, R2)")
-    max_value: Optional[float] = Field(default=None, description="ceiling for lower-is-better metrics (RMSE)")
+    min_value: Optional[float] = Field(default=0.55, description=(
+        "floor, for higher-is-better metrics only (AUC, R2): a version below it is never promoted"))
+    max_value: Optional[float] = Field(default=None, description=(
+        "ceiling, for lower-is-better metrics only (RMSE, MAE): a version above it is never promoted"))
 
 
 @asset(
@@ -159,35 +155,26 @@ class GateRunConfig(Config):
 )
 def registered_model(context: AssetExecutionContext, config: GateRunConfig, tuned_pipeline: dict,
                      spark: SparkResource, mlflow: MLflowResource, lakehouse: LakehouseResource) -> Output[dict]:
-    import mlflow as mlflow_lib
-
     client = mlflow.client
     name = lakehouse.model_name
-    tags = {
-        "mlflow.run_id": tuned_pipeline["run_id"],
-        "dagster.run_id": context.run.run_id,
-        "dataset.spec_fingerprint": SPEC.fingerprint(),
-        "code.version": code_version(),
-        **{f"input.{t}.delta_version": str(i["delta_version"]) for t, i in tuned_pipeline["inputs"].items()},
-        **{f"input.{t}.path": i["path"] for t, i in tuned_pipeline["inputs"].items()},
-    }
+    run_id = tuned_pipeline["run_id"]
+    inputs = {t: (i["path"], i["delta_version"]) for t, i in tuned_pipeline["inputs"].items()}
+    tags = registry.lineage_tags(SPEC, inputs, {"mlflow.run_id": run_id, "dagster.run_id": context.run.run_id})
+    trained_on = ", ".join(f"{t} v{v}" for t, (_, v) in inputs.items())
     version = register_version(
-        client, name, tuned_pipeline["model_uri"], tuned_pipeline["run_id"],
-        description=f"Tuned by Dagster run {context.run.run_id}; MLflow run {tuned_pipeline['run_id']}.", tags=tags,
+        client, name, tuned_pipeline["model_uri"], run_id, tags=tags,
+        description=(f"Trained by MLflow run {run_id} in Dagster run {context.run.run_id} on {trained_on} "
+                     f"(dataset {SPEC.name}, spec {tags['dataset.spec_fingerprint']}, code {tags['code.version'][:12]})."),
     )
     context.log.info(f"registered {name} v{version.version}")
 
     # Both versions are judged on the same, current test_set.
-    test_path = tuned_pipeline["inputs"]["test_set"]["path"]
-    test_set, test_version = read_pinned(spark.spark_session, test_path)
+    test_set, test_version = read_pinned(spark.spark_session, tuned_pipeline["inputs"]["test_set"]["path"])
     metric = tuned_pipeline["metric"]
-
-    def evaluate_version(v: str) -> float:
-        model = mlflow_lib.spark.load_model(f"models:/{name}/{v}")
-        return evaluate(model.transform(test_set), SPEC.task, (metric,))[metric]
-
-    decision = gate(client, name, version.version, metric, evaluate_version,
-                    GateConfig(config.margin, config.min_value, config.max_value))
+    gate_config = GateConfig(config.margin, config.min_value, config.max_value)
+    decision = gate(client, name, version.version, metric,
+                    lambda v: evaluate_version(name, v, test_set, SPEC.task, metric),
+                    gate_config)
     aliases = client.get_registered_model(name).aliases
     context.log.info(f"gate: {'promoted' if decision.promoted else 'rejected'} v{version.version}: {decision.reason}")
     model_url = mlflow.model_url(name, version.version)
@@ -197,16 +184,20 @@ def registered_model(context: AssetExecutionContext, config: GateRunConfig, tune
             "model_name": name,
             "model_version": int(version.version),
             "model_url": MetadataValue.url(model_url) if model_url else "",
-            "mlflow_run_id": tuned_pipeline["run_id"],
-            "aliases": MetadataValue.json(aliases),
+            "mlflow_run_id": run_id,
+            "aliases": MetadataValue.json({k: str(v) for k, v in aliases.items()}),
             "champion_version": str(aliases.get(CHAMPION, "")),
             "challenger_version": str(aliases.get(CHALLENGER, "")),
             "gate_decision": "promoted" if decision.promoted else "rejected",
             "gate_reason": decision.reason,
             "gate_metric": metric,
+            "gate_margin": config.margin,
+            "gate_threshold": gate_config.threshold(metric),
             "challenger_metric": decision.challenger_value,
             "champion_metric": decision.champion_value if decision.champion_value is not None else "",
             "previous_champion_version": str(decision.champion_version or ""),
             "test_set_delta_version": test_version,
+            "code_version": tags["code.version"],
+            "dataset_spec_fingerprint": tags["dataset.spec_fingerprint"],
         },
     )

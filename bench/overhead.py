@@ -25,10 +25,9 @@ from ml.contract import enforce_contract
 from ml.dataset import SourceContext
 from ml.datasets.flights import SPEC
 from ml.features import raw_window, with_derived
-from ml.metrics import evaluate
 from ml.quality import feature_suite, raw_suite, run_suite, with_key_column
-from ml.registry import GateConfig, champion_version, gate, register_version
-from ml.scoring import ResolvedModel, load_model, score
+from ml.registry import GateConfig, champion_version, gate, lineage_tags, register_version
+from ml.scoring import ResolvedModel, evaluate_version, load_model, score
 from ml.splits import SplitWindow, time_splits
 from ml.training import TuningConfig, tune_and_log
 from tests.conftest import TEST_SPARK_CONF, build_world
@@ -54,16 +53,18 @@ def plain(spark, resources, start: date, end: date, window: SplitWindow) -> None
     delta_io.write_partitions(features, lake.table_path("validated_features"), start, end)
     annotated.unpersist()
     feats = delta_io.read_table(spark, lake.table_path("validated_features"))
+    inputs = {}
     for name, frame in time_splits(feats, window).items():
-        delta_io.overwrite_table(frame, lake.table_path(f"{name}_set"))
+        path = lake.table_path(f"{name}_set")
+        inputs[f"{name}_set"] = (path, delta_io.overwrite_table(frame, path).version)
     splits = {n: delta_io.read_table(spark, lake.table_path(f"{n}_set")) for n in ("train", "validation", "test")}
     outcome = tune_and_log(SPEC, splits["train"], splits["validation"], splits["test"],
                            TuningConfig(n_trials=TUNING["n_trials"], algorithms=tuple(TUNING["algorithms"])),
                            mlf.experiment_id(), tags={})
-    v = register_version(mlf.client, lake.model_name, outcome.model_uri, outcome.run_id, "bench", {}).version
+    v = register_version(mlf.client, lake.model_name, outcome.model_uri, outcome.run_id, "bench",
+                         lineage_tags(SPEC, inputs, {"dagster.run_id": "none: plain script"})).version
     gate(mlf.client, lake.model_name, v, "auc",
-         lambda ver: evaluate(load_model(ResolvedModel(lake.model_name, ver, "", f"models:/{lake.model_name}/{ver}"))
-                              .transform(splits["test"]), "classification", ("auc",))["auc"], GateConfig())
+         lambda ver: evaluate_version(lake.model_name, ver, splits["test"], "classification", "auc"), GateConfig())
     champ = champion_version(mlf.client, lake.model_name)
     model = ResolvedModel(lake.model_name, str(champ.version), champ.run_id, f"models:/{lake.model_name}/{champ.version}")
     delta_io.write_partitions(score(feats, load_model(model), model, SPEC), lake.table_path("batch_predictions"), start, end)

@@ -1,31 +1,60 @@
-"""Unity-Catalog-style registration (`catalog.schema.model`, aliases, no stages) and the champion/challenger gate."""
+"""Unity-Catalog-style registration (`catalog.schema.model`, aliases, no stages), the champion/challenger gate,
+and rollback.
+
+Everything goes through `MlflowClient`, so the same code serves the embedded sqlite registry, an MLflow
+server (`http://...`), `databricks-uc` and an OSS Unity Catalog server (`uc:http://...`). Unity Catalog
+has no stages, so the only pointers used are the aliases @champion (what scoring uses) and @challenger
+(the latest version that lost the gate); `latest` is reserved there and refused here.
+"""
 
 from __future__ import annotations
 
 import functools
+import math
+import re
 import subprocess
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from mlflow.exceptions import MlflowException
+from mlflow.models.signature import ModelSignature
 from mlflow.tracking import MlflowClient
 
+from ml.dataset import DatasetSpec
 from ml.metrics import HIGHER_IS_BETTER, is_better
+from ml.scoring import SignatureMismatchError, signature_problems
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+# The lineage every version must carry (besides input.<table>.delta_version for at least one table).
+REQUIRED_LINEAGE_TAGS = ("mlflow.run_id", "dagster.run_id", "dataset.spec_fingerprint", "code.version")
 
 
 class NoChampionError(LookupError):
     pass
 
 
+class ModelVersionNotFoundError(LookupError):
+    pass
+
+
+class GateEvaluationError(RuntimeError):
+    """Evaluating the challenger or the champion failed: no alias was moved."""
+
+
 @dataclass(frozen=True)
 class GateConfig:
     margin: float = 0.0  # the challenger must beat the champion by more than this
-    min_value: float | None = None  # absolute floor for higher-is-better metrics (e.g. AUC)
-    max_value: float | None = None  # absolute ceiling for lower-is-better metrics (e.g. RMSE)
+    min_value: float | None = None  # absolute floor, for higher-is-better metrics only (AUC, R2)
+    max_value: float | None = None  # absolute ceiling, for lower-is-better metrics only (RMSE, MAE)
+
+    def threshold(self, metric: str) -> str:
+        """The absolute threshold that applies to `metric`, in words (the other one is ignored)."""
+        if HIGHER_IS_BETTER[metric]:
+            return "none" if self.min_value is None else f"{metric} >= {self.min_value}"
+        return "none" if self.max_value is None else f"{metric} <= {self.max_value}"
 
 
 @dataclass(frozen=True)
@@ -35,14 +64,34 @@ class GateDecision:
     metric: str
     challenger_version: str
     challenger_value: float
-    champion_version: str | None
+    champion_version: str | None  # the champion before the gate
     champion_value: float | None
+
+
+@dataclass(frozen=True)
+class ChampionChange:
+    name: str
+    version: str
+    previous_version: str | None
+    requested_by: str
+    reason: str
 
 
 def three_level_name(name: str) -> str:
     if len(name.split(".")) != 3 or not all(name.split(".")):
         raise ValueError(f"model name {name!r} must have three levels: catalog.schema.model")
     return name
+
+
+def check_alias(alias: str) -> str:
+    """Unity Catalog reserves `latest` and version-like names (`v3`); refuse them before any registry call."""
+    if alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+        raise ValueError(f"alias {alias!r} is reserved (Unity Catalog keeps 'latest' and 'v<number>' for itself)")
+    return alias
+
+
+def set_alias(client: MlflowClient, name: str, alias: str, version: str) -> None:
+    client.set_registered_model_alias(name, check_alias(alias), str(version))
 
 
 @functools.lru_cache(maxsize=1)
@@ -56,31 +105,90 @@ def code_version() -> str:
         return "unknown"
 
 
+def lineage_tags(spec: DatasetSpec, inputs: Mapping[str, tuple[str, int]], ids: Mapping[str, str]) -> dict[str, str]:
+    """Tags linking a run or a model version to what made it: `ids` (MLflow/Dagster run ids), the dataset
+    spec's hash, the code version, and each input table's path and Delta version."""
+    tags = {**ids, "dataset.name": spec.name, "dataset.spec_fingerprint": spec.fingerprint(),
+            "code.version": code_version()}
+    for table, (path, version) in inputs.items():
+        tags[f"input.{table}.path"] = path
+        tags[f"input.{table}.delta_version"] = str(version)
+    return {k: str(v) for k, v in tags.items()}
+
+
 def register_version(client: MlflowClient, name: str, model_uri: str, run_id: str, description: str,
-                     tags: dict[str, str]):
-    """A new model version with lineage tags; a signature is required, as in Unity Catalog."""
+                     tags: Mapping[str, str]):
+    """A new model version with its description and lineage tags.
+
+    Refused before anything is written: a name that is not `catalog.schema.model`, a model without a
+    signature (Unity Catalog requires one), an empty description, and tags missing the lineage keys.
+    """
     import mlflow
 
     three_level_name(name)
+    tags = {"mlflow.run_id": run_id, **{k: str(v) for k, v in tags.items()}}
+    missing = [k for k in REQUIRED_LINEAGE_TAGS if not tags.get(k)]
+    if not any(k.startswith("input.") and k.endswith(".delta_version") for k in tags):
+        missing.append("input.<table>.delta_version")
+    if missing:
+        raise ValueError(f"cannot register {name}: lineage tags {missing} are missing")
+    if not description.strip():
+        raise ValueError(f"cannot register {name}: a version needs a description")
     if mlflow.models.get_model_info(model_uri).signature is None:
         raise ValueError(f"model {model_uri} has no signature: Unity Catalog requires one")
     try:
         client.get_registered_model(name)
-    except MlflowException:
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
         client.create_registered_model(name, description=f"{name}, trained and gated by the flightline pipeline")
-    return client.create_model_version(
-        name=name, source=model_uri, run_id=run_id, description=description,
-        tags={k: str(v) for k, v in tags.items()},
-    )
+    return client.create_model_version(name=name, source=model_uri, run_id=run_id, description=description, tags=tags)
 
 
 def champion_version(client: MlflowClient, name: str):
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException as exc:
-        if "not found" in str(exc).lower() or "RESOURCE_DOES_NOT_EXIST" in str(exc):
+        # sqlite and the MLflow server say INVALID_PARAMETER_VALUE "alias ... not found"; a missing model is
+        # RESOURCE_DOES_NOT_EXIST.
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(exc).lower():
             raise NoChampionError(f"model {name} has no version with the alias @{CHAMPION}: run the training job first") from exc
         raise
+
+
+def current_champion(client: MlflowClient, name: str):
+    """The @champion version, or None."""
+    try:
+        return champion_version(client, name)
+    except NoChampionError:
+        return None
+
+
+def model_version(client: MlflowClient, name: str, version: int | str):
+    """That version, or an error naming the versions that do exist."""
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+            raise
+        existing = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+        raise ModelVersionNotFoundError(
+            f"model {name} has no version {version} (its versions: {existing or 'none'})") from exc
+
+
+def decide(metric: str, challenger_value: float, champion: str | None, champion_value: float | None,
+           config: GateConfig) -> tuple[bool, str]:
+    """(promoted, reason): the absolute threshold first, then the comparison with the champion."""
+    higher = HIGHER_IS_BETTER[metric]
+    if higher and config.min_value is not None and challenger_value < config.min_value:
+        return False, f"{metric} {challenger_value:.6f} is below the floor {config.min_value}"
+    if not higher and config.max_value is not None and challenger_value > config.max_value:
+        return False, f"{metric} {challenger_value:.6f} is above the ceiling {config.max_value}"
+    if champion is None:
+        return True, f"first version to pass the thresholds ({metric} {challenger_value:.6f})"
+    better = is_better(challenger_value, champion_value, metric, config.margin)
+    return better, (f"{metric} {challenger_value:.6f} {'beats' if better else 'does not beat'} champion v{champion} "
+                    f"({champion_value:.6f}) by more than {config.margin}")
 
 
 def gate(
@@ -91,45 +199,90 @@ def gate(
     evaluate_version: Callable[[str], float],
     config: GateConfig,
 ) -> GateDecision:
-    """Mark the version `challenger`, compare it with the champion on the same data, promote only if better.
+    """Judge a new version against @champion on the same data; promote it only if it is better.
 
-    `evaluate_version(version)` returns the primary metric of that version on the current test set. If it
-    raises, the champion is left as it was.
+    `evaluate_version(version)` returns the primary metric of that version on the current test set. Both
+    versions are evaluated before any alias moves: if an evaluation raises or gives no finite number, the
+    version is tagged `gate.decision=failed` with the error, and @champion and @challenger stay as they were.
+    Otherwise the version becomes @challenger, or @champion if promoted; the decision, the reason and both
+    metrics are tagged on it (`gate.*`).
     """
-    client.set_registered_model_alias(name, CHALLENGER, challenger_version)
+    challenger_version = str(challenger_version)
+    champion = current_champion(client, name)
+    champion_v = str(champion.version) if champion else None
     try:
-        champion = champion_version(client, name)
-    except NoChampionError:
-        champion = None
-    challenger_value = evaluate_version(challenger_version)
-    champion_value = evaluate_version(champion.version) if champion else None
+        challenger_value = _finite(evaluate_version(challenger_version), metric, challenger_version)
+        champion_value = _finite(evaluate_version(champion_v), metric, champion_v) if champion else None
+    except Exception as exc:
+        reason = f"evaluation failed: {type(exc).__name__}: {exc}"[:4000]
+        _tag(client, name, challenger_version, {"gate.decision": "failed", "gate.reason": reason, "gate.metric": metric})
+        raise GateEvaluationError(
+            f"gate for {name} v{challenger_version}: {reason}; the aliases are unchanged "
+            f"(@champion: {'v' + champion_v if champion else 'none'})") from exc
 
-    higher = HIGHER_IS_BETTER[metric]
-    if higher and config.min_value is not None and challenger_value < config.min_value:
-        promoted, reason = False, f"{metric} {challenger_value:.4f} is below the floor {config.min_value}"
-    elif not higher and config.max_value is not None and challenger_value > config.max_value:
-        promoted, reason = False, f"{metric} {challenger_value:.4f} is above the ceiling {config.max_value}"
-    elif champion is None:
-        promoted, reason = True, f"first version to pass the thresholds ({metric} {challenger_value:.4f})"
-    elif is_better(challenger_value, champion_value, metric, config.margin):
-        promoted, reason = True, (f"{metric} {challenger_value:.6f} beats champion v{champion.version} "
-                                  f"({champion_value:.6f}) by more than {config.margin}")
-    else:
-        promoted, reason = False, (f"{metric} {challenger_value:.6f} does not beat champion v{champion.version} "
-                                   f"({champion_value:.6f}) by more than {config.margin}")
-
-    decision = GateDecision(promoted, reason, metric, str(challenger_version), challenger_value,
-                            champion.version if champion else None, champion_value)
-    for key, value in {
+    promoted, reason = decide(metric, challenger_value, champion_v, champion_value, config)
+    _tag(client, name, challenger_version, {
         "gate.decision": "promoted" if promoted else "rejected",
         "gate.reason": reason,
         "gate.metric": metric,
         "gate.challenger_value": f"{challenger_value:.6f}",
-        "gate.champion_version": decision.champion_version or "",
+        "gate.champion_version": champion_v or "",
         "gate.champion_value": "" if champion_value is None else f"{champion_value:.6f}",
-    }.items():
-        client.set_model_version_tag(name, str(challenger_version), key, value)
+        "gate.margin": str(config.margin),
+        "gate.threshold": config.threshold(metric),
+    })
     if promoted:
-        client.set_registered_model_alias(name, CHAMPION, str(challenger_version))
-        client.delete_registered_model_alias(name, CHALLENGER)
-    return decision
+        set_alias(client, name, CHAMPION, challenger_version)
+        _drop_alias(client, name, CHALLENGER)  # the last loser no longer challenges the new champion
+    else:
+        set_alias(client, name, CHALLENGER, challenger_version)
+    return GateDecision(promoted, reason, metric, challenger_version, challenger_value, champion_v, champion_value)
+
+
+def set_champion(client: MlflowClient, name: str, version: int | str, expected: ModelSignature,
+                 requested_by: str, reason: str, dagster_run_id: str = "") -> ChampionChange:
+    """Rollback or override: point @champion at an existing version, by hand, bypassing the gate.
+
+    Refused, with @champion unchanged: an empty `requested_by` or `reason`, a version that does not exist,
+    and a version whose signature scoring cannot feed (`expected` is what scoring gives a model: the dataset
+    spec's features and their types). Who asked, why, and the previous champion are tagged on the version.
+    """
+    if not requested_by.strip() or not reason.strip():
+        raise ValueError(f"setting @{CHAMPION} of {name} needs who asks (requested_by) and why (reason)")
+    target = model_version(client, name, version)
+    import mlflow
+
+    problems = signature_problems(mlflow.models.get_model_info(f"models:/{name}/{target.version}").signature, expected)
+    if problems:
+        raise SignatureMismatchError(
+            f"{name} v{target.version} cannot be @{CHAMPION}: its signature does not match what scoring gives it: "
+            + "; ".join(problems))
+    previous = current_champion(client, name)
+    previous_v = str(previous.version) if previous else None
+    _tag(client, name, str(target.version), {
+        "champion.set_by": requested_by,
+        "champion.reason": reason,
+        "champion.previous_version": previous_v or "",
+        "champion.set_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "champion.dagster_run_id": dagster_run_id,
+    })
+    set_alias(client, name, CHAMPION, str(target.version))
+    if str(client.get_registered_model(name).aliases.get(CHALLENGER, "")) == str(target.version):
+        _drop_alias(client, name, CHALLENGER)  # a version does not challenge itself
+    return ChampionChange(name, str(target.version), previous_v, requested_by, reason)
+
+
+def _finite(value: float, metric: str, version: str) -> float:
+    if value is None or not math.isfinite(value):
+        raise ValueError(f"{metric} of v{version} is {value}, not a finite number (is the test set empty?)")
+    return float(value)
+
+
+def _tag(client: MlflowClient, name: str, version: str, tags: Mapping[str, str]) -> None:
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+
+
+def _drop_alias(client: MlflowClient, name: str, alias: str) -> None:
+    if alias in client.get_registered_model(name).aliases:
+        client.delete_registered_model_alias(name, alias)

@@ -19,6 +19,7 @@ from assets.splits import splits
 from assets.training import registered_model, tuned_pipeline
 from orchestration.deployments import resources_for
 from orchestration.sensors import RetrainPolicy, build_retrain_sensor
+from orchestration.rollback import rollback_job
 
 daily_assets = AssetSelection.assets(raw_data, validated_features, batch_predictions, feature_drift)  # + quarantine
 training_assets = AssetSelection.assets(splits, tuned_pipeline, registered_model)
@@ -36,7 +37,7 @@ retrain_sensor = build_retrain_sensor(training_job.name, RetrainPolicy())
 
 defs = Definitions(
     assets=[raw_data, validated_features, splits, tuned_pipeline, registered_model, batch_predictions, feature_drift],
-    jobs=[daily_job, training_job],
+    jobs=[daily_job, training_job, rollback_job],
     schedules=[daily_schedule],
     sensors=[retrain_sensor],
     resources=resources_for(SPEC),

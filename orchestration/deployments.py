@@ -1,7 +1,7 @@
 """One place per deployment. `FLIGHTLINE_DEPLOYMENT` picks one: `local` (default) or `prod`.
 
-local: Spark in this process (`local[*]`), an embedded MLflow store (sqlite + local artifacts) and the
-lakehouse under the state folder. prod: every endpoint comes from the environment, secrets through
+local: Spark in this process (`local[*]`), an embedded MLflow store (sqlite + local artifacts, or the
+MLflow server that MLFLOW_TRACKING_URI names) and the lakehouse under the state folder. prod: every endpoint comes from the environment, secrets through
 `dagster.EnvVar`, so nothing secret is in code.
 """
 
@@ -44,18 +44,26 @@ def local_resources(
             master=master,
             spark_config={**LOCAL_SPARK_CONF, "spark.sql.warehouse.dir": str(state / "spark-warehouse"), **(spark_conf or {})},
         ),
-        "mlflow": MLflowResource(
-            tracking_uri=f"sqlite:///{state / 'mlflow' / 'mlflow.db'}",
-            artifact_root=str(state / "mlflow" / "artifacts"),
-            experiment=spec.name,
-            ui_url=os.environ.get("FLIGHTLINE_MLFLOW_UI", "http://127.0.0.1:5000"),
-        ),
+        "mlflow": local_mlflow(spec, state),
         "lakehouse": LakehouseResource(
             root=lakehouse_root, catalog="main", schema_name=spec.name, model=spec.model_name,
             staging_dir=str(state / "staging"), source_location=os.environ.get("FLIGHTLINE_SOURCE_LOCATION"),
         ),
         "optuna": OptunaResource(storage=f"sqlite:///{state / 'optuna' / 'studies.db'}"),
     }
+
+
+def local_mlflow(spec: DatasetSpec, state: Path) -> MLflowResource:
+    """The embedded sqlite store under the state folder; or, when MLFLOW_TRACKING_URI is set (for example to
+    `make mlflow-server`'s http://127.0.0.1:5001), that server, which then keeps the artifacts itself."""
+    server = os.environ.get("MLFLOW_TRACKING_URI")
+    return MLflowResource(
+        tracking_uri=server or f"sqlite:///{state / 'mlflow' / 'mlflow.db'}",
+        registry_uri=os.environ.get("MLFLOW_REGISTRY_URI"),
+        artifact_root=None if server else str(state / "mlflow" / "artifacts"),
+        experiment=spec.name,
+        ui_url=os.environ.get("FLIGHTLINE_MLFLOW_UI", server if server and server.startswith("http") else "http://127.0.0.1:5000"),
+    )
 
 
 def prod_resources(spec: DatasetSpec) -> dict:

@@ -75,22 +75,27 @@ class MLflowResource(ConfigurableResource):
         # Without these, an unreachable server makes MLflow retry with backoff for minutes.
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(self.http_max_retries)
         os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(self.http_timeout_seconds)
-        for uri in filter(None, (self.tracking_uri, self.registry_uri)):
-            self._check_reachable(uri)
+        self._check_reachable("tracking server", self.tracking_uri)
+        if self.registry_uri and self.registry_uri != self.tracking_uri:
+            self._check_reachable("registry", self.registry_uri)
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.registry_uri or self.tracking_uri)
         self._client = MlflowClient(self.tracking_uri, self.registry_uri or self.tracking_uri)
 
-    def _check_reachable(self, uri: str) -> None:
+    def _check_reachable(self, role: str, uri: str) -> None:
+        """One GET of `<uri>/health` with a short timeout, so a dead or hung server fails in seconds, by name."""
         base = uri[3:] if uri.startswith("uc:") else uri
         if not base.startswith(("http://", "https://")):
-            return
+            return  # sqlite, databricks, databricks-uc: their own clients fail with their own messages
+        timeout = min(5, self.http_timeout_seconds)
         try:
-            urllib.request.urlopen(base.rstrip("/") + "/health", timeout=min(5, self.http_timeout_seconds))
+            urllib.request.urlopen(base.rstrip("/") + "/health", timeout=timeout)
         except urllib.error.HTTPError:
             return  # it answered: reachable (some servers have no /health)
         except (urllib.error.URLError, OSError) as exc:
-            raise MLflowUnreachableError(f"MLflow at {uri} is unreachable: {getattr(exc, 'reason', exc)}") from exc
+            raise MLflowUnreachableError(
+                f"MLflow {role} at {uri} is unreachable: {getattr(exc, 'reason', exc)} "
+                f"(GET {base.rstrip('/')}/health, timeout {timeout} s)") from exc
 
     @property
     def client(self) -> MlflowClient:

@@ -7,6 +7,8 @@ import os
 import pytest
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+for _var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # the local deployment would use a developer's server
+    os.environ.pop(_var, None)
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -1,6 +1,7 @@
 """Bad configuration and environments: each gets a clear error that names the problem, and nothing earlier is lost."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -68,16 +69,113 @@ def test_no_champion_names_the_model_and_writes_nothing(spark, world):
     assert versions(spark, resources, "batch_predictions") == before
 
 
+def closed_port() -> int:
+    with socket.socket() as s:  # a port on which nothing listens
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_an_unreachable_mlflow_server_fails_fast_and_clearly():
     from orchestration.resources import MLflowResource, MLflowUnreachableError
 
-    with socket.socket() as s:  # a port on which nothing listens
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = closed_port()
     started = time.monotonic()
-    with pytest.raises(MLflowUnreachableError, match=f"MLflow at http://127.0.0.1:{port} is unreachable"):
+    with pytest.raises(MLflowUnreachableError, match=f"MLflow tracking server at http://127.0.0.1:{port} is unreachable"):
         MLflowResource(tracking_uri=f"http://127.0.0.1:{port}").configure()
     assert time.monotonic() - started < 5
+
+
+def test_an_unreachable_registry_fails_fast_and_names_its_uri(tmp_path):
+    """Tracking works (sqlite), the registry does not: a closed port, then a server that accepts and never answers."""
+    from orchestration.resources import MLflowResource, MLflowUnreachableError
+
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    port = closed_port()
+    started = time.monotonic()
+    with pytest.raises(MLflowUnreachableError, match=re.escape(
+            f"MLflow registry at uc:http://127.0.0.1:{port} is unreachable: [Errno 111] Connection refused "
+            f"(GET http://127.0.0.1:{port}/health, timeout 2 s)")):
+        MLflowResource(tracking_uri=tracking, registry_uri=f"uc:http://127.0.0.1:{port}", http_timeout_seconds=2).configure()
+    assert time.monotonic() - started < 2
+
+    with socket.socket() as hung:  # listens (the kernel completes the handshake) but never reads or answers
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        uri = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        started = time.monotonic()
+        with pytest.raises(MLflowUnreachableError, match=re.escape(f"MLflow registry at {uri} is unreachable: timed out")):
+            MLflowResource(tracking_uri=tracking, registry_uri=uri, http_timeout_seconds=2).configure()
+        assert time.monotonic() - started < 4
+
+
+def test_a_rollback_run_against_an_unreachable_registry_fails_in_seconds(world, tmp_path):
+    from dagster import Definitions
+
+    from orchestration.resources import MLflowResource
+    from orchestration.rollback import rollback_job
+
+    _, instance, resources, _ = world
+    unreachable = MLflowResource(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                                 registry_uri=f"http://127.0.0.1:{closed_port()}")
+    defs = Definitions(jobs=[rollback_job], resources={"mlflow": unreachable, "lakehouse": resources["lakehouse"]})
+    started = time.monotonic()
+    with pytest.raises(Exception) as raised:
+        defs.resolve_job_def("rollback_job").execute_in_process(instance=instance, run_config=rollback(1))
+    assert time.monotonic() - started < 10
+    assert "MLflow registry at http://127.0.0.1:" in str(raised.value) + str(raised.value.__cause__)
+    assert champion(resources) == "1"
+
+
+def rollback(version, requested_by="ops@example.com", reason="INC-1"):
+    return {"ops": {"set_champion_version": {"config": {"version": version, "requested_by": requested_by, "reason": reason}}}}
+
+
+def champion(resources) -> str:
+    client, name = resources["mlflow"].client, resources["lakehouse"].model_name
+    return str(client.get_model_version_by_alias(name, "champion").version)
+
+
+def test_a_rollback_to_a_missing_version_is_refused_and_the_champion_stays(world):
+    defs, instance, resources, _ = world
+    result = defs.resolve_job_def("rollback_job").execute_in_process(instance=instance, run_config=rollback(99),
+                                                                     raise_on_error=False)
+    assert not result.success
+    assert "model main.flights.arrival_delay has no version 99 (its versions: [1" in str(
+        result.failure_data_for_node("set_champion_version").error)
+    assert champion(resources) == "1"
+    assert result.asset_observations_for_node("set_champion_version") == []
+
+
+def test_a_rollback_to_a_version_scoring_cannot_feed_is_refused_and_the_champion_stays(world):
+    """A version whose model takes a column scoring does not give (the leaky arrival delay)."""
+    import mlflow
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    from ml.datasets.flights import SPEC
+    from ml.registry import register_version
+    from ml.training import model_signature, pip_requirements
+
+    defs, instance, resources, _ = world
+    client, name = resources["mlflow"].client, resources["lakehouse"].model_name  # also points mlflow at the world
+    current = client.get_model_version_by_alias(name, "champion")
+    leaky = ModelSignature(inputs=Schema([*model_signature(SPEC).inputs.inputs, ColSpec("double", "arr_delay")]),
+                           outputs=model_signature(SPEC).outputs)
+    with mlflow.start_run(experiment_id=resources["mlflow"].experiment_id()) as run:
+        info = mlflow.spark.log_model(mlflow.spark.load_model(f"models:/{name}/{current.version}"), artifact_path="model",
+                                      signature=leaky, pip_requirements=pip_requirements())
+    lineage = {k: v for k, v in current.tags.items() if not k.startswith("gate.")}
+    bad = str(register_version(client, name, info.model_uri, run.info.run_id, "trained with arr_delay", lineage).version)
+
+    result = defs.resolve_job_def("rollback_job").execute_in_process(instance=instance, run_config=rollback(int(bad)),
+                                                                     raise_on_error=False)
+
+    assert not result.success
+    assert (f"{name} v{bad} cannot be @champion: its signature does not match what scoring gives it: "
+            "it expects columns ['arr_delay'] that scoring does not give") in str(
+        result.failure_data_for_node("set_champion_version").error)
+    assert champion(resources) == str(current.version)
+    assert "champion.set_by" not in client.get_model_version(name, bad).tags
 
 
 def test_missing_java_is_named(monkeypatch, tmp_path):

@@ -141,17 +141,21 @@ def test_tables_are_real_delta_for_an_independent_reader(world, materialized):
     assert DeltaTable(resources["lakehouse"].table_path("raw_data")).metadata().partition_columns == ["event_date"]
 
 
-def test_the_cli_materializes_a_selection_and_a_partition(world, materialized):
-    _, instance, _, state = world
+def dagster_cli(state, *args):
+    """The `dagster` command line, as an operator runs it, on the world's state folder and Dagster instance."""
     env = {**os.environ, "FLIGHTLINE_STATE_DIR": str(state), "DAGSTER_HOME": str(state / "dagster"),
            "PYTHONPATH": str(REPO_ROOT)}
-    before = instance.get_latest_materialization_event(AssetKey("raw_data")).run_id
-    proc = subprocess.run(
-        [os.path.join(os.path.dirname(sys.executable), "dagster"), "asset", "materialize", "-m",
-         "orchestration.definitions", "--select", "raw_data", "--partition", "2013-01-02"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )
+    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "dagster"), *args],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_the_cli_materializes_a_selection_and_a_partition(world, materialized):
+    _, instance, _, state = world
+    before = instance.get_latest_materialization_event(AssetKey("raw_data")).run_id
+    dagster_cli(state, "asset", "materialize", "-m", "orchestration.definitions", "--select", "raw_data",
+                "--partition", "2013-01-02")
     event = DagsterInstance.from_ref(instance.get_ref()).get_latest_materialization_event(AssetKey("raw_data"))
     assert event.run_id != before
     assert event.asset_materialization.partition == "2013-01-02"
@@ -196,3 +200,38 @@ def test_drift_closes_the_loop_through_the_sensor_and_the_gate(spark, world, mat
     assert tags["gate.decision"] == gate_meta["gate_decision"].value and tags["dagster.run_id"] == retrain.run_id
     expected_champion = new_version if gate_meta["gate_decision"].value == "promoted" else str(champion.version)
     assert str(client.get_model_version_by_alias(name, "champion").version) == expected_champion
+
+
+def test_the_rollback_job_moves_the_champion_and_scoring_follows(spark, world, materialized, tmp_path):
+    from ml.registry import register_version
+
+    defs, instance, resources, state = world
+    client, name = resources["mlflow"].client, resources["lakehouse"].model_name
+    champion = client.get_model_version_by_alias(name, "champion")
+    lineage = {k: v for k, v in champion.tags.items() if not k.startswith("gate.")}
+    other = str(register_version(client, name, champion.source, champion.run_id, "a copy, to roll to and back",
+                                 lineage).version)
+    config = tmp_path / "rollback.yaml"
+    config.write_text(f"ops:\n  set_champion_version:\n    config:\n      version: {other}\n"
+                      f"      requested_by: ops@example.com\n      reason: 'INC-7: roll to v{other}'\n")
+
+    dagster_cli(state, "job", "execute", "-m", "orchestration.definitions", "-j", "rollback_job", "-c", str(config))
+
+    assert str(client.get_model_version_by_alias(name, "champion").version) == other
+    observed = DagsterInstance.from_ref(instance.get_ref()).fetch_observations(AssetKey("registered_model"), limit=1)
+    meta = observed.records[0].asset_observation.metadata
+    assert {k: meta[k].value for k in ("champion_version", "previous_champion_version", "requested_by", "reason")} == {
+        "champion_version": other, "previous_champion_version": str(champion.version),
+        "requested_by": "ops@example.com", "reason": f"INC-7: roll to v{other}"}
+    scored = defs.resolve_job_def("daily_job").execute_in_process(
+        instance=instance, partition_key="2013-01-03", asset_selection=[AssetKey("batch_predictions")])
+    assert scored.success
+    day = table(spark, resources, "batch_predictions").where("event_date = '2013-01-03'")
+    assert [r.model_version for r in day.select("model_version").distinct().collect()] == [other]
+
+    back = defs.resolve_job_def("rollback_job").execute_in_process(instance=instance, run_config={"ops": {
+        "set_champion_version": {"config": {"version": int(champion.version), "requested_by": "ops@example.com",
+                                            "reason": "INC-7 resolved"}}}})
+    assert back.success
+    assert client.get_model_version_by_alias(name, "champion").version == champion.version
+    assert client.get_model_version(name, str(champion.version)).tags["champion.previous_version"] == other

@@ -1,15 +1,15 @@
-"""tune_and_log, the registry gate and scoring, on tiny data with a real MLflow store."""
+"""tune_and_log and scoring, on tiny data with a real MLflow store (the registry and its gate: test_registry.py)."""
 
 from datetime import date
 
 import mlflow
 import pytest
 
-from ml.registry import CHALLENGER, CHAMPION, GateConfig, NoChampionError, champion_version, gate, register_version
+from ml.registry import register_version
 from ml.scoring import ResolvedModel, SignatureMismatchError, check_signature, load_model, score
 from ml.splits import SplitWindow, time_splits
 from ml.training import TuningConfig, tune_and_log
-from tests.unit.tiny import tiny_features, tiny_spec
+from tests.unit.tiny import tiny_features, tiny_lineage, tiny_spec
 
 @pytest.fixture()
 def NAME(request):
@@ -54,51 +54,10 @@ def test_same_seed_same_trials(spark, trained, mlflow_store):
     assert again.best_validation_value == pytest.approx(first.best_validation_value)
 
 
-def test_gate_promotes_first_then_only_better(trained, mlflow_store, NAME):
-    _, outcome, _ = trained
-    client = mlflow_store.client
-    with pytest.raises(NoChampionError, match=f"model {NAME} has no version with the alias @champion"):
-        champion_version(client, NAME)
-    versions = [register_version(client, NAME, outcome.model_uri, outcome.run_id, "v", {"k": "v"}).version
-                for _ in range(4)]
-    scores = {versions[0]: 0.70, versions[1]: 0.69, versions[2]: 0.70, versions[3]: 0.75}
-    cfg = GateConfig(margin=0.0, min_value=0.55)
-    decisions = [gate(client, NAME, v, "auc", scores.__getitem__, cfg) for v in versions]
-    assert [d.promoted for d in decisions] == [True, False, False, True]  # first, worse, equal, better
-    assert champion_version(client, NAME).version == versions[3]
-    assert client.get_model_version(NAME, versions[1]).tags["gate.decision"] == "rejected"
-    assert "does not beat champion" in decisions[2].reason
-    # A challenger below the floor is never promoted, even with no better champion around.
-    low = register_version(client, NAME, outcome.model_uri, outcome.run_id, "v", {}).version
-    d = gate(client, NAME, low, "auc", lambda v: 0.5, cfg)
-    assert not d.promoted and d.reason == "auc 0.5000 is below the floor 0.55"
-    assert client.get_registered_model(NAME).aliases == {CHAMPION: versions[3], CHALLENGER: low}
-
-
-def test_a_failing_evaluation_leaves_the_champion(trained, mlflow_store, NAME):
-    _, outcome, _ = trained
-    client = mlflow_store.client
-    v1 = register_version(client, NAME, outcome.model_uri, outcome.run_id, "v", {}).version
-    gate(client, NAME, v1, "auc", lambda v: 0.8, GateConfig())
-    v2 = register_version(client, NAME, outcome.model_uri, outcome.run_id, "v", {}).version
-
-    def broken(v):
-        raise RuntimeError("test set unreadable")
-
-    with pytest.raises(RuntimeError, match="test set unreadable"):
-        gate(client, NAME, v2, "auc", broken, GateConfig())
-    assert champion_version(client, NAME).version == v1
-
-
-def test_a_two_level_name_is_refused(trained, mlflow_store):
-    _, outcome, _ = trained
-    with pytest.raises(ValueError, match="must have three levels: catalog.schema.model"):
-        register_version(mlflow_store.client, "tiny.model", outcome.model_uri, outcome.run_id, "v", {})
-
-
 def test_scoring_names_the_model_on_every_row(spark, trained, mlflow_store, NAME):
     spec, outcome, splits = trained
-    v = str(register_version(mlflow_store.client, NAME, outcome.model_uri, outcome.run_id, "v", {}).version)
+    v = str(register_version(mlflow_store.client, NAME, outcome.model_uri, outcome.run_id, "v",
+                             tiny_lineage(outcome.run_id)).version)
     model = ResolvedModel(NAME, v, outcome.run_id, f"models:/{NAME}/{v}")
     features = splits["test"]
     scored = score(features, load_model(model), model, spec)

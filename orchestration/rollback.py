@@ -1,0 +1,49 @@
+"""rollback_job: point @champion at a given earlier version by hand (a rollback, or an override of the gate).
+
+Launch it from the Launchpad of `rollback_job` with the config below, or from the command line (README).
+The change is recorded twice: as tags on the model version (who, why, the previous champion) and as an
+AssetObservation of `registered_model`, so the asset's event history in the Dagster UI shows it next to
+the gate decisions. It is an observation, not a materialization: no model was trained or registered.
+"""
+
+from dagster import AssetObservation, Config, MetadataValue, OpExecutionContext, job, op
+from pydantic import Field
+
+from assets.common import SPEC
+from ml.registry import CHALLENGER, CHAMPION, set_champion
+from ml.training import model_signature
+from orchestration.resources import LakehouseResource, MLflowResource
+
+
+class RollbackConfig(Config):
+    version: int = Field(ge=1, description="the model version to make @champion (see the model's versions in MLflow)")
+    requested_by: str = Field(min_length=1, description="who asks: a name or an email, recorded on the version")
+    reason: str = Field(min_length=1, description="why: an incident or ticket, recorded on the version")
+
+
+@op(description="Set @champion to the configured version; refuses a missing version or one scoring cannot feed.")
+def set_champion_version(context: OpExecutionContext, config: RollbackConfig, mlflow: MLflowResource,
+                         lakehouse: LakehouseResource) -> None:
+    name = lakehouse.model_name
+    change = set_champion(mlflow.client, name, config.version, model_signature(SPEC),
+                          requested_by=config.requested_by, reason=config.reason, dagster_run_id=context.run_id)
+    aliases = {k: str(v) for k, v in mlflow.client.get_registered_model(name).aliases.items()}
+    context.log.info(f"@{CHAMPION} of {name}: v{change.previous_version or '-'} -> v{change.version} "
+                     f"(by {change.requested_by}: {change.reason})")
+    model_url = mlflow.model_url(name, change.version)
+    context.log_event(AssetObservation(asset_key="registered_model", metadata={
+        "action": "set_champion",
+        "model_name": name,
+        "champion_version": change.version,
+        "previous_champion_version": change.previous_version or "",
+        "challenger_version": aliases.get(CHALLENGER, ""),
+        "aliases": MetadataValue.json(aliases),
+        "requested_by": change.requested_by,
+        "reason": change.reason,
+        "model_url": MetadataValue.url(model_url) if model_url else "",
+    }))
+
+
+@job(description="Rollback / override: set @champion to a given version, recording who asked and why.")
+def rollback_job():
+    set_champion_version()

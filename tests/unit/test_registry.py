@@ -1,0 +1,338 @@
+"""Registration, the champion/challenger gate and rollback, on a real sqlite registry with real tiny Spark models."""
+
+import dataclasses
+import math
+import re
+
+import pytest
+
+from ml.metrics import evaluate
+from ml.registry import (
+    CHALLENGER,
+    CHAMPION,
+    GateConfig,
+    GateEvaluationError,
+    ModelVersionNotFoundError,
+    NoChampionError,
+    champion_version,
+    check_alias,
+    gate,
+    register_version,
+    set_alias,
+    set_champion,
+)
+from ml.scoring import SignatureMismatchError, evaluate_version
+from ml.training import model_signature
+from tests.unit.tiny import log_tiny_model, tiny_lineage, tiny_spec
+
+
+@pytest.fixture()
+def NAME(request):
+    """A model name of the test's own, since the MLflow store is shared by the session."""
+    return "main.tiny." + re.sub(r"[^A-Za-z0-9_]", "_", request.node.name)[:200]
+
+
+@pytest.fixture(scope="module")
+def models(spark, mlflow_store):
+    """Per task, a good and a weak real model, logged with the signature scoring expects."""
+    mlflow_store.configure()  # other modules' Dagster runs may have pointed MLflow elsewhere
+    experiment = mlflow_store.experiment_id()
+    out = {}
+    for task in ("classification", "regression"):
+        good_uri, good_run, good_model, test = log_tiny_model(spark, experiment, task)
+        weak_uri, weak_run, weak_model, _ = log_tiny_model(spark, experiment, task, weak=True)
+        out[task] = {"good": (good_uri, good_run, good_model), "weak": (weak_uri, weak_run, weak_model), "test": test}
+    return out
+
+
+def register(client, name, logged):
+    """Register a logged model (log_tiny_model's URI and run id first) with its lineage; the version, as a str."""
+    uri, run_id = logged[:2]
+    return str(register_version(client, name, uri, run_id, f"tiny model of run {run_id}", tiny_lineage(run_id)).version)
+
+
+def aliases(client, name):
+    return {k: str(v) for k, v in client.get_registered_model(name).aliases.items()}
+
+
+# --- registration ---------------------------------------------------------------------------------------------
+
+def test_a_version_carries_its_lineage_and_description(models, mlflow_store, NAME):
+    client = mlflow_store.client
+    uri, run_id, _ = models["classification"]["good"]
+    v = register(client, NAME, models["classification"]["good"])
+    version = client.get_model_version(NAME, v)
+    assert version.run_id == run_id and version.description == f"tiny model of run {run_id}"
+    assert {k: version.tags[k] for k in ("mlflow.run_id", "dagster.run_id", "dataset.name", "dataset.spec_fingerprint",
+                                         "input.test_set.path", "input.test_set.delta_version")} == {
+        "mlflow.run_id": run_id, "dagster.run_id": "dagster-run-1", "dataset.name": "tiny",
+        "dataset.spec_fingerprint": tiny_spec().fingerprint(), "input.test_set.path": "/lakehouse/main/tiny/test_set",
+        "input.test_set.delta_version": "3"}
+    assert re.fullmatch(r"[0-9a-f]{40}", version.tags["code.version"])  # the git sha of this checkout
+    assert client.get_registered_model(NAME).description == f"{NAME}, trained and gated by the flightline pipeline"
+
+
+@pytest.mark.parametrize("drop, named", [
+    ("dagster.run_id", "['dagster.run_id']"),
+    ("code.version", "['code.version']"),
+    ("input.test_set.delta_version", "['input.<table>.delta_version']"),
+])
+def test_a_version_without_its_lineage_is_refused(models, mlflow_store, NAME, drop, named):
+    _, run_id, _ = models["classification"]["good"]
+    tags = {k: v for k, v in tiny_lineage(run_id).items() if k != drop}
+    with pytest.raises(ValueError, match=re.escape(f"cannot register {NAME}: lineage tags {named} are missing")):
+        register_version(mlflow_store.client, NAME, models["classification"]["good"][0], run_id, "d", tags)
+    assert mlflow_store.client.search_model_versions(f"name='{NAME}'") == []
+
+
+def test_a_model_without_signature_is_refused(spark, models, mlflow_store, NAME):
+    import mlflow
+
+    from ml.training import pip_requirements
+
+    _, _, fitted = models["classification"]["good"]
+    with mlflow.start_run(experiment_id=mlflow_store.experiment_id()) as run:
+        info = mlflow.spark.log_model(fitted, artifact_path="model", pip_requirements=pip_requirements())
+    with pytest.raises(ValueError, match=re.escape(f"model {info.model_uri} has no signature: Unity Catalog requires one")):
+        register_version(mlflow_store.client, NAME, info.model_uri, run.info.run_id, "d", tiny_lineage(run.info.run_id))
+    assert mlflow_store.client.search_model_versions(f"name='{NAME}'") == []
+
+
+def test_an_empty_description_and_a_two_level_name_are_refused(models, mlflow_store, NAME):
+    uri, run_id, _ = models["classification"]["good"]
+    with pytest.raises(ValueError, match=f"cannot register {NAME}: a version needs a description"):
+        register_version(mlflow_store.client, NAME, uri, run_id, "  ", tiny_lineage(run_id))
+    with pytest.raises(ValueError, match="model name 'tiny.model' must have three levels: catalog.schema.model"):
+        register_version(mlflow_store.client, "tiny.model", uri, run_id, "d", tiny_lineage(run_id))
+
+
+@pytest.mark.parametrize("alias", ["latest", "Latest", "v1", "V12"])
+def test_reserved_aliases_are_refused(models, mlflow_store, NAME, alias):
+    client = mlflow_store.client
+    v = register(client, NAME, models["classification"]["good"])
+    set_alias(client, NAME, CHAMPION, v)
+    with pytest.raises(ValueError, match=re.escape(f"alias {alias!r} is reserved")):
+        set_alias(client, NAME, alias, v)
+    assert aliases(client, NAME) == {CHAMPION: v}
+    assert check_alias("champion_2") == "champion_2"
+
+
+# --- the gate, driven by metric pairs ----------------------------------------------------------------------------
+
+CLS = GateConfig(margin=0.01, min_value=0.6)
+REG = GateConfig(margin=0.01, max_value=1.0)
+PAIRS = [
+    # task, metric, config, champion's value, challenger's value, promoted
+    ("classification", "auc", CLS, 0.80, 0.70, False),  # worse
+    ("classification", "auc", CLS, 0.80, 0.80, False),  # equal
+    ("classification", "auc", CLS, 0.80, 0.805, False),  # better, but not by more than the margin
+    ("classification", "auc", CLS, 0.80, 0.81, False),  # better by exactly the margin
+    ("classification", "auc", CLS, 0.80, 0.85, True),  # better by more than the margin
+    ("classification", "auc", CLS, 0.61, 0.59, False),  # worse and below the floor
+    ("classification", "log_loss", GateConfig(margin=0.0, max_value=0.69), 0.40, 0.45, False),  # lower is better
+    ("classification", "log_loss", GateConfig(margin=0.0, max_value=0.69), 0.40, 0.30, True),
+    ("regression", "rmse", REG, 0.50, 0.60, False),  # worse
+    ("regression", "rmse", REG, 0.50, 0.50, False),  # equal
+    ("regression", "rmse", REG, 0.50, 0.495, False),  # better, but not by more than the margin
+    ("regression", "rmse", REG, 0.50, 0.45, True),  # better by more than the margin
+    ("regression", "rmse", REG, 0.90, 1.20, False),  # worse and above the ceiling
+    ("regression", "r2", GateConfig(margin=0.0, min_value=0.5), 0.80, 0.79, False),  # higher is better
+    ("regression", "r2", GateConfig(margin=0.0, min_value=0.5), 0.80, 0.90, True),
+]
+
+
+@pytest.mark.parametrize("task, metric, config, champion_value, challenger_value, promoted", PAIRS)
+def test_only_a_challenger_better_by_more_than_the_margin_is_promoted(models, mlflow_store, NAME, task, metric, config,
+                                                                      champion_value, challenger_value, promoted):
+    client = mlflow_store.client
+    v1 = register(client, NAME, models[task]["good"])
+    v2 = register(client, NAME, models[task]["good"])
+    values = {v1: champion_value, v2: challenger_value}
+    assert gate(client, NAME, v1, metric, values.__getitem__, config).promoted  # the first version, above the threshold
+
+    decision = gate(client, NAME, v2, metric, values.__getitem__, config)
+
+    assert decision.promoted is promoted
+    assert (decision.champion_version, decision.champion_value, decision.challenger_value) == (v1, champion_value, challenger_value)
+    below_floor = config.min_value is not None and metric in ("auc", "r2") and challenger_value < config.min_value
+    above_ceiling = config.max_value is not None and metric in ("rmse", "log_loss") and challenger_value > config.max_value
+    if below_floor:
+        assert decision.reason == f"{metric} {challenger_value:.6f} is below the floor {config.min_value}"
+    elif above_ceiling:
+        assert decision.reason == f"{metric} {challenger_value:.6f} is above the ceiling {config.max_value}"
+    else:
+        verdict = "beats" if promoted else "does not beat"
+        assert decision.reason == (f"{metric} {challenger_value:.6f} {verdict} champion v{v1} ({champion_value:.6f}) "
+                                   f"by more than {config.margin}")
+    assert aliases(client, NAME) == ({CHAMPION: v2} if promoted else {CHAMPION: v1, CHALLENGER: v2})
+    tags = client.get_model_version(NAME, v2).tags
+    assert {k: tags[k] for k in ("gate.decision", "gate.reason", "gate.metric", "gate.challenger_value",
+                                 "gate.champion_version", "gate.champion_value")} == {
+        "gate.decision": "promoted" if promoted else "rejected", "gate.reason": decision.reason, "gate.metric": metric,
+        "gate.challenger_value": f"{challenger_value:.6f}", "gate.champion_version": v1,
+        "gate.champion_value": f"{champion_value:.6f}"}
+
+
+@pytest.mark.parametrize("task, metric, config, first, second", [
+    ("classification", "auc", GateConfig(min_value=0.55), 0.54, 0.56),
+    ("regression", "rmse", GateConfig(max_value=1.0), 1.2, 0.9),
+])
+def test_the_first_version_is_promoted_only_if_it_passes_the_threshold(models, mlflow_store, NAME, task, metric, config,
+                                                                       first, second):
+    client = mlflow_store.client
+    v1, v2 = register(client, NAME, models[task]["good"]), register(client, NAME, models[task]["good"])
+    values = {v1: first, v2: second}
+    with pytest.raises(NoChampionError, match=f"model {NAME} has no version with the alias @champion: run the training job first"):
+        champion_version(client, NAME)
+    rejected = gate(client, NAME, v1, metric, values.__getitem__, config)
+    assert not rejected.promoted and rejected.champion_version is None
+    assert aliases(client, NAME) == {CHALLENGER: v1}
+    promoted = gate(client, NAME, v2, metric, values.__getitem__, config)
+    assert promoted.promoted and promoted.reason == f"first version to pass the thresholds ({metric} {second:.6f})"
+    assert aliases(client, NAME) == {CHAMPION: v2}
+
+
+@pytest.mark.parametrize("task, metric, old, new, champion_value, challenger_value", [
+    ("classification", "auc", GateConfig(min_value=0.55), GateConfig(min_value=0.65), 0.60, 0.62),
+    ("regression", "rmse", GateConfig(max_value=1.0), GateConfig(max_value=0.7), 0.90, 0.80),
+])
+def test_a_better_challenger_that_misses_a_stricter_threshold_is_not_promoted(models, mlflow_store, NAME, task, metric,
+                                                                              old, new, champion_value, challenger_value):
+    client = mlflow_store.client
+    v1, v2 = register(client, NAME, models[task]["good"]), register(client, NAME, models[task]["good"])
+    values = {v1: champion_value, v2: challenger_value}
+    assert gate(client, NAME, v1, metric, values.__getitem__, old).promoted
+    decision = gate(client, NAME, v2, metric, values.__getitem__, new)
+    assert not decision.promoted and ("floor" in decision.reason or "ceiling" in decision.reason)
+    assert aliases(client, NAME) == {CHAMPION: v1, CHALLENGER: v2}
+
+
+def broken(version):
+    raise OSError("test_set is unreadable")
+
+
+@pytest.mark.parametrize("failure, message", [
+    ("challenger raises", "OSError: test_set is unreadable"),
+    ("champion raises", "OSError: test_set is unreadable"),
+    ("challenger gives NaN", "auc of v3 is nan, not a finite number (is the test set empty?)"),
+])
+def test_a_failing_evaluation_moves_no_alias(models, mlflow_store, NAME, failure, message):
+    client = mlflow_store.client
+    v1, v2, v3 = (register(client, NAME, models["classification"]["good"]) for _ in range(3))
+    gate(client, NAME, v1, "auc", {v1: 0.8}.__getitem__, CLS)
+    gate(client, NAME, v2, "auc", {v1: 0.8, v2: 0.7}.__getitem__, CLS)
+    before = aliases(client, NAME)
+    assert before == {CHAMPION: v1, CHALLENGER: v2}
+
+    def evaluate_version(v):
+        if (failure.startswith("challenger") and v == v3) or (failure == "champion raises" and v == v1):
+            return broken(v) if "raises" in failure else math.nan
+        return 0.95
+
+    with pytest.raises(GateEvaluationError) as raised:
+        gate(client, NAME, v3, "auc", evaluate_version, CLS)
+    assert str(raised.value) == (f"gate for {NAME} v{v3}: evaluation failed: "
+                                 f"{'ValueError: ' if 'NaN' in failure else ''}{message}; "
+                                 f"the aliases are unchanged (@champion: v{v1})")
+    assert aliases(client, NAME) == before
+    tags = client.get_model_version(NAME, v3).tags
+    assert tags["gate.decision"] == "failed" and message in tags["gate.reason"]
+
+
+# --- the gate, on real models evaluated on a real test set ------------------------------------------------------
+
+@pytest.mark.parametrize("task, metric", [("classification", "auc"), ("regression", "rmse")])
+def test_the_gate_on_real_evaluations_keeps_the_better_model(models, mlflow_store, NAME, task, metric):
+    client = mlflow_store.client
+    test = models[task]["test"]
+    truth = {kind: evaluate(models[task][kind][2].transform(test), task, (metric,))[metric] for kind in ("good", "weak")}
+    assert truth["good"] != truth["weak"]
+
+    def evaluate_registered(v):
+        return evaluate_version(NAME, v, test, task, metric)
+
+    config = GateConfig(margin=0.001)
+    good = register(client, NAME, models[task]["good"])
+    weak = register(client, NAME, models[task]["weak"])
+    good_again = register(client, NAME, models[task]["good"])
+    decisions = [gate(client, NAME, v, metric, evaluate_registered, config) for v in (good, weak, good_again)]
+
+    assert [d.promoted for d in decisions] == [True, False, False]  # first; worse; equal
+    assert decisions[0].challenger_value == pytest.approx(truth["good"])
+    assert decisions[1].challenger_value == pytest.approx(truth["weak"])
+    assert decisions[1].champion_value == pytest.approx(truth["good"])
+    assert decisions[2].challenger_value == pytest.approx(decisions[2].champion_value)
+    assert aliases(client, NAME) == {CHAMPION: good, CHALLENGER: good_again}
+
+
+# --- rollback and override ----------------------------------------------------------------------------------------
+
+EXPECTED = model_signature(tiny_spec())
+
+
+def champion_with_history(client, name, logged):
+    """v1 promoted, v2 promoted over it, v3 rejected: @champion v2, @challenger v3."""
+    v1, v2, v3 = (register(client, name, logged) for _ in range(3))
+    values = {v1: 0.7, v2: 0.8, v3: 0.75}
+    for v in (v1, v2, v3):
+        gate(client, name, v, "auc", values.__getitem__, GateConfig())
+    assert aliases(client, name) == {CHAMPION: v2, CHALLENGER: v3}
+    return v1, v2, v3
+
+
+def test_rollback_sets_the_champion_and_records_who_and_why(models, mlflow_store, NAME):
+    client = mlflow_store.client
+    v1, v2, v3 = champion_with_history(client, NAME, models["classification"]["good"])
+
+    change = set_champion(client, NAME, int(v1), EXPECTED, requested_by="alice@example.com", reason="INC-42: v2 drifts",
+                          dagster_run_id="run-9")
+
+    assert (change.version, change.previous_version) == (v1, v2)
+    assert str(champion_version(client, NAME).version) == v1  # what batch_predictions resolves
+    assert aliases(client, NAME) == {CHAMPION: v1, CHALLENGER: v3}
+    tags = client.get_model_version(NAME, v1).tags
+    assert {k: tags[k] for k in ("champion.set_by", "champion.reason", "champion.previous_version",
+                                 "champion.dagster_run_id")} == {
+        "champion.set_by": "alice@example.com", "champion.reason": "INC-42: v2 drifts",
+        "champion.previous_version": v2, "champion.dagster_run_id": "run-9"}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", tags["champion.set_at"])
+
+    # An override to the rejected challenger: it stops being @challenger.
+    set_champion(client, NAME, v3, EXPECTED, requested_by="bob", reason="override")
+    assert aliases(client, NAME) == {CHAMPION: v3}
+
+
+def test_rollback_to_a_missing_version_is_refused(models, mlflow_store, NAME):
+    client = mlflow_store.client
+    v1, v2, v3 = champion_with_history(client, NAME, models["classification"]["good"])
+    with pytest.raises(ModelVersionNotFoundError,
+                       match=re.escape(f"model {NAME} has no version 7 (its versions: [{v1}, {v2}, {v3}])")):
+        set_champion(client, NAME, 7, EXPECTED, requested_by="alice", reason="typo")
+    with pytest.raises(ModelVersionNotFoundError, match=re.escape("model main.tiny.nothing_here has no version 1 (its versions: none)")):
+        set_champion(client, "main.tiny.nothing_here", 1, EXPECTED, requested_by="alice", reason="typo")
+    assert aliases(client, NAME) == {CHAMPION: v2, CHALLENGER: v3}
+
+
+def test_rollback_to_a_version_scoring_cannot_feed_is_refused(spark, models, mlflow_store, NAME):
+    client = mlflow_store.client
+    v1, v2, v3 = champion_with_history(client, NAME, models["classification"]["good"])
+    renamed = dataclasses.replace(tiny_spec(), categorical_features=("colour",))  # an older spec's column
+    other = log_tiny_model(spark, mlflow_store.experiment_id(), spec=renamed)
+    v4 = register(client, NAME, other)
+
+    with pytest.raises(SignatureMismatchError) as raised:
+        set_champion(client, NAME, v4, EXPECTED, requested_by="alice", reason="try the old one")
+
+    assert str(raised.value) == (
+        f"{NAME} v{v4} cannot be @champion: its signature does not match what scoring gives it: "
+        "it expects columns ['colour'] that scoring does not give (it gives ['color', 'x1', 'x2'])")
+    assert aliases(client, NAME) == {CHAMPION: v2, CHALLENGER: v3}
+    assert "champion.set_by" not in client.get_model_version(NAME, v4).tags
+
+
+def test_rollback_without_who_or_why_is_refused(models, mlflow_store, NAME):
+    client = mlflow_store.client
+    v1, v2, v3 = champion_with_history(client, NAME, models["classification"]["good"])
+    with pytest.raises(ValueError, match=re.escape(f"setting @champion of {NAME} needs who asks (requested_by) and why (reason)")):
+        set_champion(client, NAME, v1, EXPECTED, requested_by="alice", reason=" ")
+    assert aliases(client, NAME) == {CHAMPION: v2, CHALLENGER: v3}
