@@ -104,10 +104,10 @@ def _study(config: TuningConfig, direction: str) -> optuna.Study:
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=config.pruner_startup_trials, n_warmup_steps=0)
               if config.prune else optuna.pruners.NopPruner())
     study = optuna.create_study(study_name=config.study_name, storage=storage, direction=direction,
-                                sampler=optuna.samplers.TPESampler(
-                                    seed=config.seed, n_startup_trials=config.startup_trials,
-                                    # a conditional space: model the parameters of each algorithm jointly
-                                    multivariate=True, group=True), pruner=pruner,
+                                # Independent TPE: multivariate+group (Optuna's advice for conditional spaces)
+                                # did worse on the flights bench (bench/RESULTS.md, run 2).
+                                sampler=optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=config.startup_trials),
+                                pruner=pruner,
                                 load_if_exists=True)
     if config.storage:
         optuna.storages.fail_stale_trials(study)  # trials of a crashed process stop counting as running
