@@ -4,8 +4,9 @@ The reference profile is stored with the model (an MLflow artifact of its traini
 numeric features and the most frequent values of categoricals, each with the share of training rows per bucket,
 plus buckets for NULL and, for categoricals, for values never (or rarely) seen in training.
 
-Scoring a day against it is one Spark aggregation: a `sum(when(...))` per (feature, bucket), grouped by day, so
-any number of days and features costs one pass over the rows and returns only a small table of counts.
+Scoring days against it is one Spark aggregation: each row gives one int code per feature (its bucket), and the
+codes are counted per day, so any number of days and features costs one pass over the rows and returns only a
+small table of counts.
 """
 
 from __future__ import annotations
@@ -33,23 +34,6 @@ class FeatureProfile:
     shares: dict[str, float]  # bucket -> share of the reference rows (NULL and OTHER included)
     edges: list[float] = field(default_factory=list)  # numeric: interior cut points between bins
 
-    def conditions(self) -> dict[str, Column]:
-        """The Spark predicate of every bucket of this feature."""
-        c = F.col(self.name)
-        conds = {NULL: c.isNull()}
-        if self.kind == "numeric":
-            bounds = [None, *self.edges, None]
-            for i in range(len(bounds) - 1):
-                lo, hi = bounds[i], bounds[i + 1]
-                cond = c.isNotNull()
-                cond = cond & (c >= lo) if lo is not None else cond
-                conds[str(i)] = cond & (c < hi) if hi is not None else cond
-        else:
-            for value in self.buckets:
-                conds[value] = c == value
-            conds[OTHER] = c.isNotNull() & ~c.isin(self.buckets)
-        return conds
-
 
 @dataclass(frozen=True)
 class ReferenceProfile:
@@ -75,11 +59,33 @@ class DriftPolicy:
     window_days: int = 14  # each day is judged on the trailing window ending on it
 
 
+def _bucket_code(profile: FeatureProfile, index: int) -> Column:
+    """An int naming (feature, bucket): feature index * 1000 + the bucket's position (NULL 999, OTHER 998)."""
+    c, base = F.col(profile.name), index * 1000
+    if profile.kind == "numeric":
+        code = F.when(c.isNull(), F.lit(base + 999))
+        for i, edge in enumerate(profile.edges):
+            code = code.when(c < edge, F.lit(base + i))
+        return code.otherwise(F.lit(base + len(profile.edges)))
+    position = F.array_position(F.array(*[F.lit(v) for v in profile.buckets]), c)  # 1-based, 0 if absent
+    return F.when(c.isNull(), F.lit(base + 999)).when(position == 0, F.lit(base + 998)).otherwise(base + position - 1)
+
+
 def _bucket_counts(df: DataFrame, profiles: list[FeatureProfile], by: list[str]) -> list[dict[str, Any]]:
-    aggs = [F.sum(F.when(cond, 1).otherwise(0)).alias(f"{p.name}\u241f{bucket}")
-            for p in profiles for bucket, cond in p.conditions().items()]
-    grouped = df.groupBy(*by).agg(F.count(F.lit(1)).alias("__rows"), *aggs) if by else df.agg(F.count(F.lit(1)).alias("__rows"), *aggs)
-    return [r.asDict() for r in grouped.collect()]  # one row per group: days x (features x buckets) numbers
+    """Rows per (group, feature, bucket) in one pass: every row gives one code per feature, and the codes are
+    counted (a plain sum(when(...)) per bucket is hundreds of aggregate expressions, too big for codegen)."""
+    codes = df.select(*by, F.explode(F.array(*[_bucket_code(p, i) for i, p in enumerate(profiles)])).alias("code"))
+    groups: dict[tuple, dict[str, Any]] = {}
+    for r in codes.groupBy(*by, "code").count().collect():  # groups x features x buckets rows, not data rows
+        key = tuple(r[c] for c in by)
+        profile = profiles[r["code"] // 1000]
+        position = r["code"] % 1000
+        bucket = NULL if position == 999 else OTHER if position == 998 else profile.buckets[position]
+        groups.setdefault(key, {c: r[c] for c in by})[f"{profile.name}\u241f{bucket}"] = r["count"]
+    first = profiles[0].name
+    for row in groups.values():  # every row lands in exactly one bucket of each feature
+        row["__rows"] = sum(v for k, v in row.items() if k.startswith(f"{first}\u241f"))
+    return list(groups.values())
 
 
 def _shares(row: dict[str, Any], feature: str) -> dict[str, float]:
@@ -105,7 +111,13 @@ def build_profile(df: DataFrame, spec: DatasetSpec, bins: int = 10, top_values: 
             profiles.append(FeatureProfile(name, "categorical", sorted(v for _, v in ranked), {}))
     row = _bucket_counts(df, profiles, [])[0]
     return ReferenceProfile(row["__rows"], {
-        p.name: FeatureProfile(p.name, p.kind, p.buckets, _shares(row, p.name), p.edges) for p in profiles})
+        p.name: FeatureProfile(p.name, p.kind, p.buckets, {**_all_buckets(p), **_shares(row, p.name)}, p.edges)
+        for p in profiles})
+
+
+def _all_buckets(profile: FeatureProfile) -> dict[str, float]:
+    """Every bucket at share 0, so the profile names the empty ones too."""
+    return dict.fromkeys([NULL, *profile.buckets, *([OTHER] if profile.kind == "categorical" else [])], 0.0)
 
 
 def psi(actual: dict[str, float], expected: dict[str, float]) -> float:
@@ -149,7 +161,7 @@ def window_drift(counts: dict[Any, dict[str, Any]], days: list, reference: Refer
         window = [counts[d] for d in counts if 0 <= (day - d).days < policy.window_days]
         if not window:
             continue
-        total = {k: sum(w.get(k) or 0 for w in window) for k in window[0]}
+        total = {k: sum(w.get(k) or 0 for w in window) for k in set().union(*window)}  # a day lists its non-empty buckets
         for name, profile in reference.features.items():
             actual = _shares(total, name)
             value = psi(actual, profile.shares)
