@@ -48,7 +48,7 @@ $(DAGSTER_HOME)/dagster.yaml: infra/dagster.yaml
 run: jars $(DAGSTER_HOME)/dagster.yaml
 	@source infra/java-env.sh && $(PY) -m orchestration.run_pipeline $(ARGS)
 
-test: jars
+test: jars $(DAGSTER_HOME)/dagster.yaml
 	@source infra/java-env.sh && $(PY) -m pytest $(PYTEST_ARGS)
 
 ui: jars $(DAGSTER_HOME)/dagster.yaml

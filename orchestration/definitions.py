@@ -13,17 +13,19 @@ from dagster import (
 from assets.common import SPEC
 from assets.features import validated_features
 from assets.ingest import raw_data
+from assets.performance import model_performance
 from assets.predictions import batch_predictions
 from assets.splits import splits
 from assets.training import registered_model, tuned_pipeline
 from orchestration.deployments import resources_for
 
-daily_assets = AssetSelection.assets(raw_data, validated_features, batch_predictions)  # + quarantine
+daily_assets = AssetSelection.assets(raw_data, validated_features, batch_predictions, model_performance)  # + quarantine
 training_assets = AssetSelection.assets(splits, tuned_pipeline, registered_model)
 
 daily_job = define_asset_job(
     "daily_job", selection=daily_assets,
-    description="raw_data -> validated_features -> batch_predictions for one day (or a range, in one run).",
+    description="raw_data -> validated_features -> batch_predictions -> model_performance for one day (or a range, "
+                "in one run).",
 )
 training_job = define_asset_job(
     "training_job", selection=training_assets,
@@ -32,7 +34,7 @@ training_job = define_asset_job(
 daily_schedule = build_schedule_from_partitioned_job(daily_job, hour_of_day=3)
 
 defs = Definitions(
-    assets=[raw_data, validated_features, splits, tuned_pipeline, registered_model, batch_predictions],
+    assets=[raw_data, validated_features, splits, tuned_pipeline, registered_model, batch_predictions, model_performance],
     jobs=[daily_job, training_job],
     schedules=[daily_schedule],
     resources=resources_for(SPEC),
