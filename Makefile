@@ -14,7 +14,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYTHONPATH := $(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install java jars run test ui mlflow-ui clean bench-overhead bench-gx
+.PHONY: help install java jars run test ui mlflow-ui clean bench-overhead bench-gx bench-scoring
 
 help:
 	@echo "make run        install everything and materialize the whole graph on NYC flights 2013"
@@ -65,3 +65,6 @@ bench-overhead: jars
 
 bench-gx: jars
 	@source infra/java-env.sh && $(PY) -m bench.gx_suite $(ARGS)
+
+bench-scoring: jars $(DAGSTER_HOME)/dagster.yaml
+	@source infra/java-env.sh && $(PY) -m bench.scoring $(ARGS)
