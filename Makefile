@@ -14,7 +14,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYTHONPATH := $(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install java jars run test ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-tuning bench-drift
+.PHONY: help install java jars run test ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-tuning bench-drift bench-scoring
 
 help:
 	@echo "make run        install everything and materialize the whole graph on NYC flights 2013"
@@ -49,7 +49,7 @@ $(DAGSTER_HOME)/dagster.yaml: infra/dagster.yaml
 run: jars $(DAGSTER_HOME)/dagster.yaml
 	@source infra/java-env.sh && $(PY) -m orchestration.run_pipeline $(ARGS)
 
-test: jars
+test: jars $(DAGSTER_HOME)/dagster.yaml
 	@source infra/java-env.sh && $(PY) -m pytest $(PYTEST_ARGS)
 
 ui: jars $(DAGSTER_HOME)/dagster.yaml
@@ -82,3 +82,6 @@ bench-drift: jars
 
 bench-registry: jars
 	@source infra/java-env.sh && $(PY) -m bench.registry_gate $(ARGS)
+
+bench-scoring: jars $(DAGSTER_HOME)/dagster.yaml
+	@source infra/java-env.sh && $(PY) -m bench.scoring $(ARGS)

@@ -52,15 +52,18 @@ def column_schema(schema: StructType) -> TableSchema:
     )
 
 
+def table_uri(path: str) -> MetadataValue:
+    return MetadataValue.path(path if "://" in path else f"file://{path}")
+
+
 def delta_metadata(commit: DeltaCommit, table_name: str, schema: StructType, whole_output: bool = True, **extra) -> dict:
     """The lineage contract for Delta outputs, with Dagster's standard keys where they exist.
 
     A single-run backfill records the same metadata on every partition of its range, so there the rows
     written are recorded as `rows_written_in_run`, not as one partition's `dagster/row_count`.
     """
-    uri = commit.path if "://" in commit.path else f"file://{commit.path}"
     metadata = {
-        "dagster/uri": MetadataValue.path(uri),
+        "dagster/uri": table_uri(commit.path),
         "dagster/table_name": table_name,
         "dagster/column_schema": column_schema(schema),
         "delta_version": commit.version,

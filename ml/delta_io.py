@@ -24,19 +24,31 @@ def window_predicate(start: date, end: date, column: str = EVENT_DATE) -> str:
     return f"{column} >= '{start.isoformat()}' AND {column} < '{end.isoformat()}'"
 
 
-def write_partitions(df: DataFrame, path: str, start: date, end: date, column: str = EVENT_DATE) -> DeltaCommit:
+def write_partitions(df: DataFrame, path: str, start: date, end: date, column: str = EVENT_DATE,
+                     user_metadata: str | None = None) -> DeltaCommit:
     """Replace the daily partitions [start, end) of a Delta table with `df`, atomically.
 
     `replaceWhere` makes a rerun replace the partitions instead of adding rows, and Delta refuses rows
     outside the window, so a partition's write can never touch its neighbours.
     """
-    (
-        df.write.format("delta")
-        .mode("overwrite")
-        .option("replaceWhere", window_predicate(start, end, column))
-        .partitionBy(column)
-        .save(path)
-    )
+    return replace_where(df, path, window_predicate(start, end, column), column, user_metadata)
+
+
+def days_predicate(days: list[date], column: str = EVENT_DATE) -> str:
+    return f"{column} IN ({', '.join(repr(d.isoformat()) for d in sorted(days))})"
+
+
+def replace_where(df: DataFrame, path: str, predicate: str, column: str = EVENT_DATE,
+                  user_metadata: str | None = None) -> DeltaCommit:
+    """Replace the rows matching `predicate` (a condition on the partition column) with `df`, in one commit.
+
+    `user_metadata` is stored in the commit (e.g. the Dagster run that wrote it), so Delta's history
+    leads back to the run.
+    """
+    writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicate).partitionBy(column)
+    if user_metadata:
+        writer = writer.option("userMetadata", user_metadata)
+    writer.save(path)
     return last_commit(df.sparkSession, path)
 
 

@@ -1,4 +1,12 @@
-"""Batch scoring with a registered Spark ML pipeline: every row says which model made it."""
+"""Batch scoring with a registered model: every row says which model version made it, and how.
+
+Two scorers, picked by name:
+- `native` (default): the MLflow model loaded as a Spark `PipelineModel` and applied with `transform`, on the
+  cluster, in the JVM. It yields the prediction and, for classification, the positive-class probability.
+- `spark_udf`: `mlflow.pyfunc.spark_udf`, for models of non-Spark flavors. Rows travel to Python workers as
+  pandas batches; a Spark-flavor model then starts its own local SparkSession inside each worker. The pyfunc
+  of a Spark model returns the `prediction` column only, so the probability is written as NULL, never guessed.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +16,15 @@ import mlflow
 from mlflow.models.signature import ModelSignature
 from pyspark.ml import PipelineModel
 from pyspark.ml.functions import vector_to_array
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from ml.dataset import EVENT_DATE, DatasetSpec
 from ml.metrics import evaluate
+
+SCORERS = ("native", "spark_udf")
+NUMERIC_TYPES = {"tinyint", "smallint", "int", "bigint", "float", "double"}
 
 
 class SignatureMismatchError(ValueError):
@@ -27,19 +39,30 @@ class ResolvedModel:
     uri: str  # models:/name/version: pinned, not the moving alias
 
 
-def check_signature(model_uri: str, available_columns: list[str]) -> list[str]:
-    """The model's input columns; a clear error naming the columns the feature table lacks."""
+def check_signature(model_uri: str, schema: StructType) -> list[str]:
+    """The model's input columns, in order; one clear error naming every column the features cannot supply.
+
+    A column is missing, or has another type than the signature says (any numeric type feeds a numeric
+    input: the pipeline's imputer and assembler take them all). Called before anything is scored or written.
+    """
     signature = mlflow.models.get_model_info(model_uri).signature
     if signature is None:
         raise SignatureMismatchError(f"model {model_uri} has no signature, so its inputs cannot be checked")
-    inputs = signature.inputs.input_names()
-    missing = [c for c in inputs if c not in available_columns]
-    if missing:
-        raise SignatureMismatchError(
-            f"model {model_uri} expects columns {missing} that the feature table does not have "
-            f"(it has {sorted(available_columns)})"
-        )
-    return inputs
+    actual = {f.name: f.dataType.simpleString() for f in schema.fields}
+    missing, retyped = [], []
+    for spec in signature.inputs.inputs:
+        to_spark = getattr(spec.type, "to_spark", None)  # a column spec; tensor specs have no Spark type
+        expected = to_spark().simpleString() if to_spark else None
+        if spec.name not in actual:
+            missing.append(spec.name)
+        elif expected and actual[spec.name] != expected and not {actual[spec.name], expected} <= NUMERIC_TYPES:
+            retyped.append(f"{spec.name} (model expects {expected}, the table has {actual[spec.name]})")
+    problems = ([f"expects columns {missing} that the feature table does not have"] if missing else []) + (
+        [f"expects other types for columns: {', '.join(retyped)}"] if retyped else [])
+    if problems:
+        raise SignatureMismatchError(f"model {model_uri} does not match the feature table: {'; '.join(problems)}. "
+                                     f"Nothing was scored or written.")
+    return signature.inputs.input_names()
 
 
 def signature_problems(signature: ModelSignature | None, expected: ModelSignature) -> list[str]:
@@ -72,11 +95,35 @@ def evaluate_version(name: str, version: str, data: DataFrame, task: str, metric
 
 
 def score(features: DataFrame, pipeline: PipelineModel, model: ResolvedModel, spec: DatasetSpec) -> DataFrame:
-    keys = [k for k in spec.key_columns if k != EVENT_DATE]
+    """Native scoring: `PipelineModel.transform`, with the positive-class probability for classification."""
     scored = pipeline.transform(features)
-    columns = [*[F.col(k) for k in keys], F.col(EVENT_DATE), F.col("prediction").cast("double").alias("prediction")]
-    if spec.task == "classification":
-        columns.append(vector_to_array(F.col("probability"))[1].alias("probability"))
+    probability = vector_to_array(F.col("probability"))[1] if spec.task == "classification" else None
+    return _prediction_rows(scored, F.col("prediction"), probability, model, spec)
+
+
+def score_with_pyfunc(features: DataFrame, model: ResolvedModel, spec: DatasetSpec, inputs: list[str]) -> DataFrame:
+    """`mlflow.pyfunc.spark_udf` on the pinned version; the signature's `inputs` are passed by name."""
+    udf = mlflow.pyfunc.spark_udf(features.sparkSession, model.uri, result_type="double", env_manager="local")
+    prediction = udf(F.struct(*[F.col(c) for c in inputs]))
+    probability = F.lit(None).cast("double") if spec.task == "classification" else None
+    return _prediction_rows(features, prediction, probability, model, spec)
+
+
+def score_with(scorer: str, features: DataFrame, model: ResolvedModel, spec: DatasetSpec, inputs: list[str]) -> DataFrame:
+    if scorer == "native":
+        return score(features, load_model(model), model, spec)
+    if scorer == "spark_udf":
+        return score_with_pyfunc(features, model, spec, inputs)
+    raise ValueError(f"scorer {scorer!r} is not one of {list(SCORERS)}")
+
+
+def _prediction_rows(scored: DataFrame, prediction: Column, probability: Column | None, model: ResolvedModel,
+                     spec: DatasetSpec) -> DataFrame:
+    """The batch_predictions row: keys, event date, prediction [, probability], the model's lineage, scored_at."""
+    keys = [k for k in spec.key_columns if k != EVENT_DATE]
+    columns = [*[F.col(k) for k in keys], F.col(EVENT_DATE), prediction.cast("double").alias("prediction")]
+    if probability is not None:
+        columns.append(probability.alias("probability"))
     columns += [
         F.lit(model.name).alias("model_name"),
         F.lit(str(model.version)).alias("model_version"),

@@ -14,6 +14,7 @@ from assets.common import SPEC
 from assets.drift import feature_drift
 from assets.features import validated_features
 from assets.ingest import raw_data
+from assets.performance import model_performance
 from assets.predictions import batch_predictions
 from assets.splits import splits
 from assets.training import registered_model, tuned_pipeline
@@ -21,12 +22,13 @@ from orchestration.deployments import resources_for
 from orchestration.sensors import RetrainPolicy, build_retrain_sensor
 from orchestration.rollback import rollback_job
 
-daily_assets = AssetSelection.assets(raw_data, validated_features, batch_predictions, feature_drift)  # + quarantine
+daily_assets = AssetSelection.assets(raw_data, validated_features, batch_predictions, model_performance, feature_drift)  # + quarantine
 training_assets = AssetSelection.assets(splits, tuned_pipeline, registered_model)
 
 daily_job = define_asset_job(
     "daily_job", selection=daily_assets,
-    description="raw_data -> validated_features -> batch_predictions, feature_drift for one day (or a range, in one run).",
+    description="raw_data -> validated_features -> batch_predictions -> model_performance, feature_drift for one day "
+                "(or a range, in one run).",
 )
 training_job = define_asset_job(
     "training_job", selection=training_assets,
@@ -36,7 +38,8 @@ daily_schedule = build_schedule_from_partitioned_job(daily_job, hour_of_day=3)
 retrain_sensor = build_retrain_sensor(training_job.name, RetrainPolicy())
 
 defs = Definitions(
-    assets=[raw_data, validated_features, splits, tuned_pipeline, registered_model, batch_predictions, feature_drift],
+    assets=[raw_data, validated_features, splits, tuned_pipeline, registered_model, batch_predictions, model_performance,
+            feature_drift],
     jobs=[daily_job, training_job, rollback_job],
     schedules=[daily_schedule],
     sensors=[retrain_sensor],

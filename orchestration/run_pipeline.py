@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         run_config={**quiet, "ops": {"splits": {"config": split_config},
                                      "tuned_pipeline": {"config": {"n_trials": args.trials}}}}))
     step(f"scoring {start}..{end}", lambda: daily_job.execute_in_process(
-        instance=instance, tags=range_tags, asset_selection=[AssetKey("batch_predictions"), AssetKey("feature_drift")],
+        instance=instance, tags=range_tags,
+        asset_selection=[AssetKey("batch_predictions"), AssetKey("model_performance"), AssetKey("feature_drift")],
         run_config=quiet,
         raise_on_error=False))
 
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     gate = trained.asset_materializations_for_node("registered_model")[0].metadata
     print("\nDone. The whole graph is materialized.")
     print(f"  Delta tables:      {os.path.dirname(lakehouse.table_path('raw_data'))}/  "
-          f"(raw_data, validated_features, quarantine, train_set, validation_set, test_set, batch_predictions)")
+          f"(raw_data, validated_features, quarantine, train_set, validation_set, test_set, batch_predictions, "
+          f"model_performance)")
     print(f"  MLflow store:      {mlflow_res.tracking_uri}")
     print(f"  model:             {lakehouse.model_name} v{gate['model_version'].value}, gate "
           f"{gate['gate_decision'].value}: {gate['gate_reason'].value}")

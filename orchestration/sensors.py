@@ -26,6 +26,8 @@ from dagster import (
     sensor,
 )
 
+from ml.metrics import HIGHER_IS_BETTER
+
 
 @dataclass(frozen=True)
 class RetrainPolicy:
@@ -50,16 +52,28 @@ def drift_signals(instance: DagsterInstance, lookback: int) -> dict[date, bool]:
     return signals
 
 
+def test_metrics(instance: DagsterInstance, lookback: int) -> dict[str, float]:
+    """model version -> its primary metric on the test set, as `registered_model` measured it at the gate."""
+    metrics: dict[str, float] = {}
+    for record in instance.fetch_materializations(AssetKey("registered_model"), limit=lookback).records:
+        version, value = _metadata(record, "model_version"), _metadata(record, "challenger_metric")
+        if version is not None and isinstance(value, (int, float)):
+            metrics.setdefault(str(version), float(value))
+    return metrics
+
+
 def performance_signals(instance: DagsterInstance, lookback: int, drop: float) -> dict[date, bool]:
-    """day -> metric fell too far, from `model_performance`'s per-day metric and the champion's test metric."""
+    """day -> the served version's metric fell more than `drop` (relative) below its own test metric, from
+    `model_performance`'s `primary_metric_by_day` and `registered_model`'s gate metadata."""
+    reference = test_metrics(instance, lookback)
     signals: dict[date, bool] = {}
     for record in instance.fetch_materializations(AssetKey("model_performance"), limit=lookback).records:
-        for day, perf in (_metadata(record, "performance_by_day") or {}).items():
-            value, reference, higher = perf.get("value"), perf.get("champion_test_value"), perf.get("higher_is_better", True)
-            if value is None or reference is None:
-                continue
-            fell = value < reference * (1 - drop) if higher else value > reference * (1 + drop)
-            signals.setdefault(date.fromisoformat(day), fell)
+        higher = HIGHER_IS_BETTER.get(_metadata(record, "metric_name") or "", True)
+        for day, by_version in (_metadata(record, "primary_metric_by_day") or {}).items():
+            fell = [value < reference[v] * (1 - drop) if higher else value > reference[v] * (1 + drop)
+                    for v, value in by_version.items() if value is not None and v in reference]
+            if fell:
+                signals.setdefault(date.fromisoformat(day), any(fell))
     return signals
 
 

@@ -56,9 +56,9 @@ def mlflow_store(tmp_path_factory):
     mlflow.set_tracking_uri(None)
 
 
-def build_world(state):
-    """Definitions bound to a temporary state folder, and a real on-disk Dagster instance."""
-    from dagster import DagsterInstance, Definitions
+def world_definitions(state):
+    """Definitions (every asset, job and schedule) bound to resources over a temporary state folder."""
+    from dagster import Definitions
 
     from ml.datasets.flights import SPEC
     from orchestration import definitions as d
@@ -68,6 +68,14 @@ def build_world(state):
     defs = Definitions(assets=d.defs.assets, jobs=d.defs.jobs, schedules=d.defs.schedules, sensors=d.defs.sensors,
                        resources=resources,
                        executor=d.defs.executor)
+    return defs, resources
+
+
+def build_world(state):
+    """Definitions bound to a temporary state folder, and a real on-disk Dagster instance."""
+    from dagster import DagsterInstance
+
+    defs, resources = world_definitions(state)
     (state / "dagster").mkdir(exist_ok=True)
     instance = DagsterInstance.local_temp(str(state / "dagster"))
     return defs, instance, resources, state

@@ -75,6 +75,41 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
+def test_a_champion_whose_signature_does_not_match_names_the_columns_and_writes_nothing(spark, world):
+    """The champion's own pipeline, logged with a signature that wants a column the features lack and
+    another type for one they have."""
+    import mlflow
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    from ml.datasets.flights import SPEC
+    from ml.registry import register_version
+    from ml.training import pip_requirements
+
+    defs, instance, resources, _ = world
+    mlflow_resource, other = resources["mlflow"], resources["lakehouse"].replaced(model="wrong_signature")
+    mlflow_resource.configure()
+    client = mlflow_resource.client
+    champion = client.get_model_version_by_alias(resources["lakehouse"].model_name, "champion")
+    inputs = [ColSpec("string" if c == "distance" else "double", c) for c in SPEC.numeric_features]
+    inputs += [ColSpec("string", c) for c in SPEC.categorical_features] + [ColSpec("double", "seat_pitch")]
+    with mlflow.start_run(experiment_id=mlflow_resource.experiment_id()) as run:
+        info = mlflow.spark.log_model(mlflow.spark.load_model(champion.source), artifact_path="model",
+                                      signature=ModelSignature(inputs=Schema(inputs)), pip_requirements=pip_requirements())
+    lineage = {k: v for k, v in champion.tags.items() if not k.startswith("gate.")}
+    version = register_version(client, other.model_name, info.model_uri, run.info.run_id, "wrong signature", lineage)
+    client.set_registered_model_alias(other.model_name, "champion", str(version.version))
+    before = versions(spark, resources, "batch_predictions")
+    result = materialize([batch_predictions], instance=instance, partition_key="2013-02-02", raise_on_error=False,
+                         resources={**resources, "lakehouse": other})
+    assert not result.success
+    assert (f"model models:/main.flights.wrong_signature/{version.version} does not match the feature table: expects "
+            "columns ['seat_pitch'] that the feature table does not have; expects other types for columns: distance "
+            "(model expects string, the table has double). Nothing was scored or written.") in str(
+        result.failure_data_for_node("batch_predictions").error)
+    assert versions(spark, resources, "batch_predictions") == before
+
+
 def test_an_unreachable_mlflow_server_fails_fast_and_clearly():
     from orchestration.resources import MLflowResource, MLflowUnreachableError
 

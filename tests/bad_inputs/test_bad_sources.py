@@ -13,6 +13,7 @@ from delta.tables import DeltaTable
 
 from assets.features import validated_features
 from assets.ingest import raw_data
+from assets.performance import model_performance
 from assets.predictions import batch_predictions
 from ml.datasets.flights import package_data_dir
 from orchestration.resources import LakehouseResource
@@ -287,6 +288,36 @@ def test_missing_labels_are_kept_for_scoring_and_left_out_of_training(spark, wor
     _, resources, _ = world
     preds = table(spark, resources, "batch_predictions").where("event_date = '2013-02-08'")
     assert preds.count() == len(rows)
+
+
+def test_a_day_without_labels_yet_is_recorded_and_filled_when_they_arrive(spark, world, tmp_path):
+    instance, resources, _ = world
+    daily = [raw_data, validated_features, batch_predictions, model_performance]
+    assert materialize(daily, selection=[model_performance], instance=instance, resources=resources, tags=BASE).success
+    perf_path = resources["lakehouse"].table_path("model_performance")
+    version = DeltaTable.forPath(spark, perf_path).history(1).first()["version"]
+    rows = moved(day_rows(3), 11)
+    for r in rows:  # the flights have not landed yet
+        r[COL["arr_delay"]] = r[COL["arr_time"]] = r[COL["air_time"]] = "NA"
+    lake = with_source(resources["lakehouse"], write_csv(tmp_path / "early", HEADER, rows))
+    result = materialize(daily, instance=instance, partition_key="2013-02-11", resources={**resources, "lakehouse": lake})
+    assert result.success
+    meta = result.asset_materializations_for_node("model_performance")[0].metadata
+    assert meta["days_without_labels"].value == ["2013-02-11"] and meta["days_with_labels"].value == []
+    assert (meta["rows_with_labels"].value, meta["rows_without_labels"].value) == (0, len(rows))
+    assert meta["rows_written"].value == 0 and meta["delta_version"].value == version
+    assert "primary_metric" not in meta and meta["metrics_by_day"].value == {}
+    assert DeltaTable.forPath(spark, perf_path).history(1).first()["version"] == version  # nothing written
+    assert table(spark, resources, "model_performance").count() == 3  # Feb 1-3, as before
+
+    lake = with_source(resources["lakehouse"], write_csv(tmp_path / "landed", HEADER, moved(day_rows(3), 11)))
+    result = materialize(daily, instance=instance, partition_key="2013-02-11", resources={**resources, "lakehouse": lake})
+    meta = result.asset_materializations_for_node("model_performance")[0].metadata
+    day = table(spark, resources, "model_performance").where("event_date = '2013-02-11'").collect()
+    assert len(day) == 1 and day[0].labelled_rows == meta["rows_with_labels"].value > 0
+    assert meta["primary_metric"].value == pytest.approx(day[0].auc) and meta["days_without_labels"].value == []
+    assert meta["dagster/row_count"].value == 1 and meta["delta_version"].value == version + 1
+    assert table(spark, resources, "model_performance").count() == 4
 
 
 def test_unseen_categories_are_scored(spark, world, tmp_path):

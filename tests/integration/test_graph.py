@@ -3,6 +3,7 @@ persistent Dagster instance. Asserts contents: counts reconcile, aliases resolve
 
 import csv
 import io
+import json
 import os
 import subprocess
 import sys
@@ -11,10 +12,15 @@ from datetime import date
 
 import pytest
 from dagster import AssetKey, DagsterInstance
+from pyspark.ml.functions import array_to_vector
+from pyspark.sql import functions as F
 
 from ml.datasets.flights import SPEC, package_data_dir
+from ml.metrics import evaluate
+from ml.registry import register_version
 from orchestration.deployments import REPO_ROOT
 from tests.conftest import build_world, latest_metadata, table
+from tests.integration.backfill import run_backfill
 
 START, END = "2013-01-01", "2013-01-10"
 RANGE = {"dagster/asset_partition_range_start": START, "dagster/asset_partition_range_end": END}
@@ -46,7 +52,8 @@ def materialized(world):
     train = training.execute_in_process(instance=instance, run_config={"ops": {
         "splits": {"config": SPLIT},
         "tuned_pipeline": {"config": {"n_trials": 2, "algorithms": ["logistic_regression"]}}}})
-    scoring = daily.execute_in_process(instance=instance, tags=RANGE, asset_selection=[AssetKey("batch_predictions")])
+    scoring = daily.execute_in_process(instance=instance, tags=RANGE,
+                                       asset_selection=[AssetKey("batch_predictions"), AssetKey("model_performance")])
     assert ingest.success and train.success and scoring.success
     return ingest, train, scoring
 
@@ -98,21 +105,158 @@ def test_every_prediction_resolves_to_the_champion_and_its_lineage(spark, world,
     assert pred_meta["model_run_id"].value == champion.run_id
 
 
+def content(spark, resources, name):
+    """A table's rows without the columns that record when they were computed."""
+    return table(spark, resources, name).drop("scored_at", "computed_at")
+
+
 def test_rematerializing_a_partition_leaves_the_same_rows(spark, world, materialized):
     defs, instance, resources, _ = world
-    before = {t: table(spark, resources, t).drop("scored_at").cache() for t in ("raw_data", "validated_features", "batch_predictions")}
+    tables = ("raw_data", "validated_features", "batch_predictions", "model_performance")
+    before = {t: content(spark, resources, t).cache() for t in tables}
     counts = {t: df.count() for t, df in before.items()}
     raw_version = latest_metadata(instance, "raw_data")["delta_version"].value
     result = defs.resolve_job_def("daily_job").execute_in_process(instance=instance, partition_key="2013-01-03")
     assert result.success
     for t, old in before.items():
-        new = table(spark, resources, t).drop("scored_at")
+        new = content(spark, resources, t)
         assert new.count() == counts[t]
         assert new.exceptAll(old).count() == 0 and old.exceptAll(new).count() == 0
         old.unpersist()
     assert latest_metadata(instance, "raw_data")["delta_version"].value == raw_version + 1  # the day, replaced
     assert latest_metadata(instance, "raw_data")["dagster/row_count"].value == source_rows_per_day(
         date(2013, 1, 3), date(2013, 1, 3))["2013-01-03"]
+    # Delta's log shows a replace of that day by this run, not an append
+    last = delta_history(spark, resources, "batch_predictions")[0]
+    assert last["operation"] == "WRITE" and last["operationParameters"]["mode"] == "Overwrite"
+    assert last["operationParameters"]["predicate"] == "event_date >= '2013-01-03' AND event_date < '2013-01-04'"
+    assert json.loads(last["userMetadata"])["dagster_run_id"] == result.run_id
+    day_rows = table(spark, resources, "batch_predictions").where("event_date = '2013-01-03'").count()
+    assert int(last["operationMetrics"]["numOutputRows"]) == day_rows
+    assert int(last["operationMetrics"]["numRemovedFiles"]) >= 1  # the day's previous files, logically removed
+
+
+def delta_history(spark, resources, name) -> list:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.forPath(spark, resources["lakehouse"].table_path(name)).history().collect()
+
+
+def test_model_performance_has_the_metrics_of_every_day_with_labels(spark, world, materialized):
+    _, _, resources, _ = world
+    _, _, scoring = materialized
+    perf = {r.event_date.isoformat(): r for r in table(spark, resources, "model_performance").collect()}
+    features = table(spark, resources, "validated_features")
+    per_day = {r.event_date.isoformat(): (r.n, r.labelled) for r in features.groupBy("event_date").agg(
+        F.count("*").alias("n"), F.count("label").alias("labelled")).collect()}
+    assert sorted(perf) == sorted(per_day) == [f"2013-01-{d:02d}" for d in range(1, 11)]
+    champion = resources["mlflow"].client.get_model_version_by_alias(resources["lakehouse"].model_name, "champion")
+    for day, row in perf.items():
+        assert (row.scored_rows, row.labelled_rows) == per_day[day]
+        assert row.model_version == str(champion.version) and row.metric_name == "auc"
+        assert row.primary_metric == row.auc and 0.5 < row.auc < 1.0
+    # one day, computed independently by Spark's own evaluators on the joined rows
+    day = "2013-01-05"
+    preds = table(spark, resources, "batch_predictions").where(f"event_date = '{day}'")
+    joined = preds.join(features.select("carrier", "flight", "origin", "event_date", "label"),
+                        ["carrier", "flight", "origin", "event_date"]).where("label IS NOT NULL")
+    joined = joined.withColumn("probability", array_to_vector(F.array(1.0 - F.col("probability"), F.col("probability"))))
+    expected = evaluate(joined, "classification")
+    for metric, value in expected.items():
+        assert perf[day][metric] == pytest.approx(value, rel=1e-9), metric
+
+    meta = scoring.asset_materializations_for_node("model_performance")[0].metadata
+    assert meta["metric_name"].value == "auc"
+    assert meta["partition"].value == "2013-01-01...2013-01-10"
+    assert meta["rows_written_in_run"].value == 10  # one row per day and version; a range run
+    assert meta["rows_with_labels"].value == sum(n for _, n in per_day.values())
+    assert meta["rows_without_labels"].value == sum(n - labelled for n, labelled in per_day.values())  # cancelled
+    assert meta["days_without_labels"].value == []
+    assert meta["primary_metric_by_day"].value[day] == {str(champion.version): pytest.approx(expected["auc"])}
+    assert meta["metrics_by_day"].value[day][str(champion.version)]["labelled_rows"] == per_day[day][1]
+    assert meta["dagster/uri"].value.endswith("/main/flights/model_performance")
+    assert "primary_metric" not in meta  # a range: the per-day values are the answer
+
+
+def test_after_a_promotion_scoring_uses_the_new_version(spark, world, materialized):
+    defs, instance, resources, _ = world
+    client, name = resources["mlflow"].client, resources["lakehouse"].model_name
+    daily = defs.resolve_job_def("daily_job")
+    day = "2013-01-07"
+    old = client.get_model_version_by_alias(name, "champion")
+    lineage = {k: v for k, v in old.tags.items() if not k.startswith("gate.")}
+    new = register_version(client, name, old.source, old.run_id, "promotion test", lineage)
+    before = content(spark, resources, "batch_predictions").cache()
+    count = before.count()
+
+    def score_day():
+        result = daily.execute_in_process(instance=instance, partition_key=day, asset_selection=[AssetKey("batch_predictions")])
+        assert result.success
+        return result.asset_materializations_for_node("batch_predictions")[0].metadata
+
+    client.set_registered_model_alias(name, "champion", str(new.version))
+    try:
+        meta = score_day()
+    finally:
+        client.set_registered_model_alias(name, "champion", str(old.version))
+    after = content(spark, resources, "batch_predictions")
+    used = {tuple(r) for r in after.where(f"event_date = '{day}'").select("model_version", "model_run_id").distinct().collect()}
+    assert used == {(str(new.version), new.run_id)}
+    assert meta["model_version"].value == int(new.version)
+    assert after.where(f"event_date != '{day}'").exceptAll(before.where(f"event_date != '{day}'")).count() == 0
+    assert after.count() == count
+
+    assert score_day()["model_version"].value == int(old.version)  # promoted back: the old version again
+    after = content(spark, resources, "batch_predictions")
+    assert after.exceptAll(before).count() == 0 and before.exceptAll(after).count() == 0
+    before.unpersist()
+
+
+def test_the_spark_udf_scorer_predicts_the_same_and_writes_no_probability(spark, world, materialized):
+    defs, instance, resources, _ = world
+    daily = defs.resolve_job_def("daily_job")
+    day, keys = "2013-01-08", ["carrier", "flight", "origin", "event_date", "prediction", "model_version"]
+    native = table(spark, resources, "batch_predictions").where(f"event_date = '{day}'").select(*keys).cache()
+    assert native.count() > 0
+    result = daily.execute_in_process(instance=instance, partition_key=day, asset_selection=[AssetKey("batch_predictions")],
+                                      run_config={"ops": {"batch_predictions": {"config": {"scorer": "spark_udf"}}}})
+    assert result.success
+    meta = result.asset_materializations_for_node("batch_predictions")[0].metadata
+    assert meta["scorer"].value == "spark_udf" and meta["probability_available"].value is False
+    udf = table(spark, resources, "batch_predictions").where(f"event_date = '{day}'")
+    assert udf.where("probability IS NOT NULL").count() == 0
+    assert udf.select(*keys).exceptAll(native).count() == 0 and native.exceptAll(udf.select(*keys)).count() == 0
+
+    result = daily.execute_in_process(instance=instance, partition_key=day, asset_selection=[AssetKey("batch_predictions")])
+    meta = result.asset_materializations_for_node("batch_predictions")[0].metadata
+    assert meta["scorer"].value == "native" and meta["probability_available"].value is True
+    assert table(spark, resources, "batch_predictions").where(f"event_date = '{day}' AND probability IS NULL").count() == 0
+    native.unpersist()
+
+
+def test_a_backfill_of_a_range_is_one_run_and_one_commit(spark, world, materialized):
+    """Launched as the daemon launches a backfill: BackfillPolicy.single_run() makes the range one run."""
+    _, _, resources, state = world
+    days = ["2013-01-04", "2013-01-05", "2013-01-06"]
+    counts_before = {t: table(spark, resources, t).count() for t in ("batch_predictions", "model_performance")}
+    backfill, runs = run_backfill(state, ["batch_predictions", "model_performance"], days)
+    assert backfill.status.value == "COMPLETED_SUCCESS"
+    assert len(runs) == 1
+    run = runs[0]
+    assert (run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]) == (days[0], days[-1])
+    for t in ("batch_predictions", "model_performance"):
+        commits = [h for h in delta_history(spark, resources, t)
+                   if h["userMetadata"] and json.loads(h["userMetadata"])["dagster_run_id"] == run.run_id]
+        assert len(commits) == 1, t  # the three days in one Delta commit
+        assert table(spark, resources, t).count() == counts_before[t]
+    written = {r.event_date.isoformat(): r["count"] for r in table(spark, resources, "batch_predictions")
+               .where("event_date BETWEEN '2013-01-04' AND '2013-01-06'").groupBy("event_date").count().collect()}
+    features = {r.event_date.isoformat(): r["count"] for r in table(spark, resources, "validated_features")
+                .where("event_date BETWEEN '2013-01-04' AND '2013-01-06'").groupBy("event_date").count().collect()}
+    assert written == features and sorted(written) == days
+    commit = next(h for h in delta_history(spark, resources, "batch_predictions")
+                  if h["userMetadata"] and json.loads(h["userMetadata"])["dagster_run_id"] == run.run_id)
+    assert int(commit["operationMetrics"]["numOutputRows"]) == sum(features.values())
 
 
 def test_retraining_on_the_same_data_does_not_flip_the_champion(world, materialized):

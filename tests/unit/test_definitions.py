@@ -20,7 +20,7 @@ def test_the_graph_has_the_lineage_assets_jobs_and_schedule():
 
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {"raw_data", "validated_features", "quarantine", "train_set", "validation_set", "test_set", "tuned_pipeline",
-                    "registered_model", "batch_predictions", "feature_drift"}
+                    "registered_model", "batch_predictions", "model_performance", "feature_drift"}
     assert {j.name for j in defs.resolve_all_job_defs()} >= {"daily_job", "training_job", "rollback_job"}
     assert defs.resolve_schedule_def("daily_job_schedule").cron_schedule == "0 3 * * *"
     assert defs.resolve_sensor_def("drift_retrain_sensor").job_name == "training_job"

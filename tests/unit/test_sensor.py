@@ -25,12 +25,14 @@ def report_drift(instance, flags: dict[int, bool], start=JAN):
                                                        "max_psi": 1.0}})}))
 
 
-def report_performance(instance, values: dict[int, float], champion_test_value: float):
+def report_performance(instance, values: dict[int, float], version="3", test_value=0.72):
+    """registered_model's gate metadata for the version, then model_performance as the asset records it."""
+    instance.report_runless_asset_event(AssetMaterialization("registered_model", metadata={
+        "model_version": int(version), "challenger_metric": test_value}))
     for i, value in sorted(values.items()):
         day = (JAN + timedelta(days=i)).isoformat()
         instance.report_runless_asset_event(AssetMaterialization("model_performance", partition=day, metadata={
-            "performance_by_day": MetadataValue.json({day: {"value": value, "champion_test_value": champion_test_value,
-                                                             "higher_is_better": True}})}))
+            "metric_name": "auc", "primary_metric_by_day": MetadataValue.json({day: {version: value}})}))
 
 
 def tick(instance, policy, cursor=None):
@@ -87,9 +89,9 @@ def test_the_latest_result_of_a_day_wins(instance):
 
 def test_performance_below_the_threshold_is_a_signal(instance):
     policy = RetrainPolicy(consecutive_days=2, performance_drop=0.05)
-    report_performance(instance, {0: 0.70, 1: 0.69}, champion_test_value=0.72)  # within 5% of 0.72 (>= 0.684)
+    report_performance(instance, {0: 0.70, 1: 0.69})  # within 5% of the version's test AUC 0.72 (>= 0.684)
     assert not tick(instance, policy).run_requests
-    report_performance(instance, {2: 0.66, 3: 0.65}, champion_test_value=0.72)
+    report_performance(instance, {2: 0.66, 3: 0.65})
     (request,) = tick(instance, policy).run_requests
     assert request.run_key == "retrain-2013-01-04" and request.tags["flightline/trigger"] == "performance drop"
 

@@ -70,6 +70,16 @@ def test_scoring_names_the_model_on_every_row(spark, trained, mlflow_store, NAME
 
 
 def test_signature_mismatch_names_the_columns(trained, mlflow_store):
+    from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
+
     _, outcome, _ = trained
-    with pytest.raises(SignatureMismatchError, match=r"expects columns \['color'\] that the feature table does not have"):
-        check_signature(outcome.model_uri, ["id", "x1", "x2"])
+    schema = StructType([StructField("id", IntegerType()), StructField("x1", IntegerType()),  # any numeric will do
+                         StructField("x2", StringType())])
+    with pytest.raises(SignatureMismatchError) as error:
+        check_signature(outcome.model_uri, schema)
+    assert str(error.value) == (
+        f"model {outcome.model_uri} does not match the feature table: expects columns ['color'] that the feature "
+        "table does not have; expects other types for columns: x2 (model expects double, the table has string). "
+        "Nothing was scored or written.")
+    ok = StructType([*schema.fields[:2], StructField("x2", DoubleType()), StructField("color", StringType())])
+    assert check_signature(outcome.model_uri, ok) == ["x1", "x2", "color"]
