@@ -79,7 +79,7 @@ def registered_model(spark, tmp: str, features_path: str) -> ResolvedModel:
     return ResolvedModel(MODEL_NAME, str(version.version), run.info.run_id, f"models:/{MODEL_NAME}/{version.version}")
 
 
-def throughput(spark, tmp: str, features_path: str, model: ResolvedModel, reps: int, udf_reps: int) -> dict:
+def throughput(spark, tmp: str, features_path: str, model: ResolvedModel, reps: int, udf_reps: int) -> None:
     inputs = list(SPEC.features)
     variants = {
         "copy": lambda df: df,
@@ -88,29 +88,36 @@ def throughput(spark, tmp: str, features_path: str, model: ResolvedModel, reps: 
     }
     rows = spark.read.format("delta").load(features_path).count()
     times: dict[str, list[float]] = {v: [] for v in variants}
-    for rep in range(reps):
+    for rep in range(reps + 1):  # rep 0 warms the JVM up for copy and native and is not counted
         for name, transform in variants.items():
-            if name == "spark_udf" and rep >= udf_reps:
+            if name == "spark_udf" and not 1 <= rep <= udf_reps:
                 continue
             out = f"{tmp}/out-{name}-{rep}"
             elapsed = timed(lambda: delta_io.write_partitions(
                 transform(spark.read.format("delta").load(features_path)), out, *YEAR))
-            times[name].append(elapsed)
-            print(f"rep {rep} {name:<10} {elapsed:7.2f}s  {rows / elapsed:>10,.0f} rows/s", flush=True)
+            if rep:
+                times[name].append(elapsed)
+            print(f"rep {rep} {name:<10} {elapsed:7.2f}s  {rows / elapsed:>10,.0f} rows/s"
+                  + ("" if rep else "  (warm-up)"), flush=True)
+        if rep:
+            print(f"rep {rep} native / copy = {times['copy'][-1] / times['native'][-1]:.2f}", flush=True)
     median = {v: statistics.median(t) for v, t in times.items()}
     rate = {v: rows / t for v, t in median.items()}
     print(f"\n{rows:,} rows. Median rows/s: copy {rate['copy']:,.0f}, native {rate['native']:,.0f}, "
           f"spark_udf {rate['spark_udf']:,.0f}")
     print(f"native / copy      = {rate['native'] / rate['copy']:.2f}  (target >= 0.5)")
     print(f"native / spark_udf = {rate['native'] / rate['spark_udf']:.2f}  (target >= 3)\n", flush=True)
-    return {"rows": rows, "median_seconds": median, "predictions_path": f"{tmp}/out-native-0"}
 
 
 def file_count(spark, path: str) -> int:
     return DeltaTable.forPath(spark, path).detail().first()["numFiles"]
 
 
-def maintenance(spark, tmp: str, predictions_path: str, reps: int = 3) -> None:
+def size_mb(spark, path: str) -> float:
+    return DeltaTable.forPath(spark, path).detail().first()["sizeInBytes"] / 1e6
+
+
+def maintenance(spark, tmp: str, predictions_path: str, reps: int = 5) -> None:
     """As written vs OPTIMIZE vs OPTIMIZE ZORDER BY, each on a copy of the same table."""
     version = spark.read.format("delta").load(predictions_path).select("model_version").first()[0]
     month = "event_date >= '2013-06-01' AND event_date < '2013-07-01'"
@@ -134,7 +141,8 @@ def maintenance(spark, tmp: str, predictions_path: str, reps: int = 3) -> None:
         for q, run in queries.items():
             run(table)  # warm: the first read pays for listing and the Delta snapshot
             query_times[q] = statistics.median(timed(lambda: run(table)) for _ in range(reps))
-        print(f"{layout:<28} files {file_count(spark, path):>5}  maintenance {seconds:6.2f}s  " +
+        print(f"{layout:<28} files {file_count(spark, path):>5} ({size_mb(spark, path):.1f} MB)  "
+              f"maintenance {seconds:6.2f}s  " +
               "  ".join(f"{q}: {t * 1000:6.0f} ms" for q, t in query_times.items()), flush=True)
 
 
@@ -175,7 +183,7 @@ def backfill(month_days: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--copies", type=int, default=3, help="the year's flights, this many times (3: ~1M rows)")
-    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=3, help="counted repetitions, after one warm-up")
     parser.add_argument("--udf-reps", type=int, default=1, help="spark_udf is slow: fewer repetitions")
     parser.add_argument("--month-days", type=int, default=31)
     parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "maintenance", "backfill"])
@@ -187,7 +195,7 @@ def main() -> None:
         if "throughput" not in args.skip or "maintenance" not in args.skip:
             features_path = upsampled_features(spark, tmp, args.copies)
             model = registered_model(spark, tmp, features_path)
-            predictions_path = f"{tmp}/out-native-0"
+            predictions_path = f"{tmp}/out-native-0"  # the warm-up's output: the year scored in one run
             if "throughput" not in args.skip:
                 throughput(spark, tmp, features_path, model, args.reps, args.udf_reps)
             else:

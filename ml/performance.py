@@ -97,12 +97,13 @@ def _curves(labelled: DataFrame, by: list[str]) -> DataFrame:
         "prev_recall": F.lag("recall", 1, 0.0).over(previous),
         "prev_precision": F.coalesce(F.lag("precision", 1).over(previous), F.col("precision")),
     })
-    both = (F.first("P") > 0) & (F.first("N") > 0)
+    P, N = F.first("P"), F.first("N")
+    pairs_ranked_right = F.sum(F.col("pos_at") * (F.col("neg_below") + 0.5 * F.col("neg_at")))
+    trapezoids = F.sum((F.col("recall") - F.col("prev_recall")) * (F.col("precision") + F.col("prev_precision")) / 2)
+    both = (P > 0) & (N > 0)
     return points.groupBy(*by).agg(
-        F.when(both, F.sum(F.col("pos_at") * (F.col("neg_below") + 0.5 * F.col("neg_at"))) / (F.first("P") * F.first("N")))
-        .alias("auc"),
-        F.when(both, F.sum((F.col("recall") - F.col("prev_recall")) * (F.col("precision") + F.col("prev_precision")) / 2))
-        .alias("pr_auc"),
+        F.when(both, pairs_ranked_right / (P * N)).alias("auc"),
+        F.when(both, trapezoids).alias("pr_auc"),
     )
 
 

@@ -6,8 +6,10 @@ API that runs the daemon's planning without a daemon process. Runs execute synch
 (`SyncInMemoryRunLauncher`), so they share the session's SparkSession.
 """
 
+import importlib
 import logging
 import os
+import sys
 import time
 
 from dagster import AssetKey, DagsterInstance, DagsterRun
@@ -20,6 +22,7 @@ from dagster._core.utils import make_new_backfill_id
 from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
 from dagster._daemon.backfill import execute_backfill_iteration
 
+LOCATION = "tests.integration.world_location"
 IN_PROCESS = {
     "run_launcher": {"module": "dagster._core.launcher.sync_in_memory_run_launcher", "class": "SyncInMemoryRunLauncher"},
     "run_coordinator": {"module": "dagster._core.run_coordinator", "class": "DefaultRunCoordinator"},
@@ -29,9 +32,11 @@ IN_PROCESS = {
 def run_backfill(state, assets: list[str], partitions: list[str], max_iterations: int = 5):
     """The finished backfill and its runs. `state` is a world's state folder (see tests/conftest.build_world)."""
     os.environ["FLIGHTLINE_TEST_WORLD"] = str(state)
+    if LOCATION in sys.modules:  # loaded for another world earlier in this process
+        importlib.reload(sys.modules[LOCATION])
     instance = DagsterInstance.local_temp(str(state / "dagster"), overrides=IN_PROCESS)  # the world's storage
     target = InProcessWorkspaceLoadTarget(InProcessCodeLocationOrigin(
-        LoadableTargetOrigin(module_name="tests.integration.world_location", attribute="defs")))
+        LoadableTargetOrigin(module_name=LOCATION, attribute="defs")))
     with create_test_daemon_workspace_context(target, instance) as context:
         backfill = PartitionBackfill.from_asset_partitions(
             backfill_id=make_new_backfill_id(), asset_graph=context.create_request_context().asset_graph,

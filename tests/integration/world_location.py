@@ -1,7 +1,7 @@
 """The test world's Definitions as a code location, loaded the way Dagster's daemon loads code.
 
-The world's state folder comes from FLIGHTLINE_TEST_WORLD, set by the test before the first load (a code
-location is a module: it is imported once per process).
+The world's state folder comes from FLIGHTLINE_TEST_WORLD, which tests/integration/backfill.run_backfill
+sets before it loads (or reloads) this module.
 """
 
 import os
