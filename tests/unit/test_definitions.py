@@ -23,13 +23,11 @@ def test_the_graph_has_the_lineage_assets_jobs_and_schedule():
                     "registered_model", "batch_predictions", "model_performance", "feature_drift"}
     assert {j.name for j in defs.resolve_all_job_defs()} >= {"daily_job", "training_job", "rollback_job"}
     assert defs.resolve_schedule_def("daily_job_schedule").cron_schedule == "0 3 * * *"
-<<<<<<< HEAD
     assert defs.resolve_sensor_def("drift_retrain_sensor").job_name == "training_job"
-=======
     assert defs.resolve_schedule_def("daily_job_schedule").job_name == "daily_job"
     daily = {k.to_user_string() for k in defs.resolve_job_def("daily_job").asset_layer.executable_asset_keys}
-    assert daily == {"raw_data", "validated_features", "quarantine", "batch_predictions", "model_performance"}
->>>>>>> issue6
+    assert daily == {"raw_data", "validated_features", "quarantine", "batch_predictions", "model_performance",
+                     "feature_drift"}
     checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
     assert checks == {"raw_suite", "quarantine_budget", "feature_suite"}
 
