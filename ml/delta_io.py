@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+import logging
+import random
+import time
+import uuid
 from dataclasses import dataclass
 from datetime import date
+from typing import Callable
 
+from delta.exceptions import (  # importing delta.exceptions also turns the JVM's conflicts into these classes
+    ConcurrentAppendException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentDeleteReadException,
+    ConcurrentWriteException,
+    MetadataChangedException,
+    ProtocolChangedException,
+)
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
 from ml.dataset import EVENT_DATE
+
+log = logging.getLogger(__name__)
+
+# Optimistic-concurrency conflicts that a fresh attempt resolves: the commit lost a race, nothing was written.
+# ConcurrentTransactionException (the same idempotent txn id twice) is left out: retrying it would be a bug.
+RETRYABLE_CONFLICTS = (
+    ConcurrentAppendException, ConcurrentDeleteReadException, ConcurrentDeleteDeleteException,
+    ConcurrentWriteException, MetadataChangedException, ProtocolChangedException,
+)
+WRITE_ATTEMPTS = 4
+HISTORY_SEARCHED = 100  # commits searched for a write's own: far more than writers that can race it
 
 
 @dataclass(frozen=True)
@@ -18,6 +42,7 @@ class DeltaCommit:
     operation: str
     rows_written: int | None
     files_written: int | None
+    conflict_retries: int = 0
 
 
 def window_predicate(start: date, end: date, column: str = EVENT_DATE) -> str:
@@ -28,16 +53,43 @@ def write_partitions(df: DataFrame, path: str, start: date, end: date, column: s
     """Replace the daily partitions [start, end) of a Delta table with `df`, atomically.
 
     `replaceWhere` makes a rerun replace the partitions instead of adding rows, and Delta refuses rows
-    outside the window, so a partition's write can never touch its neighbours.
+    outside the window, so a partition's write can never touch its neighbours. Runs that write other days
+    at the same time do not conflict, except when they race to create the table; a lost race is retried.
     """
-    (
+    tag = f"flightline write {uuid.uuid4()}"  # finds this write's own commit among concurrent ones
+    writer = (
         df.write.format("delta")
         .mode("overwrite")
         .option("replaceWhere", window_predicate(start, end, column))
+        .option("userMetadata", tag)
         .partitionBy(column)
-        .save(path)
     )
-    return last_commit(df.sparkSession, path)
+    retries = retry_on_conflict(lambda: writer.save(path), what=f"{path} [{start}, {end})")
+    commit = last_commit(df.sparkSession, path, user_metadata=tag)
+    return DeltaCommit(**{**commit.__dict__, "conflict_retries": retries})
+
+
+def retry_on_conflict(write: Callable[[], None], what: str, attempts: int = WRITE_ATTEMPTS,
+                      base_delay: float = 0.5) -> int:
+    """Run `write` until it commits, at most `attempts` times; return how many conflicts it retried.
+
+    Only Delta's retryable commit conflicts are retried (a failed attempt commits nothing, so trying again
+    is safe); anything else, and the last conflict, is raised as is. The jittered backoff keeps two
+    writers from colliding again in lockstep.
+    """
+    attempt = 1
+    while True:
+        try:
+            write()
+            return attempt - 1
+        except RETRYABLE_CONFLICTS as exc:
+            if attempt >= attempts:
+                raise
+            delay = base_delay * 2 ** (attempt - 1) * (1 + random.random())
+            log.warning("Delta commit conflict writing %s (attempt %d of %d, retrying in %.1f s): %s",
+                        what, attempt, attempts, delay, type(exc).__name__)
+            time.sleep(delay)
+            attempt += 1
 
 
 def overwrite_table(df: DataFrame, path: str, user_metadata: str | None = None) -> DeltaCommit:
@@ -48,8 +100,15 @@ def overwrite_table(df: DataFrame, path: str, user_metadata: str | None = None) 
     return last_commit(df.sparkSession, path)
 
 
-def last_commit(spark: SparkSession, path: str) -> DeltaCommit:
-    row = DeltaTable.forPath(spark, path).history(1).select("version", "operation", "operationMetrics").first()
+def last_commit(spark: SparkSession, path: str, user_metadata: str | None = None) -> DeltaCommit:
+    """The table's latest commit, or, with `user_metadata`, the latest commit that carries it: with other
+    writers at work, the latest commit may be someone else's."""
+    history = DeltaTable.forPath(spark, path).history(HISTORY_SEARCHED if user_metadata else 1)
+    if user_metadata:
+        history = history.where(history.userMetadata == user_metadata).orderBy(history.version.desc()).limit(1)
+    row = history.select("version", "operation", "operationMetrics").first()
+    if row is None:
+        raise LookupError(f"no commit of {path} carries userMetadata {user_metadata!r}")
     metrics = row["operationMetrics"] or {}
     return DeltaCommit(
         path=path,
