@@ -49,7 +49,8 @@ def window_predicate(start: date, end: date, column: str = EVENT_DATE) -> str:
     return f"{column} >= '{start.isoformat()}' AND {column} < '{end.isoformat()}'"
 
 
-def write_partitions(df: DataFrame, path: str, start: date, end: date, column: str = EVENT_DATE) -> DeltaCommit:
+def write_partitions(df: DataFrame, path: str, start: date, end: date, column: str = EVENT_DATE,
+                     attempts: int = WRITE_ATTEMPTS) -> DeltaCommit:
     """Replace the daily partitions [start, end) of a Delta table with `df`, atomically.
 
     `replaceWhere` makes a rerun replace the partitions instead of adding rows, and Delta refuses rows
@@ -64,7 +65,7 @@ def write_partitions(df: DataFrame, path: str, start: date, end: date, column: s
         .option("userMetadata", tag)
         .partitionBy(column)
     )
-    retries = retry_on_conflict(lambda: writer.save(path), what=f"{path} [{start}, {end})")
+    retries = retry_on_conflict(lambda: writer.save(path), what=f"{path} [{start}, {end})", attempts=attempts)
     commit = last_commit(df.sparkSession, path, user_metadata=tag)
     return DeltaCommit(**{**commit.__dict__, "conflict_retries": retries})
 
