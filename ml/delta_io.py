@@ -67,6 +67,9 @@ def write_partitions(df: DataFrame, path: str, start: date, end: date, column: s
     )
     retries = retry_on_conflict(lambda: writer.save(path), what=f"{path} [{start}, {end})", attempts=attempts)
     commit = last_commit(df.sparkSession, path, user_metadata=tag)
+    if commit is None:  # Delta commits nothing when a write neither adds nor removes a file (no rows, none before)
+        unchanged = last_commit(df.sparkSession, path)
+        commit = DeltaCommit(path, unchanged.version, "none: nothing to write or replace", 0, 0)
     return DeltaCommit(**{**commit.__dict__, "conflict_retries": retries})
 
 
@@ -101,15 +104,15 @@ def overwrite_table(df: DataFrame, path: str, user_metadata: str | None = None) 
     return last_commit(df.sparkSession, path)
 
 
-def last_commit(spark: SparkSession, path: str, user_metadata: str | None = None) -> DeltaCommit:
-    """The table's latest commit, or, with `user_metadata`, the latest commit that carries it: with other
-    writers at work, the latest commit may be someone else's."""
+def last_commit(spark: SparkSession, path: str, user_metadata: str | None = None) -> DeltaCommit | None:
+    """The table's latest commit, or, with `user_metadata`, the latest commit that carries it (None if there is
+    none): with other writers at work, the latest commit may be someone else's."""
     history = DeltaTable.forPath(spark, path).history(HISTORY_SEARCHED if user_metadata else 1)
     if user_metadata:
         history = history.where(history.userMetadata == user_metadata).orderBy(history.version.desc()).limit(1)
     row = history.select("version", "operation", "operationMetrics").first()
     if row is None:
-        raise LookupError(f"no commit of {path} carries userMetadata {user_metadata!r}")
+        return None
     metrics = row["operationMetrics"] or {}
     return DeltaCommit(
         path=path,

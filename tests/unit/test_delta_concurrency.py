@@ -134,3 +134,14 @@ def test_only_conflicts_are_retried_and_only_so_often():
     with pytest.raises(ConcurrentAppendException):
         delta_io.retry_on_conflict(failing(ConcurrentAppendException(message="lost")), "t", attempts=3, base_delay=0)
     assert len(calls) == 3
+
+
+def test_an_empty_write_over_an_empty_day_commits_nothing_and_records_the_current_version(spark, tmp_path):
+    """A day without quarantined rows: Delta makes no commit, so the write has no commit of its own to report."""
+    path = str(tmp_path / "t")
+    delta_io.write_partitions(day_rows(spark, DAY1, 2, "old"), path, DAY1, DAY2)
+
+    commit = delta_io.write_partitions(day_rows(spark, DAY2, 0, "none"), path, DAY2, DAY3)
+
+    assert (commit.version, commit.rows_written, commit.operation) == (0, 0, "none: nothing to write or replace")
+    assert DeltaTable.forPath(spark, path).history().count() == 1
