@@ -14,7 +14,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYTHONPATH := $(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install java jars run test ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry \
+.PHONY: help install java jars run test ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model \
 	infra-up infra-down infra-status test-infra test-e2e chromium
 
 help:
@@ -103,3 +103,6 @@ bench-gx: jars
 
 bench-registry: jars
 	@source infra/java-env.sh && $(PY) -m bench.registry_gate $(ARGS)
+
+bench-execution-model: jars
+	@source infra/java-env.sh && $(PY) -m bench.execution_model $(ARGS)

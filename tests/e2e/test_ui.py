@@ -160,3 +160,50 @@ def test_the_asset_graph_shows_every_asset_of_the_lineage(webserver, page):
     for asset in ASSETS:
         page.get_by_text(asset, exact=True).first.wait_for(state="visible")
     shot(page, "01-asset-graph")
+
+
+def latest_execution(page, webserver, asset, check):
+    """The check's panel on the asset's Checks tab, from "Latest execution" on, as the page shows it."""
+    page.goto(f"{webserver}/assets/{asset}?view=checks")
+    page.get_by_text(check, exact=True).first.click()
+    page.get_by_text("Latest execution").wait_for()
+    page.get_by_text("Evaluation result").wait_for()
+    body = page.inner_text("body")
+    return body[body.index("Latest execution"):]
+
+
+@pytest.mark.parametrize("asset, check", [("raw_data", "raw_suite"), ("validated_features", "quarantine_budget"),
+                                          ("validated_features", "feature_suite")])
+def test_the_checks_of_the_launched_partition_are_shown_passed(webserver, page, launched_run, asset, check):
+    panel = latest_execution(page, webserver, asset, check)
+    shot(page, f"04-check-{asset}-{check}")
+    lines = [line.strip() for line in panel.splitlines() if line.strip()]
+    assert lines[lines.index("Evaluation result") + 1] == "Passed", panel[:500]
+    assert lines[lines.index("Partition") + 1] == PARTITION, panel[:500]
+
+
+def metadata_row(page, key):
+    """The text of the metadata table's row whose first cell is `key`."""
+    row = page.locator("tr", has=page.get_by_text(key, exact=True)).first
+    row.wait_for()
+    return row.inner_text()
+
+
+def test_the_lineage_metadata_of_the_partition_is_shown(webserver, page, launched_run):
+    from dagster import AssetKey
+
+    run_id, instance = launched_run
+    recorded = instance.get_latest_materialization_event(AssetKey("batch_predictions"))
+    assert recorded.run_id == run_id and recorded.asset_materialization.partition == PARTITION
+    meta = {k: v.value for k, v in recorded.asset_materialization.metadata.items()}
+
+    page.goto(f"{webserver}/assets/batch_predictions?view=partitions&partition={PARTITION}")
+    for key in ("delta_version", "model_name", "model_version", "model_run_id", "validated_features_delta_version"):
+        assert str(meta[key]) in metadata_row(page, key), key
+    shot(page, "05-batch-predictions-lineage")
+
+    training = instance.get_latest_materialization_event(AssetKey("tuned_pipeline")).asset_materialization.metadata
+    page.goto(f"{webserver}/assets/tuned_pipeline")
+    assert training["mlflow_run_id"].value in metadata_row(page, "mlflow_run_id")
+    assert meta["model_run_id"] == training["mlflow_run_id"].value  # the predictions' model came from that run
+    shot(page, "06-tuned-pipeline-mlflow-run")
