@@ -14,7 +14,8 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYTHONPATH := $(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install java jars run test ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-tuning bench-drift bench-scoring
+.PHONY: help install java jars run test ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model bench-tuning bench-drift bench-scoring \
+	infra-up infra-down infra-status test-infra test-e2e chromium
 
 help:
 	@echo "make run        install everything and materialize the whole graph on NYC flights 2013"
@@ -22,6 +23,10 @@ help:
 	@echo "make ui         Dagster UI on http://127.0.0.1:3000 (dagster dev)"
 	@echo "make mlflow-ui  MLflow UI on http://127.0.0.1:5000"
 	@echo "make mlflow-server       a real MLflow tracking + registry server on http://127.0.0.1:5001 (stop: make mlflow-server-stop)"
+	@echo "make infra-up   PostgreSQL, an MLflow server and a Spark cluster on 127.0.0.1 (then: source .state/infra.env)"
+	@echo "make infra-down stop them"
+	@echo "make test-infra start them on free ports, materialize the whole graph through them, check, stop"
+	@echo "make test-e2e   dagster dev driven by headless Chromium: graph, a partition launched from the UI, checks"
 	@echo "make clean      delete the local state (.state: lakehouse, MLflow store, Dagster instance)"
 
 java:
@@ -65,7 +70,29 @@ mlflow-server: install
 mlflow-server-stop:
 	@bash infra/mlflow-server.sh stop
 
-clean: mlflow-server-stop
+# The production shape on 127.0.0.1; see infra/stack.sh. `source .state/infra.env` points the prod deployment at it.
+infra-up: jars
+	@bash infra/stack.sh start
+
+infra-down:
+	@bash infra/stack.sh stop
+
+infra-status:
+	@bash infra/stack.sh status
+
+# Not in `make test`: starts its own stack (free ports, a temporary state folder) and runs the whole graph on it.
+test-infra: jars
+	@source infra/java-env.sh && $(PY) -m pytest -m infra tests/infra $(PYTEST_ARGS)
+
+chromium:
+	@bash infra/ensure-chromium.sh
+
+# Not in `make test` (about 5 minutes): seeds a small slice, starts `dagster dev` on a free port and drives it with
+# Debian's chromium through Playwright. Screenshots: test-artifacts/e2e/.
+test-e2e: jars chromium
+	@source infra/java-env.sh && $(PY) -m pytest -m e2e tests/e2e $(PYTEST_ARGS)
+
+clean: infra-down mlflow-server-stop
 	rm -rf $(STATE)
 
 bench-overhead: jars
@@ -85,3 +112,6 @@ bench-registry: jars
 
 bench-scoring: jars $(DAGSTER_HOME)/dagster.yaml
 	@source infra/java-env.sh && $(PY) -m bench.scoring $(ARGS)
+
+bench-execution-model: jars
+	@source infra/java-env.sh && $(PY) -m bench.execution_model $(ARGS)

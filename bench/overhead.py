@@ -27,8 +27,8 @@ from ml.datasets.flights import SPEC
 from ml.features import raw_window, with_derived
 from ml.quality import feature_suite, raw_suite, run_suite, with_key_column
 from ml.registry import GateConfig, champion_version, gate, lineage_tags, register_version
-from ml.scoring import ResolvedModel, evaluate_version, load_model, score
-from ml.splits import SplitWindow, time_splits
+from ml.scoring import ResolvedModel, check_signature, evaluate_version, load_model, score
+from ml.splits import SplitWindow, split_counts, time_splits
 from ml.training import TuningConfig, tune_and_log
 from tests.conftest import TEST_SPARK_CONF, build_world
 
@@ -36,6 +36,8 @@ TUNING = {"n_trials": 2, "algorithms": ["logistic_regression"]}
 
 
 def plain(spark, resources, start: date, end: date, window: SplitWindow) -> None:
+    """The assets' ml/ calls in the assets' order, including their pinned reads and their checks before writing
+    (split counts, the model's signature): everything but Dagster."""
     lake, mlf = resources["lakehouse"], resources["mlflow"]
     mlf.configure()
     days = (end - start).days
@@ -44,7 +46,8 @@ def plain(spark, resources, start: date, end: date, window: SplitWindow) -> None
     assert run_suite(raw, raw_suite(SPEC, days)).success
     delta_io.write_partitions(raw, lake.table_path("raw_data"), start, end)
     raw.unpersist()
-    annotated = q.annotate(with_derived(delta_io.read_table(spark, lake.table_path("raw_data")), SPEC), SPEC)
+    raw, _ = delta_io.read_pinned(spark, lake.table_path("raw_data"))
+    annotated = q.annotate(with_derived(raw.where(delta_io.window_predicate(start, end)), SPEC), SPEC)
     annotated = annotated.persist(StorageLevel.MEMORY_AND_DISK)
     assert q.count(annotated, SPEC).fraction <= SPEC.max_quarantine_fraction
     delta_io.write_partitions(q.quarantined_rows(annotated, SPEC, "bench"), lake.table_path("quarantine"), start, end)
@@ -52,22 +55,27 @@ def plain(spark, resources, start: date, end: date, window: SplitWindow) -> None
     assert run_suite(with_key_column(features, SPEC), feature_suite(SPEC, days)).success
     delta_io.write_partitions(features, lake.table_path("validated_features"), start, end)
     annotated.unpersist()
-    feats = delta_io.read_table(spark, lake.table_path("validated_features"))
+    feats, _ = delta_io.read_pinned(spark, lake.table_path("validated_features"))
+    assert all(split_counts(feats, window).values())
     inputs = {}
     for name, frame in time_splits(feats, window).items():
         path = lake.table_path(f"{name}_set")
         inputs[f"{name}_set"] = (path, delta_io.overwrite_table(frame, path).version)
-    splits = {n: delta_io.read_table(spark, lake.table_path(f"{n}_set")) for n in ("train", "validation", "test")}
+    splits = {n: delta_io.read_pinned(spark, lake.table_path(f"{n}_set"))[0] for n in ("train", "validation", "test")}
     outcome = tune_and_log(SPEC, splits["train"], splits["validation"], splits["test"],
                            TuningConfig(n_trials=TUNING["n_trials"], algorithms=tuple(TUNING["algorithms"])),
                            mlf.experiment_id(), tags={})
     v = register_version(mlf.client, lake.model_name, outcome.model_uri, outcome.run_id, "bench",
                          lineage_tags(SPEC, inputs, {"dagster.run_id": "none: plain script"})).version
+    test_set, _ = delta_io.read_pinned(spark, lake.table_path("test_set"))
     gate(mlf.client, lake.model_name, v, "auc",
-         lambda ver: evaluate_version(lake.model_name, ver, splits["test"], "classification", "auc"), GateConfig())
+         lambda ver: evaluate_version(lake.model_name, ver, test_set, "classification", "auc"), GateConfig())
     champ = champion_version(mlf.client, lake.model_name)
     model = ResolvedModel(lake.model_name, str(champ.version), champ.run_id, f"models:/{lake.model_name}/{champ.version}")
-    delta_io.write_partitions(score(feats, load_model(model), model, SPEC), lake.table_path("batch_predictions"), start, end)
+    feats, _ = delta_io.read_pinned(spark, lake.table_path("validated_features"))
+    check_signature(model.uri, feats.columns)
+    scored = score(feats.where(delta_io.window_predicate(start, end)), load_model(model), model, SPEC)
+    delta_io.write_partitions(scored, lake.table_path("batch_predictions"), start, end)
 
 
 def through_dagster(world, start: date, end: date, split_config: dict) -> None:

@@ -12,10 +12,11 @@
 #                              <state>/mlflow-server/: artifacts/, server.pid, server.log
 #
 # The server is started in a process group of its own; `stop` ends that group only, and only if the pid file
-# still names a live `mlflow server` process, so it never touches anything it did not start.
+# still names a live `mlflow server` process, so it never touches anything it did not start (infra/daemon.sh).
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$REPO_ROOT/infra/daemon.sh"
 STATE=${FLIGHTLINE_STATE_DIR:-$REPO_ROOT/.state}
 DIR=$STATE/mlflow-server
 PORT=${MLFLOW_SERVER_PORT:-5001}
@@ -36,13 +37,7 @@ urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/health", timeout=2)
 EOF
 }
 
-our_pid() {  # the pid in the pid file, if that process is still the `mlflow server` we started
-  [[ -f $PIDFILE ]] || return 1
-  local pid
-  pid=$(head -n1 "$PIDFILE")
-  [[ $pid =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "mlflow server" || return 1
-  echo "$pid"
-}
+our_pid() { daemon_pid "$PIDFILE" "mlflow server"; }  # the pid, if that process is still the server we started
 
 our_port() { sed -n 2p "$PIDFILE"; }
 
@@ -90,22 +85,7 @@ start() {
   echo "mlflow server running: pid $pid, http://127.0.0.1:$PORT, backend ${BACKEND%%://*}, artifacts $DIR/artifacts"
 }
 
-stop() {
-  local pid
-  if ! pid=$(our_pid); then
-    rm -f "$PIDFILE"
-    echo "mlflow server not running (state $DIR)"
-    return 0
-  fi
-  kill -TERM -- "-$pid" 2>/dev/null || true
-  for _ in $(seq 1 20); do
-    kill -0 -- "-$pid" 2>/dev/null || break
-    sleep 0.5
-  done
-  kill -KILL -- "-$pid" 2>/dev/null || true
-  rm -f "$PIDFILE"
-  echo "mlflow server stopped (pid $pid)"
-}
+stop() { daemon_stop "$PIDFILE" "mlflow server" "mlflow server"; }
 
 status() {
   local pid

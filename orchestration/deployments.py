@@ -7,6 +7,7 @@ MLflow server that MLFLOW_TRACKING_URI names) and the lakehouse under the state 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -66,13 +67,28 @@ def local_mlflow(spec: DatasetSpec, state: Path) -> MLflowResource:
     )
 
 
+def spark_conf_from_env() -> dict[str, str]:
+    """`FLIGHTLINE_SPARK_CONF`, a JSON object of Spark conf (executor memory, a Kubernetes image, ...): a cluster
+    is tuned by configuration alone. `SPARK_CONF_DIR`'s spark-defaults.conf is read by Spark itself as well."""
+    raw = os.environ.get("FLIGHTLINE_SPARK_CONF", "").strip()
+    if not raw:
+        return {}
+    try:
+        conf = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"FLIGHTLINE_SPARK_CONF is not valid JSON ({exc}): {raw[:200]!r}") from None
+    if not isinstance(conf, dict):
+        raise ValueError(f"FLIGHTLINE_SPARK_CONF must be a JSON object of Spark conf keys to values, not {raw[:200]!r}")
+    return {str(k): str(v) for k, v in conf.items()}
+
+
 def prod_resources(spec: DatasetSpec) -> dict:
     env = os.environ.get
     return {
         "spark": SparkResource(
             master=env("FLIGHTLINE_SPARK_MASTER"),
             remote=env("FLIGHTLINE_SPARK_REMOTE"),  # sc://... for Spark Connect / Databricks
-            spark_config={"spark.sql.session.timeZone": "UTC"},
+            spark_config={"spark.sql.session.timeZone": "UTC", **spark_conf_from_env()},
         ),
         "mlflow": MLflowResource(
             tracking_uri=EnvVar("MLFLOW_TRACKING_URI"),

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 
+import mlflow
 from dagster import AssetKey, DagsterInstance
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"-- {label}: ok in {timings[label]:.1f}s (run {result.run_id})", flush=True)
         return result
 
-    step(f"ingest {start}..{end}", lambda: daily_job.execute_in_process(
+    ingest = step(f"ingest {start}..{end}", lambda: daily_job.execute_in_process(
         instance=instance, tags=range_tags, asset_selection=[AssetKey("raw_data"), AssetKey("validated_features"), AssetKey("quarantine")],
         run_config=quiet, raise_on_error=False))
     split_config = {"end_date": end, "train_days": args.train_days, "validation_days": args.validation_days,
@@ -65,15 +66,15 @@ def main(argv: list[str] | None = None) -> int:
         run_config=quiet,
         raise_on_error=False))
 
-    resources = defs.resources
-    lakehouse, mlflow_res = resources["lakehouse"], resources["mlflow"]
+    # From what the runs recorded: in prod the resources' fields are EnvVars, which only a run may read.
+    raw_uri = ingest.asset_materializations_for_node("raw_data")[0].metadata["dagster/uri"].value
     gate = trained.asset_materializations_for_node("registered_model")[0].metadata
     print("\nDone. The whole graph is materialized.")
-    print(f"  Delta tables:      {os.path.dirname(lakehouse.table_path('raw_data'))}/  "
+    print(f"  Delta tables:      {os.path.dirname(raw_uri.removeprefix('file://'))}/  "
           f"(raw_data, validated_features, quarantine, train_set, validation_set, test_set, batch_predictions, "
-          f"model_performance)")
-    print(f"  MLflow store:      {mlflow_res.tracking_uri}")
-    print(f"  model:             {lakehouse.model_name} v{gate['model_version'].value}, gate "
+          f"model_performance, drift_metrics)")
+    print(f"  MLflow store:      {mlflow.get_tracking_uri()}")
+    print(f"  model:             {gate['model_name'].value} v{gate['model_version'].value}, gate "
           f"{gate['gate_decision'].value}: {gate['gate_reason'].value}")
     print(f"  Dagster instance:  {instance.root_directory}")
     print("  Open the UIs:      make ui         (Dagster, http://127.0.0.1:3000)")

@@ -1,0 +1,209 @@
+"""The Dagster UI as a person sees it (make test-e2e): `dagster dev` on 127.0.0.1, driven by headless Chromium.
+
+A small slice is materialized first from the command line (`make run`'s script: ingest, training with a champion,
+scoring), as an operator would have done. The browser then opens the asset graph, launches one more daily
+partition from the UI, waits for the run to succeed, and finds the checks and the lineage metadata of that
+partition on the asset pages. Screenshots go to test-artifacts/e2e/.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from orchestration.deployments import REPO_ROOT
+
+pytestmark = pytest.mark.e2e
+
+SEEDED = ("2013-01-01", "2013-01-06")
+PARTITION = "2013-01-07"  # launched from the UI
+ASSETS = ("raw_data", "validated_features", "quarantine", "train_set", "validation_set", "test_set",
+          "tuned_pipeline", "registered_model", "batch_predictions")
+SHOTS = REPO_ROOT / "test-artifacts" / "e2e"
+CHROMIUM = os.environ.get("FLIGHTLINE_CHROMIUM", "/usr/bin/chromium")
+RUN_TIMEOUT_S = 900  # a run launched by the UI starts its own process and JVM; the machine may be shared
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def state():
+    """A local deployment's state folder with the slice materialized, and the Dagster instance that recorded it."""
+    state = Path(tempfile.mkdtemp(prefix="flightline-e2e-"))
+    (state / "dagster").mkdir()
+    (state / "dagster" / "dagster.yaml").write_text((REPO_ROOT / "infra" / "dagster.yaml").read_text())
+    env = {**os.environ, "FLIGHTLINE_STATE_DIR": str(state), "DAGSTER_HOME": str(state / "dagster"),
+           "PYTHONPATH": str(REPO_ROOT), "FLIGHTLINE_DEPLOYMENT": "local"}
+    seed = subprocess.run(
+        [sys.executable, "-m", "orchestration.run_pipeline", "--start", SEEDED[0], "--end", SEEDED[1], "--trials", "2",
+         "--train-days", "3", "--validation-days", "1", "--test-days", "2"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    assert seed.returncode == 0, seed.stdout[-3000:] + seed.stderr[-5000:]
+    return state, env
+
+
+@pytest.fixture(scope="module")
+def webserver(state):
+    """`dagster dev` (webserver + daemon) in a process group of its own, ended as a group at the end."""
+    state_dir, env = state
+    port = free_port()
+    log = open(state_dir / "dagster-dev.log", "w")
+
+    def default_signals():  # a background child could inherit ignored SIGINT/SIGTERM, and never stop
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True, preexec_fn=default_signals)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 300
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/server_info", timeout=5)
+                break
+            except OSError:
+                assert proc.poll() is None, f"dagster dev exited: {(state_dir / 'dagster-dev.log').read_text()[-3000:]}"
+                assert time.time() < deadline, "dagster dev did not answer /server_info within 300 s"
+                time.sleep(2)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def page(webserver):
+    from playwright.sync_api import sync_playwright
+
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"no Chromium at {CHROMIUM}: run infra/ensure-chromium.sh (make test-e2e does)")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.set_default_timeout(60_000)
+        page.goto(f"{webserver}/asset-groups")
+        try:  # the community/newsletter modal of a new instance
+            page.get_by_role("button", name="Skip").click(timeout=20_000)
+        except Exception:
+            pass
+        yield page
+        browser.close()
+
+
+def shot(page, name):
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def instance_for(state):
+    from dagster import DagsterInstance
+
+    return DagsterInstance.from_config(str(state[0] / "dagster"))
+
+
+@pytest.fixture(scope="module")
+def launched_run(webserver, page, state):
+    """One daily partition launched from the job's page, and followed on its run page until it succeeds."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    page.goto(f"{webserver}/locations/flightline/jobs/daily_job")
+    page.get_by_role("button", name="Materialize all").first.click()
+    page.get_by_placeholder("ex: 2013-01-01").fill(PARTITION)
+    page.keyboard.press("Enter")
+    launch = page.get_by_role("button", name="Launch 1 run")
+    launch.wait_for()
+    shot(page, "02-launch-one-partition")
+    launch.click()
+
+    instance = instance_for(state)
+    deadline = time.time() + 120
+    while not (runs := instance.get_runs(RunsFilter(tags={"dagster/partition": PARTITION}))):
+        assert time.time() < deadline, f"no run for partition {PARTITION} was created by the UI"
+        time.sleep(2)
+    run_id = runs[0].run_id
+    page.goto(f"{webserver}/runs/{run_id}")
+    deadline = time.time() + RUN_TIMEOUT_S
+    while instance.get_run_by_id(run_id).status not in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE,
+                                                         DagsterRunStatus.CANCELED):
+        assert time.time() < deadline, f"run {run_id} did not finish within {RUN_TIMEOUT_S} s"
+        time.sleep(5)
+    page.reload()
+    page.get_by_text("Success", exact=True).first.wait_for()
+    shot(page, "03-run-succeeded")
+    assert instance.get_run_by_id(run_id).status == DagsterRunStatus.SUCCESS
+    return run_id, instance
+
+
+def test_the_asset_graph_shows_every_asset_of_the_lineage(webserver, page):
+    page.goto(f"{webserver}/asset-groups")
+    page.locator("[aria-label=settings] >> visible=true").last.click()  # the graph's own settings menu
+    page.get_by_text("Expand all groups").click()
+    for asset in ASSETS:
+        page.get_by_text(asset, exact=True).first.wait_for(state="visible")
+    shot(page, "01-asset-graph")
+
+
+def latest_execution(page, webserver, asset, check):
+    """The check's panel on the asset's Checks tab, from "Latest execution" on, as the page shows it."""
+    page.goto(f"{webserver}/assets/{asset}?view=checks")
+    page.get_by_text(check, exact=True).first.click()
+    page.get_by_text("Latest execution").wait_for()
+    page.get_by_text("Evaluation result").wait_for()
+    body = page.inner_text("body")
+    return body[body.index("Latest execution"):]
+
+
+@pytest.mark.parametrize("asset, check", [("raw_data", "raw_suite"), ("validated_features", "quarantine_budget"),
+                                          ("validated_features", "feature_suite")])
+def test_the_checks_of_the_launched_partition_are_shown_passed(webserver, page, launched_run, asset, check):
+    panel = latest_execution(page, webserver, asset, check)
+    shot(page, f"04-check-{asset}-{check}")
+    lines = [line.strip() for line in panel.splitlines() if line.strip()]
+    assert lines[lines.index("Evaluation result") + 1] == "Passed", panel[:500]
+    assert lines[lines.index("Partition") + 1] == PARTITION, panel[:500]
+
+
+def metadata_row(page, key):
+    """The text of the metadata table's row whose first cell is `key`."""
+    row = page.locator("tr", has=page.get_by_text(key, exact=True)).first
+    row.wait_for()
+    return row.inner_text()
+
+
+def test_the_lineage_metadata_of_the_partition_is_shown(webserver, page, launched_run):
+    from dagster import AssetKey
+
+    run_id, instance = launched_run
+    recorded = instance.get_latest_materialization_event(AssetKey("batch_predictions"))
+    assert recorded.run_id == run_id and recorded.asset_materialization.partition == PARTITION
+    meta = {k: v.value for k, v in recorded.asset_materialization.metadata.items()}
+
+    page.goto(f"{webserver}/assets/batch_predictions?view=partitions&partition={PARTITION}")
+    for key in ("delta_version", "model_name", "model_version", "model_run_id", "validated_features_delta_version"):
+        assert str(meta[key]) in metadata_row(page, key), key
+    shot(page, "05-batch-predictions-lineage")
+
+    training = instance.get_latest_materialization_event(AssetKey("tuned_pipeline")).asset_materialization.metadata
+    page.goto(f"{webserver}/assets/tuned_pipeline")
+    assert training["mlflow_run_id"].value in metadata_row(page, "mlflow_run_id")
+    assert meta["model_run_id"] == training["mlflow_run_id"].value  # the predictions' model came from that run
+    shot(page, "06-tuned-pipeline-mlflow-run")

@@ -1,0 +1,193 @@
+"""The production shape on 127.0.0.1 (make test-infra): infra/stack.sh starts PostgreSQL, an MLflow server whose
+back-end store is in it, and a Spark standalone cluster (a master, two workers); the `prod` deployment, configured
+by the environment the script writes and nothing else, materializes the whole graph through them as `make run`
+does; the test checks what each service holds, then stops them and checks that nothing of theirs is left."""
+
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from orchestration.deployments import REPO_ROOT
+from tests.integration.test_graph import source_rows_per_day
+
+pytestmark = pytest.mark.infra
+
+START, END = "2013-01-01", "2013-01-06"
+ASSETS = {"raw_data", "validated_features", "quarantine", "train_set", "validation_set", "test_set",
+          "tuned_pipeline", "registered_model", "batch_predictions"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """What `source <state>/infra.env` exports, read by bash itself."""
+    out = subprocess.run(["bash", "-c", f"set -a; source '{path}'; env -0"], capture_output=True, check=True).stdout
+    env = dict(item.split("=", 1) for item in out.decode().split("\0") if "=" in item)
+    return {k: v for k, v in env.items() if k.startswith(("FLIGHTLINE_", "MLFLOW_", "DAGSTER_", "SPARK_"))}
+
+
+@pytest.fixture(scope="module")
+def stack():
+    # Under /tmp and world-searchable: PostgreSQL runs as the `postgres` user, which cannot enter pytest's 0700 dirs.
+    state = Path(tempfile.mkdtemp(prefix="flightline-infra-"))
+    state.chmod(0o755)
+    env = {**os.environ, "FLIGHTLINE_STATE_DIR": str(state), "FLIGHTLINE_PG_PORT": str(free_port()),
+           "MLFLOW_SERVER_PORT": str(free_port()), "FLIGHTLINE_SPARK_MASTER_PORT": str(free_port()),
+           "FLIGHTLINE_SPARK_MASTER_UI_PORT": str(free_port())}
+    for var in ("FLIGHTLINE_DEPLOYMENT", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "DAGSTER_HOME"):
+        env.pop(var, None)
+
+    def script(command):
+        return subprocess.run(["bash", str(REPO_ROOT / "infra" / "stack.sh"), command], env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    started = script("start")
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        yield {"state": state, "script": script, "env": read_env_file(state / "infra.env")}
+    finally:
+        script("stop")
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(stack):
+    """`make run` on a small slice, with the environment infra.env exports: the prod deployment, unchanged code."""
+    env = {**os.environ, **stack["env"], "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.run(
+        [str(REPO_ROOT / ".venv" / "bin" / "python"), "-m", "orchestration.run_pipeline", "--start", START,
+         "--end", END, "--trials", "2", "--train-days", "3", "--validation-days", "1", "--test-days", "2"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=2400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def dagster_instance(stack, pipeline_run):
+    from dagster import DagsterInstance
+
+    saved = {k: os.environ.get(k) for k in stack["env"]}
+    os.environ.update(stack["env"])  # the instance's dagster.yaml reads the database URL from the environment
+    instance = DagsterInstance.get()
+    yield instance
+    instance.dispose()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def ended(pid: int, within_s: float = 10) -> bool:
+    """The process is gone (or a zombie waiting to be reaped): pg_ctl's -w returns just before the exit."""
+    deadline = time.time() + within_s
+    while time.time() < deadline:
+        try:
+            if "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text():
+                return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def sql(url: str, query: str):
+    import psycopg2
+
+    with psycopg2.connect(url.replace("postgresql+psycopg2://", "postgresql://")) as conn, conn.cursor() as cur:
+        cur.execute(query)
+        return cur.fetchall()
+
+
+def test_start_is_idempotent_and_writes_the_prod_environment(stack):
+    again = stack["script"]("start")
+    assert again.returncode == 0, again.stderr
+    lines = again.stdout.splitlines()
+    assert lines[0].startswith("postgres already running: 127.0.0.1:")
+    assert lines[1].startswith("mlflow server already running: pid ")
+    assert lines[2].startswith("spark cluster already running: master pid ")
+    env = stack["env"]
+    assert env["FLIGHTLINE_DEPLOYMENT"] == "prod"
+    assert env["FLIGHTLINE_SPARK_MASTER"].startswith("spark://127.0.0.1:")
+    assert env["FLIGHTLINE_DAGSTER_PG_URL"].startswith("postgresql+psycopg2://flightline:")
+    assert stack["script"]("status").returncode == 0
+
+
+def test_dagster_runs_and_events_are_in_postgres(stack, dagster_instance):
+    from dagster import AssetKey, DagsterRunStatus
+    from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
+
+    assert isinstance(dagster_instance.run_storage, PostgresRunStorage)
+    assert isinstance(dagster_instance.event_log_storage, PostgresEventLogStorage)
+    runs = dagster_instance.get_runs()
+    assert [r.status for r in runs] == [DagsterRunStatus.SUCCESS] * 3
+    for key in ASSETS:
+        assert dagster_instance.get_latest_materialization_event(AssetKey(key)) is not None, key
+    stored = sql(stack["env"]["FLIGHTLINE_DAGSTER_PG_URL"], "SELECT count(*) FROM runs WHERE status = 'SUCCESS'")
+    assert stored == [(3,)]
+
+
+def test_the_model_is_on_the_mlflow_server_with_its_store_in_postgres(stack, dagster_instance):
+    from dagster import AssetKey
+    from mlflow import MlflowClient
+
+    client = MlflowClient(stack["env"]["MLFLOW_TRACKING_URI"])
+    champion = client.get_model_version_by_alias("main.flights.arrival_delay", "champion")
+    training_run = dagster_instance.get_latest_materialization_event(AssetKey("registered_model")).run_id
+    assert champion.tags["dagster.run_id"] == training_run
+    assert client.get_run(champion.run_id).data.tags["dagster.run_id"] == training_run
+    mlflow_db = stack["env"]["FLIGHTLINE_DAGSTER_PG_URL"].rsplit("/", 1)[0] + "/mlflow"
+    assert sql(mlflow_db, "SELECT name, CAST(version AS TEXT) FROM model_versions") == [
+        ("main.flights.arrival_delay", str(champion.version))]
+    assert list((stack["state"] / "mlflow-server" / "artifacts").rglob("MLmodel"))  # the server's artifact root
+    predictions = dagster_instance.get_latest_materialization_event(AssetKey("batch_predictions"))
+    assert predictions.asset_materialization.metadata["model_version"].value == int(champion.version)
+
+
+def test_spark_ran_on_the_cluster_with_delta_on_both_workers(stack, pipeline_run):
+    ui = f"http://127.0.0.1:{(stack['state'] / 'spark-cluster' / 'ports').read_text().split()[2]}"
+    status = json.load(urllib.request.urlopen(f"{ui}/json/", timeout=5))
+    assert status["aliveworkers"] == 2
+    apps = status["completedapps"] + status["activeapps"]
+    assert [(a["name"], a["cores"]) for a in apps] == [("flightline", 2)]  # one session for the three runs
+    for worker in ("work-1", "work-2"):  # each worker's executor fetched Delta's jar from the driver
+        jars = list((stack["state"] / "spark-cluster" / worker).glob("app-*/*/io.delta_delta-spark_*.jar"))
+        assert len(jars) == 1, worker
+
+
+def test_the_tables_hold_every_source_row(stack, pipeline_run):
+    from deltalake import DeltaTable
+
+    root = Path(stack["env"]["FLIGHTLINE_LAKEHOUSE_ROOT"]) / "main" / "flights"
+    expected = source_rows_per_day(date.fromisoformat(START), date.fromisoformat(END))
+    count = {t: DeltaTable(str(root / t)).to_pyarrow_dataset().count_rows()
+             for t in ("raw_data", "validated_features", "quarantine", "batch_predictions")}
+    assert count["raw_data"] == sum(expected.values())
+    assert count["validated_features"] + count["quarantine"] == count["raw_data"]
+    assert count["batch_predictions"] == count["validated_features"]
+
+
+def test_stop_ends_every_service_and_only_them(stack, pipeline_run):
+    state = stack["state"]
+    pids = [int((state / "mlflow-server" / "server.pid").read_text().split()[0])]
+    pids += [int((state / "spark-cluster" / f).read_text()) for f in ("master.pid", "worker-1.pid", "worker-2.pid")]
+    postmaster = int((state / "postgres" / "data" / "postmaster.pid").read_text().split()[0])
+    stopped = stack["script"]("stop")
+    assert stopped.returncode == 0, stopped.stderr
+    for pid in pids:  # each was the leader of its own process group: the whole group is gone
+        assert subprocess.run(["ps", "-o", "pid=", "-g", str(pid)], capture_output=True, text=True).stdout == ""
+    assert ended(postmaster)
+    assert stack["script"]("status").returncode == 3
+    again = stack["script"]("stop")
+    assert again.returncode == 0 and "not running" in again.stdout
