@@ -14,7 +14,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYTHONPATH := $(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install java jars run test ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model \
+.PHONY: help install java jars run test ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model bench-event-storage \
 	infra-up infra-down infra-status test-infra test-e2e chromium
 
 help:
@@ -106,3 +106,6 @@ bench-registry: jars
 
 bench-execution-model: jars
 	@source infra/java-env.sh && $(PY) -m bench.execution_model $(ARGS)
+
+bench-event-storage: install
+	@$(PY) -m bench.event_storage $(ARGS)
