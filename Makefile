@@ -14,7 +14,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYTHONPATH := $(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install java jars run test ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model bench-tuning bench-drift bench-scoring \
+.PHONY: help install java jars run test ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model bench-event-storage bench-tuning bench-drift bench-scoring \
 	infra-up infra-down infra-status test-infra test-e2e chromium
 
 help:
@@ -115,3 +115,6 @@ bench-scoring: jars $(DAGSTER_HOME)/dagster.yaml
 
 bench-execution-model: jars
 	@source infra/java-env.sh && $(PY) -m bench.execution_model $(ARGS)
+
+bench-event-storage: install
+	@$(PY) -m bench.event_storage $(ARGS)
