@@ -31,3 +31,21 @@ def upsampled_features(spark: SparkSession, tmp: str, copies: int) -> DataFrame:
     features = select_features(with_derived(spark.read.format("delta").load(tmp + "/raw"), SPEC), SPEC)
     features.write.format("delta").save(tmp + "/features")
     return spark.read.format("delta").load(tmp + "/features")
+
+
+def million_rows(name: str):
+    """The bench's SparkSession (local[2]) and the upsampled features table, from `--copies` (default 3:
+    1,010,328 rows). Returns (spark, features, copies, tmp folder)."""
+    import argparse
+    import tempfile
+
+    from ml.spark import get_or_create_session
+    from tests.conftest import TEST_SPARK_CONF
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--copies", type=int, default=3)
+    args = parser.parse_args()
+    spark = get_or_create_session("local[2]", conf={**TEST_SPARK_CONF, "spark.sql.shuffle.partitions": "8"})
+    spark.sparkContext.setLogLevel("ERROR")
+    tmp = tempfile.mkdtemp(prefix=f"bench-{name}-")
+    return spark, upsampled_features(spark, tmp, args.copies), args.copies, tmp

@@ -9,26 +9,15 @@ reference profile is built at training time; its cost is reported too, but not i
 
 from __future__ import annotations
 
-import argparse
-import tempfile
-
 from pyspark.sql import functions as F
 
-from bench.data import timed, upsampled_features
+from bench.data import million_rows, timed
 from ml.datasets.flights import SPEC
 from ml.drift import DriftPolicy, build_profile, daily_counts, day_summaries, window_drift
-from tests.conftest import TEST_SPARK_CONF
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--copies", type=int, default=3)
-    args = parser.parse_args()
-    from ml.spark import get_or_create_session
-
-    spark = get_or_create_session("local[2]", conf={**TEST_SPARK_CONF, "spark.sql.shuffle.partitions": "8"})
-    spark.sparkContext.setLogLevel("ERROR")
-    data = upsampled_features(spark, tempfile.mkdtemp(prefix="bench-drift-"), args.copies)
+    spark, data, _, _ = million_rows("drift")
     r: dict[str, float] = {}
     timed("warm-up count (not counted)", data.count, r)
     spark.conf.set("spark.databricks.delta.optimizeMetadataQuery.enabled", "false")  # a real scan, not the log

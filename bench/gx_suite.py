@@ -5,31 +5,19 @@
 
 from __future__ import annotations
 
-import argparse
-import tempfile
-
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
-from bench.data import timed, upsampled_features
+from bench.data import million_rows, timed
 from ml.datasets.flights import SPEC
 from ml.features import with_derived
 from ml.quality import feature_suite, run_suite, with_key_column
 from ml.quarantine import annotate, count as quarantine_count
-from tests.conftest import TEST_SPARK_CONF
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--copies", type=int, default=3)
-    args = parser.parse_args()
-    from ml.spark import get_or_create_session
-
-    spark = get_or_create_session("local[2]", conf={**TEST_SPARK_CONF, "spark.sql.shuffle.partitions": "8"})
-    spark.sparkContext.setLogLevel("ERROR")
-    tmp = tempfile.mkdtemp(prefix="bench-gx-")
-    data = upsampled_features(spark, tmp, args.copies)
-    days = 365 * args.copies
+    spark, data, copies, tmp = million_rows("gx")
+    days = 365 * copies
     suite = feature_suite(SPEC, days=days)
     r: dict[str, float] = {}
     timed("warm-up count (not counted)", data.count, r)
