@@ -311,7 +311,8 @@ def test_a_day_without_labels_yet_is_recorded_and_filled_when_they_arrive(spark,
     assert table(spark, resources, "model_performance").count() == 3  # Feb 1-3, as before
 
     lake = with_source(resources["lakehouse"], write_csv(tmp_path / "landed", HEADER, moved(day_rows(3), 11)))
-    result = materialize(daily, instance=instance, partition_key="2013-02-11", resources={**resources, "lakehouse": lake})
+    result = materialize(daily, selection=[raw_data, validated_features, model_performance], instance=instance,
+                         partition_key="2013-02-11", resources={**resources, "lakehouse": lake})  # same predictions
     meta = result.asset_materializations_for_node("model_performance")[0].metadata
     day = table(spark, resources, "model_performance").where("event_date = '2013-02-11'").collect()
     assert len(day) == 1 and day[0].labelled_rows == meta["rows_with_labels"].value > 0
