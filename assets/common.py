@@ -71,5 +71,7 @@ def delta_metadata(commit: DeltaCommit, table_name: str, schema: StructType, who
     }
     if commit.rows_written is not None:
         metadata["dagster/row_count" if whole_output else "rows_written_in_run"] = commit.rows_written
+    if commit.conflict_retries:  # another run's commit won a race; this write was retried (ml/delta_io.py)
+        metadata["delta_conflict_retries"] = commit.conflict_retries
     metadata.update(extra)
     return metadata
