@@ -7,6 +7,7 @@ partition on the asset pages. Screenshots go to test-artifacts/e2e/.
 """
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -153,11 +154,28 @@ def launched_run(webserver, page, state):
     return run_id, instance
 
 
+def expand_all_groups(page):
+    """The graph's own settings menu (bottom right), once the graph is drawn: clicked before that, the button is
+    not there yet or the menu closes on the re-render, so the menu is retried a few times."""
+    page.get_by_text(re.compile(r"^\d+ assets? ")).first.wait_for(state="visible")  # a group node, "5 assets (...)"
+    for attempt in range(4):
+        page.locator("[aria-label=settings] >> visible=true").last.click()
+        item = page.get_by_role("menuitem", name="Expand all groups")
+        try:
+            item.wait_for(state="visible", timeout=15_000)
+        except Exception:
+            shot(page, f"00-asset-graph-menu-attempt-{attempt}")
+            page.keyboard.press("Escape")
+            continue
+        item.click()
+        page.keyboard.press("Escape")  # close the menu, so that the screenshot shows the whole graph
+        return
+    pytest.fail("the asset graph's settings menu never showed 'Expand all groups' (screenshots in test-artifacts/e2e)")
+
+
 def test_the_asset_graph_shows_every_asset_of_the_lineage(webserver, page):
     page.goto(f"{webserver}/asset-groups")
-    page.locator("[aria-label=settings] >> visible=true").last.click()  # the graph's own settings menu
-    page.get_by_role("menuitem", name="Expand all groups").click()
-    page.keyboard.press("Escape")  # close the menu, so that the screenshot shows the whole graph
+    expand_all_groups(page)
     for asset in ASSETS:
         page.get_by_text(asset, exact=True).first.wait_for(state="visible")
     shot(page, "01-asset-graph")
