@@ -74,7 +74,8 @@ def main() -> None:
     parser.add_argument("--end", default="2013-07-31")
     parser.add_argument("--train-days", type=int, default=45)
     parser.add_argument("--validation-days", type=int, default=14)
-    parser.add_argument("--points", type=int, default=2, help="grid values per hyperparameter")
+    parser.add_argument("--points", type=int, default=3,
+                        help="grid values per hyperparameter: 3 is the least that puts a point inside each range")
     parser.add_argument("--tolerance", type=float, default=0.002)
     parser.add_argument("--parallel-trials", type=int, default=6)
     args = parser.parse_args()
