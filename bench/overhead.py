@@ -4,18 +4,26 @@ Same process, same SparkSession, same data slice and config; fresh state for eve
 variants alternate so that neither gets all the warm caches. Prints the medians and the ratio.
 
     make bench-overhead        # or: .venv/bin/python -m bench.overhead --days 31 --reps 3
+
+`--instance postgres` runs the Dagster side on the PostgreSQL instance of infra/ (started and stopped here),
+as prod does; `--event-batch-size N` sets DAGSTER_EVENT_BATCH_SIZE, which makes Dagster store the per-partition
+materializations of a range run in one PostgreSQL transaction (SQLite stores a batch one event at a time).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import socket
 import statistics
+import subprocess
 import tempfile
 import time
 from datetime import date, timedelta
 from pathlib import Path
 
-from dagster import AssetKey
+from dagster import AssetKey, DagsterInstance
 
 from pyspark import StorageLevel
 
@@ -73,7 +81,7 @@ def plain(spark, resources, start: date, end: date, window: SplitWindow) -> None
     champ = champion_version(mlf.client, lake.model_name)
     model = ResolvedModel(lake.model_name, str(champ.version), champ.run_id, f"models:/{lake.model_name}/{champ.version}")
     feats, _ = delta_io.read_pinned(spark, lake.table_path("validated_features"))
-    check_signature(model.uri, feats.columns)
+    check_signature(model.uri, feats.schema)
     scored = score(feats.where(delta_io.window_predicate(start, end)), load_model(model), model, SPEC)
     delta_io.write_partitions(scored, lake.table_path("batch_predictions"), start, end)
 
@@ -92,11 +100,41 @@ def through_dagster(world, start: date, end: date, split_config: dict) -> None:
                                     asset_selection=[AssetKey("batch_predictions")]).success
 
 
+@contextlib.contextmanager
+def postgres_databases(names: list[str]):
+    """infra/postgres.sh on a free port with one database per name; yields {name: SQLAlchemy URL}."""
+    state = Path(tempfile.mkdtemp(prefix="bench-overhead-pg-"))
+    state.chmod(0o755)  # PostgreSQL runs as the `postgres` user when we are root
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "FLIGHTLINE_STATE_DIR": str(state), "FLIGHTLINE_PG_PORT": str(port),
+           "FLIGHTLINE_PG_DATABASES": " ".join(names)}
+    script = ["bash", str(Path(__file__).resolve().parents[1] / "infra" / "postgres.sh")]
+    subprocess.run([*script, "start"], env=env, check=True, capture_output=True)
+    try:
+        yield {n: subprocess.run([*script, "url", n], env=env, check=True, capture_output=True, text=True).stdout.strip()
+               for n in names}
+    finally:
+        subprocess.run([*script, "stop"], env=env, capture_output=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--days", type=int, default=31)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--instance", choices=("sqlite", "postgres"), default="sqlite",
+                        help="the Dagster instance's storage: the embedded SQLite of local, or PostgreSQL as in prod")
+    parser.add_argument("--event-batch-size", type=int, default=0, help="DAGSTER_EVENT_BATCH_SIZE (0: off)")
     args = parser.parse_args()
+    os.environ["DAGSTER_EVENT_BATCH_SIZE"] = str(args.event_batch_size)
+    with contextlib.ExitStack() as stack:
+        urls = (stack.enter_context(postgres_databases([f"dagster{r}" for r in range(args.reps + 1)]))
+                if args.instance == "postgres" else {})
+        run(args, urls)
+
+
+def run(args, urls: dict[str, str]) -> None:
     from ml.spark import get_or_create_session
 
     spark = get_or_create_session("local[2]", conf=TEST_SPARK_CONF)
@@ -110,6 +148,11 @@ def main() -> None:
     for rep in range(args.reps + 1):  # the first round warms the JVM and the caches, and is not counted
         for variant in ("plain", "dagster") if rep % 2 == 0 else ("dagster", "plain"):
             world = build_world(Path(tempfile.mkdtemp(prefix=f"bench-{variant}-")))
+            if variant == "dagster" and urls:  # the same world on a fresh PostgreSQL database
+                (world[3] / "dagster-pg").mkdir()
+                instance = DagsterInstance.local_temp(str(world[3] / "dagster-pg"), overrides={
+                    "storage": {"postgres": {"postgres_url": urls[f"dagster{rep}"]}}})
+                world = (world[0], instance, *world[2:])
             t0 = time.perf_counter()
             if variant == "plain":
                 plain(spark, world[2], start, end, window)
@@ -120,7 +163,8 @@ def main() -> None:
                 times[variant].append(elapsed)
             print(f"rep {rep} {variant}: {elapsed:.1f}s" + ("" if rep else " (warm-up)"), flush=True)
     p, d = statistics.median(times["plain"]), statistics.median(times["dagster"])
-    print(f"\n{args.days} days, {args.reps} reps: plain median {p:.1f}s, dagster median {d:.1f}s, ratio {d / p:.3f} "
+    print(f"\n{args.instance} instance, DAGSTER_EVENT_BATCH_SIZE={args.event_batch_size}")
+    print(f"{args.days} days, {args.reps} reps: plain median {p:.1f}s, dagster median {d:.1f}s, ratio {d / p:.3f} "
           f"(target <= 1.15)")
 
 
