@@ -36,8 +36,8 @@ def test_the_suite_leaves_the_frame_uncached(spark):
 
 
 def test_uniqueness_is_decided_by_the_suites_own_expectation(spark):
-    """The fast pass checks uniqueness by GX's unique proportion; where that differs (no non-NULL value at all:
-    proportion 0), ExpectColumnValuesToBeUnique itself runs and decides, and the outcome is reported under it."""
+    """The fast pass checks uniqueness by GX's unique proportion of a hash; where that stand-in fails (no non-NULL
+    value at all: proportion 0), ExpectColumnValuesToBeUnique itself runs and decides, reported under its name."""
     import great_expectations as gx
 
     def suite():
