@@ -33,18 +33,24 @@ def upsampled_features(spark: SparkSession, tmp: str, copies: int) -> DataFrame:
     return spark.read.format("delta").load(tmp + "/features")
 
 
-def million_rows(name: str):
-    """The bench's SparkSession (local[2]) and the upsampled features table, from `--copies` (default 3:
-    1,010,328 rows). Returns (spark, features, copies, tmp folder)."""
+def copies_parser():
+    """The bench's command line: `--copies` (default 3: 1,010,328 rows); a bench may add its own options."""
     import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--copies", type=int, default=3)
+    return parser
+
+
+def million_rows(name: str, args=None):
+    """The bench's SparkSession (local[2]) and the upsampled features table, from `args.copies` (parsed by
+    `copies_parser` when not given). Returns (spark, features, copies, tmp folder)."""
     import tempfile
 
     from ml.spark import get_or_create_session
     from tests.conftest import TEST_SPARK_CONF
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--copies", type=int, default=3)
-    args = parser.parse_args()
+    args = args or copies_parser().parse_args()
     spark = get_or_create_session("local[2]", conf={**TEST_SPARK_CONF, "spark.sql.shuffle.partitions": "8"})
     spark.sparkContext.setLogLevel("ERROR")
     tmp = tempfile.mkdtemp(prefix=f"bench-{name}-")
