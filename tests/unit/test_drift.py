@@ -62,3 +62,27 @@ def test_each_day_is_judged_on_its_trailing_window(spark, reference):
     windows = {r["event_date"]: (r["window_days"], r["rows"]) for r in rows if r["feature"] == "x1"}
     assert windows[date(2024, 1, 1)] == (1, 50) and windows[date(2024, 1, 2)] == (2, 100)
     assert windows[date(2024, 1, 12)] == (3, 150)
+
+
+def test_windows_skip_days_without_rows(spark, reference):
+    """Running window totals: days with no rows neither enter nor break a window, and a day past the last
+    rows is still judged on the rows left in its window."""
+    frame = tiny_features(spark, n=600, seed=2).where(F.col("event_date") != date(2024, 1, 5))
+    counts = daily_counts(frame, reference)
+    days = [date(2024, 1, 1) + timedelta(days=i) for i in range(14)]  # 1-14 Jan; rows on 1-12 Jan but the 5th
+    rows = window_drift(counts, days, reference, DriftPolicy(window_days=3))
+    windows = {r["event_date"]: (r["window_days"], r["rows"]) for r in rows if r["feature"] == "x1"}
+    assert windows[date(2024, 1, 5)] == (2, 100) and windows[date(2024, 1, 6)] == (2, 100)  # 3-4, 4+6
+    assert windows[date(2024, 1, 7)] == (2, 100) and windows[date(2024, 1, 8)] == (3, 150)
+    assert windows[date(2024, 1, 14)] == (1, 50) and date(2024, 1, 15) not in windows  # only the 12th is left
+    assert len({r["event_date"] for r in rows}) == 14 and len(rows) == 14 * len(reference.features)
+
+
+def test_a_categorical_without_training_values_counts_every_value_as_unseen(spark):
+    training = tiny_features(spark, n=120, seed=1).withColumn("color", F.lit(None).cast("string"))
+    blank = build_profile(training, tiny_spec())
+    assert blank.features["color"].buckets == [] and blank.features["color"].shares == {NULL: 1.0, OTHER: 0.0}
+    counts = daily_counts(tiny_features(spark, n=120, seed=2), blank)
+    row = window_drift(counts, [date(2024, 1, 12)], blank, DriftPolicy(window_days=12))
+    color = next(r for r in row if r["feature"] == "color")
+    assert color["unseen_share"] == 1.0 and color["null_share"] == 0.0 and color["rows"] == 120 and color["drifted"]
