@@ -39,6 +39,7 @@ export FLIGHTLINE_DEPLOYMENT=prod
 export FLIGHTLINE_STATE_DIR='$STATE'
 export DAGSTER_HOME='$dagster_home'
 export FLIGHTLINE_DAGSTER_PG_URL='$(bash "$INFRA/postgres.sh" url dagster)'
+export DAGSTER_EVENT_BATCH_SIZE=100  # a range run's per-partition materializations: one PostgreSQL transaction
 export MLFLOW_TRACKING_URI='$mlflow_url'
 export FLIGHTLINE_MLFLOW_UI='$mlflow_url'
 export FLIGHTLINE_SPARK_MASTER='spark://127.0.0.1:${FLIGHTLINE_SPARK_MASTER_PORT:-7077}'
