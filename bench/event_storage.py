@@ -12,17 +12,15 @@ record) in both instances, alternating, and prints the cost per event and the ra
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from dagster import AssetMaterialization, DagsterInstance, MetadataValue, TableColumn, TableSchema
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from bench.postgres import postgres_databases
+
 SCHEMA = TableSchema(columns=[TableColumn(name=f"column_{i}", type="double") for i in range(20)])
 
 
@@ -36,31 +34,18 @@ def store(instance: DagsterInstance, n: int, label: str) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
-    state = Path(tempfile.mkdtemp(prefix="flightline-events-"))
-    state.chmod(0o755)  # PostgreSQL runs as the `postgres` user when we are root
-    env = {**os.environ, "FLIGHTLINE_STATE_DIR": str(state), "FLIGHTLINE_PG_PORT": str(free_port()),
-           "FLIGHTLINE_PG_DATABASES": "dagster"}
-    script = ["bash", str(REPO_ROOT / "infra" / "postgres.sh")]
-    subprocess.run([*script, "start"], env=env, check=True, capture_output=True)
-    try:
-        url = subprocess.run([*script, "url", "dagster"], env=env, check=True, capture_output=True,
-                             text=True).stdout.strip()
+    with postgres_databases(["dagster"]) as urls:
+        state = Path(tempfile.mkdtemp(prefix="flightline-events-"))
         (state / "sqlite").mkdir()
         (state / "pg").mkdir()
         sqlite = DagsterInstance.local_temp(str(state / "sqlite"))
         postgres = DagsterInstance.local_temp(str(state / "pg"), overrides={
-            "storage": {"postgres": {"postgres_url": url}}})
+            "storage": {"postgres": {"postgres_url": urls["dagster"]}}})
         store(sqlite, 10, "warm"), store(postgres, 10, "warm")
         times: dict[str, list[float]] = {"sqlite": [], "postgres": []}
         for rep in range(args.reps):
@@ -68,8 +53,6 @@ def main() -> None:
                 times[name].append(store(instance, args.events, f"{name}-{rep}"))
         postgres.dispose()
         sqlite.dispose()
-    finally:
-        subprocess.run([*script, "stop"], env=env, capture_output=True)
     s, p = statistics.median(times["sqlite"]), statistics.median(times["postgres"])
     print(f"{args.events} materialization events x {args.reps} reps, median cost per event:")
     print(f"  SQLite instance      {s * 1000:7.1f} ms   ({', '.join(f'{t * 1000:.1f}' for t in times['sqlite'])})")

@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import socket
 import statistics
-import subprocess
 import tempfile
 import time
 from datetime import date, timedelta
@@ -27,6 +25,7 @@ from dagster import AssetKey, DagsterInstance
 
 from pyspark import StorageLevel
 
+from bench.postgres import postgres_databases
 from ml import delta_io
 from ml import quarantine as q
 from ml.contract import enforce_contract
@@ -98,25 +97,6 @@ def through_dagster(world, start: date, end: date, split_config: dict) -> None:
         **quiet, "ops": {"splits": {"config": split_config}, "tuned_pipeline": {"config": TUNING}}}).success
     assert daily.execute_in_process(instance=instance, tags=tags, run_config=quiet,
                                     asset_selection=[AssetKey("batch_predictions")]).success
-
-
-@contextlib.contextmanager
-def postgres_databases(names: list[str]):
-    """infra/postgres.sh on a free port with one database per name; yields {name: SQLAlchemy URL}."""
-    state = Path(tempfile.mkdtemp(prefix="bench-overhead-pg-"))
-    state.chmod(0o755)  # PostgreSQL runs as the `postgres` user when we are root
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "FLIGHTLINE_STATE_DIR": str(state), "FLIGHTLINE_PG_PORT": str(port),
-           "FLIGHTLINE_PG_DATABASES": " ".join(names)}
-    script = ["bash", str(Path(__file__).resolve().parents[1] / "infra" / "postgres.sh")]
-    subprocess.run([*script, "start"], env=env, check=True, capture_output=True)
-    try:
-        yield {n: subprocess.run([*script, "url", n], env=env, check=True, capture_output=True, text=True).stdout.strip()
-               for n in names}
-    finally:
-        subprocess.run([*script, "stop"], env=env, capture_output=True)
 
 
 def main() -> None:
