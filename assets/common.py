@@ -37,6 +37,10 @@ def _as_date(value: datetime) -> date:
     return value.date() if isinstance(value, datetime) else value
 
 
+def days_of(start: date, end: date) -> list[date]:
+    return [date.fromordinal(d) for d in range(start.toordinal(), end.toordinal())]
+
+
 def is_single_day(start: date, end: date) -> bool:
     return (end - start).days == 1
 

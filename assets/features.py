@@ -1,16 +1,19 @@
 """validated_features and quarantine: typed features of each day, gated by row-level rules and a GX suite.
 
 Rows that break a row-level rule go to `quarantine` with the rules they broke; the rest become features.
-raw rows = feature rows + quarantined rows, recorded on every materialization. Above the spec's
-quarantine budget, or when the feature suite fails, nothing is written to validated_features and the
-assets downstream do not run for that partition.
+raw rows = feature rows + quarantined rows, recorded on every materialization. A day above the spec's
+quarantine budget, or days whose feature suite fails, are not written to validated_features, and the assets
+downstream do not run for them. Check results are recorded per day, in range runs too.
 """
+
+from datetime import timedelta
 
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetMaterialization,
     AssetOut,
     BackfillPolicy,
     Failure,
@@ -19,12 +22,14 @@ from dagster import (
     multi_asset,
 )
 from pyspark import StorageLevel
+from pyspark.sql import functions as F
 
-from assets.checks import suite_check_result
-from assets.common import SPEC, daily_partitions, delta_metadata, is_single_day, partition_label, partition_window
+from assets.checks import per_partition, suite_check_result
+from assets.common import SPEC, daily_partitions, days_of, delta_metadata, is_single_day, partition_label, partition_window
 from assets.ingest import raw_data
 from ml import quarantine as q
-from ml.delta_io import read_pinned, window_predicate, write_partitions
+from ml.dataset import EVENT_DATE
+from ml.delta_io import days_predicate, read_pinned, replace_where, window_predicate, write_partitions
 from ml.features import with_derived
 from ml.quality import feature_suite, run_suite, with_key_column
 from orchestration.resources import LakehouseResource, SparkResource
@@ -34,15 +39,21 @@ BUDGET_CHECK = "quarantine_budget"
 
 
 def budget_check(counts: q.QuarantineCounts, partition: str) -> AssetCheckResult:
-    passed = counts.fraction <= SPEC.max_quarantine_fraction
+    """One day's quarantined share against the spec's budget. A day without raw rows fails: there is nothing
+    to validate, and its downstream must not run on whatever the table held before."""
+    passed = counts.rows > 0 and counts.fraction <= SPEC.max_quarantine_fraction
+    if counts.rows == 0:
+        description = f"raw_data has no rows for {partition}: materialize raw_data for it first"
+    else:
+        description = None if passed else (
+            f"{counts.quarantined} of {counts.rows} rows ({counts.fraction:.2%}) broke row-level rules, over the "
+            f"budget of {SPEC.max_quarantine_fraction:.2%}: " + ", ".join(f"{k}: {v}" for k, v in counts.by_rule.items()))
     return AssetCheckResult(
         asset_key="validated_features",
         check_name=BUDGET_CHECK,
         passed=passed,
         severity=AssetCheckSeverity.ERROR,
-        description=None if passed else (
-            f"{counts.quarantined} of {counts.rows} rows ({counts.fraction:.2%}) broke row-level rules, over the "
-            f"budget of {SPEC.max_quarantine_fraction:.2%}: " + ", ".join(f"{k}: {v}" for k, v in counts.by_rule.items())),
+        description=description,
         metadata={
             "partition": partition,
             "raw_rows": counts.rows,
@@ -52,6 +63,12 @@ def budget_check(counts: q.QuarantineCounts, partition: str) -> AssetCheckResult
             "rows_by_rule": MetadataValue.json(counts.by_rule),
         },
     )
+
+
+def reconciliation(counts: q.QuarantineCounts) -> dict:
+    return {"raw_rows": counts.rows, "feature_rows": counts.kept, "quarantined_rows": counts.quarantined,
+            "unlabelled_rows": counts.unlabelled, "reconciles": counts.rows == counts.kept + counts.quarantined,
+            "quarantined_rows_by_rule": MetadataValue.json(counts.by_rule)}
 
 
 @multi_asset(
@@ -72,47 +89,66 @@ def budget_check(counts: q.QuarantineCounts, partition: str) -> AssetCheckResult
     ],
 )
 def validated_features(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource):
+    """Every day of the run is judged on its own: its quarantine budget, then the suite over the days that
+    passed. Days that pass are written even when another day of the range fails (the run then fails, and
+    nothing downstream runs); a failed day keeps its previous rows. Each day gets its own check results."""
     session = spark.spark_session
     start, end = partition_window(context)
     partition = partition_label(start, end)
+    days = days_of(start, end)
     raw, raw_version = read_pinned(session, lakehouse.table_path("raw_data"))
     annotated = q.annotate(with_derived(raw.where(window_predicate(start, end)), SPEC), SPEC)
     annotated = annotated.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        counts = q.count(annotated, SPEC)
-        budget = budget_check(counts, partition)
+        by_day = q.count_by_day(annotated, SPEC)
+        counts = {d: by_day.get(d, q.QuarantineCounts(0, 0, 0, {})) for d in days}
+        budgets = {d: budget_check(counts[d], d.isoformat()) for d in days}
         quarantined = q.quarantined_rows(annotated, SPEC, partition)
         q_commit = write_partitions(quarantined, lakehouse.table_path("quarantine"), start, end)
-        if not budget.passed:
-            yield budget
-            raise Failure(description=f"validated_features {partition}: {budget.description}. Nothing was written to "
-                                      f"validated_features; the rows are in quarantine (Delta v{q_commit.version}).")
-        features = q.good_rows(annotated, SPEC)
-        outcome = run_suite(with_key_column(features, SPEC), feature_suite(SPEC, days=(end - start).days))
-        suite = suite_check_result(outcome, SUITE_CHECK, "validated_features", partition)
-        if not outcome.success:
-            yield budget
-            yield suite
-            raise Failure(description=f"validated_features {partition}: the feature suite failed, nothing was "
-                                      f"written: {suite.description}", metadata={"raw_data_delta_version": raw_version})
-        commit = write_partitions(features, lakehouse.table_path("validated_features"), start, end)
+        passed = [d for d in days if budgets[d].passed]
+        suite, commit = None, None
+        if passed:
+            kept = annotated if len(passed) == len(days) else annotated.where(F.col(EVENT_DATE).isin(passed))
+            features = q.good_rows(kept, SPEC)
+            outcome = run_suite(with_key_column(features, SPEC), feature_suite(SPEC, days=len(passed)))
+            suite = suite_check_result(outcome, SUITE_CHECK, "validated_features", _label(passed))
+            if outcome.success:
+                path = lakehouse.table_path("validated_features")
+                commit = (write_partitions(features, path, start, end) if len(passed) == len(days) else
+                          replace_where(features, path, days_predicate(passed), what=f"{path} {len(passed)} days of {partition}"))
     finally:
         annotated.unpersist()
-    single = is_single_day(start, end)
-    context.log.info(f"validated_features {partition}: {commit.rows_written} rows, {counts.quarantined} quarantined, "
-                     f"Delta v{commit.version}")
-    reconciliation = {"raw_rows": counts.rows, "feature_rows": counts.kept, "quarantined_rows": counts.quarantined,
-                      "unlabelled_rows": counts.unlabelled, "reconciles": counts.rows == counts.kept + counts.quarantined}
-    yield MaterializeResult(
-        asset_key="validated_features",
-        metadata=delta_metadata(commit, lakehouse.table_name("validated_features"), features.schema, whole_output=single,
-                                partition=partition, raw_data_delta_version=raw_version,
-                                quarantined_rows_by_rule=MetadataValue.json(counts.by_rule), **reconciliation),
-    )
+    total = q.total(list(counts.values()))
     yield MaterializeResult(
         asset_key="quarantine",
-        metadata=delta_metadata(q_commit, lakehouse.table_name("quarantine"), quarantined.schema, whole_output=single,
-                                partition=partition, rows_by_rule=MetadataValue.json(counts.by_rule)),
+        metadata=delta_metadata(q_commit, lakehouse.table_name("quarantine"), quarantined.schema,
+                                whole_output=is_single_day(start, end), partition=partition,
+                                rows_by_rule=MetadataValue.json(total.by_rule)),
     )
-    yield budget
-    yield suite
+    written = passed if commit else []
+    table = lakehouse.table_name("validated_features")
+    if commit and len(written) == len(days):
+        context.log.info(f"validated_features {partition}: {commit.rows_written} rows, {total.quarantined} quarantined, "
+                         f"Delta v{commit.version}")
+        yield MaterializeResult(asset_key="validated_features", metadata=delta_metadata(
+            commit, table, features.schema, whole_output=is_single_day(start, end), partition=partition,
+            raw_data_delta_version=raw_version, **reconciliation(total)))
+    for d in written if len(written) < len(days) else []:  # only some days written: each day's own record
+        yield AssetMaterialization(asset_key="validated_features", partition=d.isoformat(), metadata=delta_metadata(
+            commit, table, features.schema, whole_output=False, partition=d.isoformat(), raw_data_delta_version=raw_version,
+            **{"dagster/row_count": counts[d].kept}, **reconciliation(counts[d])))
+    yield from per_partition(context, "validated_features", [(d.isoformat(), budgets[d]) for d in days]
+                             + ([(d.isoformat(), suite) for d in passed] if suite else []))
+    if len(written) < len(days):
+        failed = [f"{d}: {budgets[d].description}" for d in days if not budgets[d].passed]
+        if suite and not suite.passed:
+            failed.append(f"{_label(passed)}: the feature suite failed: {suite.description}")
+        outcome = (f"The other {len(written)} day(s) were written (Delta v{commit.version})" if written
+                   else "Nothing was written to validated_features")
+        raise Failure(
+            description=f"validated_features {partition}: {'; '.join(failed)}. {outcome}; the failed day(s) keep "
+                        f"their previous rows, and their rows are in quarantine (Delta v{q_commit.version}).",
+            metadata={"raw_data_delta_version": raw_version, "failed_days": [d.isoformat() for d in days if d not in written]})
+
+def _label(days: list) -> str:
+    return partition_label(days[0], days[-1] + timedelta(days=1))

@@ -10,8 +10,8 @@ from dagster import (
 )
 from pyspark import StorageLevel
 
-from assets.checks import suite_check_result
-from assets.common import SPEC, daily_partitions, delta_metadata, is_single_day, partition_label, partition_window
+from assets.checks import per_partition, suite_check_result
+from assets.common import SPEC, daily_partitions, days_of, delta_metadata, is_single_day, partition_label, partition_window
 from ml.contract import enforce_contract
 from ml.dataset import SourceContext
 from ml.delta_io import write_partitions
@@ -44,8 +44,9 @@ def raw_data(context: AssetExecutionContext, spark: SparkResource, lakehouse: La
     try:
         outcome = run_suite(rows, raw_suite(SPEC, days=(end - start).days))
         check = suite_check_result(outcome, RAW_CHECK, "raw_data", partition)
+        checks = [(d.isoformat(), check) for d in days_of(start, end)]  # recorded on every day of the run
         if not outcome.success:
-            yield check
+            yield from per_partition(context, "raw_data", checks)
             raise Failure(description=f"raw_data {partition}: the raw suite failed, nothing was written "
                                       f"(the partition keeps its previous rows): {check.description}")
         commit = write_partitions(rows, lakehouse.table_path("raw_data"), start, end)
@@ -56,5 +57,5 @@ def raw_data(context: AssetExecutionContext, spark: SparkResource, lakehouse: La
         metadata=delta_metadata(commit, lakehouse.table_name("raw_data"), rows.schema, whole_output=is_single_day(start, end),
                                 partition=partition, source=SPEC.source_description,
                                 ignored_columns=", ".join(contract.ignored_columns)),
-        check_results=[check],
     )
+    yield from per_partition(context, "raw_data", checks)

@@ -6,6 +6,7 @@ All rules are evaluated in one projection, and counted in one aggregation, so th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -99,14 +100,37 @@ def rule_names(spec: DatasetSpec, columns: list[str]) -> list[str]:
 
 
 def count(annotated: DataFrame, spec: DatasetSpec) -> QuarantineCounts:
+    return _counts(annotated.agg(*_count_columns(annotated, spec)).first(), rule_names(spec, annotated.columns))
+
+
+def count_by_day(annotated: DataFrame, spec: DatasetSpec) -> dict[Any, QuarantineCounts]:
+    """`count` for each event date, in one aggregation (a row per day, not per record): each daily partition
+    is judged against the budget on its own, so one bad day cannot hide in a month of good ones."""
     names = rule_names(spec, annotated.columns)
+    rows = annotated.groupBy(EVENT_DATE).agg(*_count_columns(annotated, spec)).collect()
+    return {row[EVENT_DATE]: _counts(row, names) for row in rows}
+
+
+def total(counts: list[QuarantineCounts]) -> QuarantineCounts:
+    by_rule: dict[str, int] = {}
+    for c in counts:
+        for rule, n in c.by_rule.items():
+            by_rule[rule] = by_rule.get(rule, 0) + n
+    return QuarantineCounts(sum(c.rows for c in counts), sum(c.quarantined for c in counts),
+                            sum(c.unlabelled for c in counts), by_rule)
+
+
+def _count_columns(annotated: DataFrame, spec: DatasetSpec) -> list[Column]:
     bad = F.size(FAILED_RULES) > 0
-    row = annotated.agg(
+    return [
         F.count(F.lit(1)).alias("rows"),
         F.sum(bad.cast("long")).alias("quarantined"),
         F.sum((~bad & F.col(LABEL).isNull()).cast("long")).alias("unlabelled"),
-        *[F.sum(F.array_contains(FAILED_RULES, n).cast("long")).alias(n) for n in names],
-    ).first()
+        *[F.sum(F.array_contains(FAILED_RULES, n).cast("long")).alias(n) for n in rule_names(spec, annotated.columns)],
+    ]
+
+
+def _counts(row, names: list[str]) -> QuarantineCounts:
     by_rule = {n: int(row[n] or 0) for n in names if row[n]}
     return QuarantineCounts(int(row["rows"]), int(row["quarantined"] or 0), int(row["unlabelled"] or 0), by_rule)
 

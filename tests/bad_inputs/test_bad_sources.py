@@ -8,7 +8,7 @@ import zipfile
 from datetime import datetime, timedelta
 
 import pytest
-from dagster import AssetKey, DagsterEventType, materialize
+from dagster import AssetCheckKey, AssetKey, DagsterEventType, materialize
 from delta.tables import DeltaTable
 
 from assets.features import validated_features
@@ -189,7 +189,9 @@ def test_an_all_null_column_fails_the_feature_suite_and_nothing_downstream_runs(
     assert [(f["expectation"], f["column"], f["unexpected_percent"]) for f in failed] == [
         ("expect_column_values_to_not_be_null", "temp", 100.0)]
     assert started(result) == ["raw_data", "validated_features"]  # batch_predictions never starts
-    assert "the feature suite failed, nothing was written" in error_of(result, "validated_features")
+    assert ("validated_features 2013-02-02: 2013-02-02: the feature suite failed: expect_column_values_to_not_be_null"
+            "(temp):") in error_of(result, "validated_features")
+    assert "Nothing was written to validated_features" in error_of(result, "validated_features")
     after = snapshot(spark, resources)
     assert after["validated_features"] == before["validated_features"]
     assert after["batch_predictions"] == before["batch_predictions"]
@@ -343,3 +345,62 @@ def test_an_extra_column_is_ignored_with_a_warning(spark, world, tmp_path):
     assert "gate" not in table(spark, resources, "raw_data").columns
     assert_only_day_changed(spark, resources, before, "2013-02-10")
     shutil.rmtree(tmp_path)
+
+
+# ---- a range run (single-run backfill): every day is judged and recorded on its own -----------------------------
+
+RANGE = ["2013-02-14", "2013-02-15", "2013-02-16"]
+
+
+def run_range(world, folder):
+    instance, resources, _ = world
+    tags = {"dagster/asset_partition_range_start": RANGE[0], "dagster/asset_partition_range_end": RANGE[-1]}
+    return materialize([raw_data, validated_features, batch_predictions], instance=instance, tags=tags,
+                       raise_on_error=False, resources={**resources, "lakehouse": with_source(resources["lakehouse"], folder)})
+
+
+def check_status(instance, check: str) -> dict[str, str]:
+    """The instance's latest status of `check` per partition: what the UI shows on each day."""
+    key = AssetCheckKey(AssetKey("validated_features"), check)
+    return {i.partition_key: i.latest_execution_status.value for i in
+            instance.event_log_storage.get_asset_check_partition_info([key], partition_keys=RANGE) if i.is_current}
+
+
+def test_a_bad_day_in_a_range_run_fails_alone_and_the_good_days_are_written(spark, world, tmp_path):
+    instance, resources, _ = world
+    good = [r for d in (14, 15, 16) for r in moved(day_rows(3), d)]
+    ok = run_range(world, write_csv(tmp_path / "good", HEADER, good))
+    assert ok.success
+    assert check_status(instance, "quarantine_budget") == check_status(instance, "feature_suite") == dict.fromkeys(
+        RANGE, "SUCCEEDED")  # one evaluation per day, not one unpartitioned result for the range
+    before = snapshot(spark, resources)
+
+    bad_day = moved(day_rows(3), 15)
+    bad = len(bad_day) // 10  # 10% of Feb 15 breaks a rule: over the 5% budget for that day, 3.3% of the range
+    for r in bad_day[:bad]:
+        r[COL["distance"]] = "-100"
+    result = run_range(world, write_csv(tmp_path / "bad", HEADER, moved(day_rows(3), 14) + bad_day + moved(day_rows(3), 16)))
+    assert not result.success
+    assert started(result) == ["raw_data", "validated_features"]  # batch_predictions never starts
+    error = error_of(result, "validated_features")
+    assert (f"validated_features 2013-02-14...2013-02-16: 2013-02-15: {bad} of {len(bad_day)} rows "
+            f"({bad / len(bad_day):.2%}) broke row-level rules, over the budget of 5.00%: distance_in_range: {bad}") in error
+    assert "The other 2 day(s) were written" in error
+    evaluations = [(e.event_specific_data.check_name, e.event_specific_data.partition, e.event_specific_data.passed)
+                   for e in result.all_events if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION]
+    assert sorted(evaluations) == sorted([("raw_suite", d, True) for d in RANGE] + [
+        ("quarantine_budget", "2013-02-14", True), ("quarantine_budget", "2013-02-15", False),
+        ("quarantine_budget", "2013-02-16", True), ("feature_suite", "2013-02-14", True),
+        ("feature_suite", "2013-02-16", True)])
+    assert check_status(instance, "quarantine_budget") == {"2013-02-14": "SUCCEEDED", "2013-02-15": "FAILED",
+                                                           "2013-02-16": "SUCCEEDED"}
+    written = {m.partition: m.metadata for m in result.asset_materializations_for_node("validated_features")
+               if m.asset_key == AssetKey("validated_features")}
+    assert sorted(written) == ["2013-02-14", "2013-02-16"]
+    assert {d: m["dagster/row_count"].value for d, m in written.items()} == {
+        d: before["validated_features"][1][d] for d in written}
+    after = snapshot(spark, resources)
+    assert after["validated_features"][0] == before["validated_features"][0] + 1  # one commit, of the 2 good days
+    assert after["validated_features"][1] == before["validated_features"][1]  # Feb 15 keeps its previous rows
+    assert after["batch_predictions"] == before["batch_predictions"]
+    assert after["quarantine"][1]["2013-02-15"] == bad
