@@ -3,9 +3,13 @@
 A small slice is materialized first from the command line (`make run`'s script: ingest, training with a champion,
 scoring), as an operator would have done. The browser then opens the asset graph, launches one more daily
 partition from the UI, waits for the run to succeed, and finds the checks and the lineage metadata of that
-partition on the asset pages. Screenshots go to test-artifacts/e2e/.
+partition on the asset pages. Last, it launches a day whose source rows were broken on purpose, as a new user
+would break them (a source folder of their own, FLIGHTLINE_SOURCE_LOCATION), and finds the failed check with its
+reason. Screenshots go to test-artifacts/e2e/.
 """
 
+import csv
+import io
 import os
 import re
 import signal
@@ -15,6 +19,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -25,6 +30,7 @@ pytestmark = pytest.mark.e2e
 
 SEEDED = ("2013-01-01", "2013-01-06")
 PARTITION = "2013-01-07"  # launched from the UI
+BROKEN = "2013-01-08"  # launched from the UI too: a tenth of its flights have a negative distance
 ASSETS = ("raw_data", "validated_features", "quarantine", "train_set", "validation_set", "test_set",
           "tuned_pipeline", "registered_model", "batch_predictions")
 SHOTS = REPO_ROOT / "test-artifacts" / "e2e"
@@ -38,6 +44,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def broken_source(folder: Path) -> Path:
+    """The packaged flights of Jan 1-8 as a source folder of one's own, with Jan 8 broken: a tenth of its
+    distances negative, over the spec's 5% quarantine budget."""
+    from ml.datasets.flights import package_data_dir
+
+    folder.mkdir()
+    with zipfile.ZipFile(package_data_dir() / "flights.csv.zip") as zf, zf.open("flights.csv") as raw:
+        reader = csv.reader(io.TextIOWrapper(raw, encoding="utf-8"))
+        header = next(reader)
+        rows = [r for r in reader if r[1] == "1" and int(r[2]) <= 8]
+    jan8 = [r for r in rows if r[2] == "8"]
+    for r in jan8[: len(jan8) // 10]:
+        r[header.index("distance")] = "-100"
+    with open(folder / "flights.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def state():
     """A local deployment's state folder with the slice materialized, and the Dagster instance that recorded it."""
@@ -45,7 +71,8 @@ def state():
     (state / "dagster").mkdir()
     (state / "dagster" / "dagster.yaml").write_text((REPO_ROOT / "infra" / "dagster.yaml").read_text())
     env = {**os.environ, "FLIGHTLINE_STATE_DIR": str(state), "DAGSTER_HOME": str(state / "dagster"),
-           "PYTHONPATH": str(REPO_ROOT), "FLIGHTLINE_DEPLOYMENT": "local"}
+           "PYTHONPATH": str(REPO_ROOT), "FLIGHTLINE_DEPLOYMENT": "local",
+           "FLIGHTLINE_SOURCE_LOCATION": str(broken_source(state / "source"))}
     seed = subprocess.run(
         [sys.executable, "-m", "orchestration.run_pipeline", "--start", SEEDED[0], "--end", SEEDED[1], "--trials", "2",
          "--train-days", "3", "--validation-days", "1", "--test-days", "2"],
@@ -121,24 +148,24 @@ def instance_for(state):
     return DagsterInstance.from_config(str(state[0] / "dagster"))
 
 
-@pytest.fixture(scope="module")
-def launched_run(webserver, page, state):
-    """One daily partition launched from the job's page, and followed on its run page until it succeeds."""
+def launch(page, webserver, state, partition, shot_name=None):
+    """Launch one daily partition of daily_job from the job's page, and follow its run until it ends."""
     from dagster import DagsterRunStatus, RunsFilter
 
     page.goto(f"{webserver}/locations/flightline/jobs/daily_job")
     page.get_by_role("button", name="Materialize all").first.click()
-    page.get_by_placeholder("ex: 2013-01-01").fill(PARTITION)
+    page.get_by_placeholder("ex: 2013-01-01").fill(partition)
     page.keyboard.press("Enter")
     launch = page.get_by_role("button", name="Launch 1 run")
     launch.wait_for()
-    shot(page, "02-launch-one-partition")
+    if shot_name:
+        shot(page, shot_name)
     launch.click()
 
     instance = instance_for(state)
     deadline = time.time() + 120
-    while not (runs := instance.get_runs(RunsFilter(tags={"dagster/partition": PARTITION}))):
-        assert time.time() < deadline, f"no run for partition {PARTITION} was created by the UI"
+    while not (runs := instance.get_runs(RunsFilter(tags={"dagster/partition": partition}))):
+        assert time.time() < deadline, f"no run for partition {partition} was created by the UI"
         time.sleep(2)
     run_id = runs[0].run_id
     page.goto(f"{webserver}/runs/{run_id}")
@@ -148,9 +175,18 @@ def launched_run(webserver, page, state):
         assert time.time() < deadline, f"run {run_id} did not finish within {RUN_TIMEOUT_S} s"
         time.sleep(5)
     page.reload()
+    return run_id, instance, instance.get_run_by_id(run_id).status
+
+
+@pytest.fixture(scope="module")
+def launched_run(webserver, page, state):
+    """One daily partition launched from the job's page, and followed on its run page until it succeeds."""
+    from dagster import DagsterRunStatus
+
+    run_id, instance, status = launch(page, webserver, state, PARTITION, "02-launch-one-partition")
     page.get_by_text("Success", exact=True).first.wait_for()
     shot(page, "03-run-succeeded")
-    assert instance.get_run_by_id(run_id).status == DagsterRunStatus.SUCCESS
+    assert status == DagsterRunStatus.SUCCESS
     return run_id, instance
 
 
@@ -226,3 +262,23 @@ def test_the_lineage_metadata_of_the_partition_is_shown(webserver, page, launche
     assert training["mlflow_run_id"].value in metadata_row(page, "mlflow_run_id")
     assert meta["model_run_id"] == training["mlflow_run_id"].value  # the predictions' model came from that run
     shot(page, "06-tuned-pipeline-mlflow-run")
+
+
+def test_a_broken_day_shows_its_failed_check_with_the_reason_and_nothing_downstream(webserver, page, state, launched_run):
+    """Last in this file: it changes the checks' latest execution, which the tests above read."""
+    from dagster import AssetKey, DagsterRunStatus
+
+    run_id, instance, status = launch(page, webserver, state, BROKEN)
+    page.get_by_text("Failure", exact=True).first.wait_for()
+    shot(page, "07-broken-day-run-failed")
+    assert status == DagsterRunStatus.FAILURE
+    panel = latest_execution(page, webserver, "validated_features", "quarantine_budget")
+    shot(page, "08-broken-day-quarantine-budget-failed")
+    lines = [line.strip() for line in panel.splitlines() if line.strip()]
+    assert lines[lines.index("Evaluation result") + 1] == "Failed", panel[:800]
+    assert lines[lines.index("Partition") + 1] == BROKEN, panel[:800]
+    reason = next(line for line in lines if "broke row-level rules" in line)
+    assert "over the budget of 5.00%: distance_in_range:" in reason, reason
+    for asset in ("validated_features", "batch_predictions"):  # nothing downstream of the failed check for that day
+        assert BROKEN not in instance.get_materialized_partitions(AssetKey(asset)), asset
+    assert PARTITION in instance.get_materialized_partitions(AssetKey("batch_predictions"))
