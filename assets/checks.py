@@ -21,15 +21,13 @@ from ml.quality import SuiteOutcome
 
 def suite_check_result(outcome: SuiteOutcome, check_name: str, asset: str, partition: str) -> AssetCheckResult:
     failures = outcome.failures
-    reason = None if outcome.success else "; ".join(f.describe() for f in failures[:5])
     return AssetCheckResult(
         asset_key=asset,
         check_name=check_name,
         passed=outcome.success,
         severity=AssetCheckSeverity.ERROR,
-        description=reason,
+        description=None if outcome.success else "; ".join(f.describe() for f in failures[:5]),
         metadata={
-            **({"reason": reason} if reason else {}),  # the UI's check panel shows metadata, not the description
             "suite": outcome.suite,
             "partition": partition,
             "expectations_evaluated": outcome.evaluated,

@@ -277,7 +277,7 @@ def test_a_broken_day_shows_its_failed_check_with_the_reason_and_nothing_downstr
     lines = [line.strip() for line in panel.splitlines() if line.strip()]
     assert lines[lines.index("Evaluation result") + 1] == "Failed", panel[:800]
     assert lines[lines.index("Partition") + 1] == BROKEN, panel[:800]
-    reason = next(line for line in lines if "broke row-level rules" in line)
+    reason = next(line for line in lines if "broke row-level rules" in line)  # the description heads the panel
     assert "over the budget of 5.00%: distance_in_range:" in reason, reason
     for asset in ("validated_features", "batch_predictions"):  # nothing downstream of the failed check for that day
         assert BROKEN not in instance.get_materialized_partitions(AssetKey(asset)), asset
