@@ -15,6 +15,7 @@ import json
 import math
 from collections import deque
 from dataclasses import asdict, dataclass, field
+from functools import reduce
 from typing import Any
 
 from pyspark.sql import Column, DataFrame
@@ -77,12 +78,44 @@ def _bucket_code(profile: FeatureProfile, index: int) -> Column:
     return F.when(c.isNull(), F.lit(base + 999)).otherwise(F.coalesce(known[c], F.lit(base + 998)))
 
 
+# Whole-stage codegen puts one pass's per-row work (read the columns, one bucket code per feature, explode,
+# hash-count) in ONE Java method, and HotSpot never JIT-compiles a method over 8,000 bytes of bytecode: such
+# a pass runs interpreted, 2-4x slower (bench/RESULTS.md, "Drift: wider datasets"). So the features are
+# split into passes whose code stays under CODE_BUDGET bytes, by the sizes measured with bench/drift_wide.py:
+# a numeric DOUBLE feature ~60 + 56 bytes per bin edge (562 for deciles), a categorical ~240 (one literal-map
+# lookup); integer columns cost less. 4,600 bytes (8 decile features) measured as fast as 4 per pass and
+# faster than 12, and leaves room for a longer CASE chain or wider `by` columns under the 8,000.
+CODE_BUDGET = 4_600
+
+
+def _code_bytes(profile: FeatureProfile) -> int:
+    """Estimated bytecode of the feature's bucket code in the generated per-row method (an upper bound)."""
+    return 60 + 56 * len(profile.edges) if profile.kind == "numeric" else 240
+
+
+def _passes(profiles: list[FeatureProfile]) -> list[list[int]]:
+    """Indexes of `profiles`, in consecutive groups whose code fits CODE_BUDGET (read at call time, so a
+    bench can compare budgets). A single feature over the budget still gets a pass of its own."""
+    passes, size = [[]], 0
+    for i, profile in enumerate(profiles):
+        cost = _code_bytes(profile)
+        if passes[-1] and size + cost > CODE_BUDGET:
+            passes, size = passes + [[]], 0
+        passes[-1].append(i)
+        size += cost
+    return passes
+
+
 def _bucket_counts(df: DataFrame, profiles: list[FeatureProfile], by: list[str]) -> list[dict[str, Any]]:
-    """Rows per (group, feature, bucket) in one pass: every row gives one code per feature, and the codes are
-    counted (a plain sum(when(...)) per bucket is hundreds of aggregate expressions, too big for codegen)."""
-    codes = df.select(*by, F.explode(F.array(*[_bucket_code(p, i) for i, p in enumerate(profiles)])).alias("code"))
+    """Rows per (group, feature, bucket): every row gives one code per feature, and the codes are counted
+    (a plain sum(when(...)) per bucket is hundreds of aggregate expressions, too big for codegen).
+
+    One explode + count per group of `_passes`, their counts unioned into one job: each pass re-reads only
+    `by` and its own features. Codes name their feature, so no two passes share a (group, code)."""
+    counted = [df.select(*by, F.explode(F.array(*[_bucket_code(profiles[i], i) for i in indexes])).alias("code"))
+               .groupBy(*by, "code").count() for indexes in _passes(profiles)]
     groups: dict[tuple, dict[str, Any]] = {}
-    for *key, code, count in codes.groupBy(*by, "code").count().collect():  # groups x buckets rows, not data rows
+    for *key, code, count in reduce(DataFrame.unionAll, counted).collect():  # groups x buckets rows, not data rows
         profile, position = profiles[code // 1000], code % 1000
         bucket = NULL if position == 999 else OTHER if position == 998 else profile.buckets[position]
         groups.setdefault(tuple(key), dict(zip(by, key)))[f"{profile.name}\u241f{bucket}"] = count
