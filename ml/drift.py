@@ -106,16 +106,21 @@ def _passes(profiles: list[FeatureProfile]) -> list[list[int]]:
     return passes
 
 
-def _bucket_counts(df: DataFrame, profiles: list[FeatureProfile], by: list[str]) -> list[dict[str, Any]]:
-    """Rows per (group, feature, bucket): every row gives one code per feature, and the codes are counted
-    (a plain sum(when(...)) per bucket is hundreds of aggregate expressions, too big for codegen).
+def _code_counts(df: DataFrame, profiles: list[FeatureProfile], by: list[str]) -> DataFrame:
+    """(*by, code, count): every row gives one code per feature, and the codes are counted (a plain
+    sum(when(...)) per bucket is hundreds of aggregate expressions, too big for codegen).
 
-    One explode + count per group of `_passes`, their counts unioned into one job: each pass re-reads only
-    `by` and its own features. Codes name their feature, so no two passes share a (group, code)."""
-    counted = [df.select(*by, F.explode(F.array(*[_bucket_code(profiles[i], i) for i in indexes])).alias("code"))
-               .groupBy(*by, "code").count() for indexes in _passes(profiles)]
+    One explode + count per group of `_passes`, unioned into one job: each pass re-reads only `by` and its
+    own features. Codes name their feature, so no two passes share a (group, code)."""
+    return reduce(DataFrame.unionAll, [
+        df.select(*by, F.explode(F.array(*[_bucket_code(profiles[i], i) for i in indexes])).alias("code"))
+        .groupBy(*by, "code").count() for indexes in _passes(profiles)])
+
+
+def _bucket_counts(df: DataFrame, profiles: list[FeatureProfile], by: list[str]) -> list[dict[str, Any]]:
+    """Rows per (group, feature, bucket), as one dict per group of `feature\u241fbucket` counts."""
     groups: dict[tuple, dict[str, Any]] = {}
-    for *key, code, count in reduce(DataFrame.unionAll, counted).collect():  # groups x buckets rows, not data rows
+    for *key, code, count in _code_counts(df, profiles, by).collect():  # groups x buckets rows, not data rows
         profile, position = profiles[code // 1000], code % 1000
         bucket = NULL if position == 999 else OTHER if position == 998 else profile.buckets[position]
         groups.setdefault(tuple(key), dict(zip(by, key)))[f"{profile.name}\u241f{bucket}"] = count
