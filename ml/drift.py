@@ -80,11 +80,12 @@ def _bucket_code(profile: FeatureProfile, index: int) -> Column:
 
 # Whole-stage codegen puts one pass's per-row work (read the columns, one bucket code per feature, explode,
 # hash-count) in ONE Java method, and HotSpot never JIT-compiles a method over 8,000 bytes of bytecode: such
-# a pass runs interpreted, 2-4x slower (bench/RESULTS.md, "Drift: wider datasets"). So the features are
-# split into passes whose code stays under CODE_BUDGET bytes, by the sizes measured with bench/drift_wide.py:
-# a numeric DOUBLE feature ~60 + 56 bytes per bin edge (562 for deciles), a categorical ~240 (one literal-map
-# lookup); integer columns cost less. 4,600 bytes (8 decile features) measured as fast as 4 per pass and
-# faster than 12, and leaves room for a longer CASE chain or wider `by` columns under the 8,000.
+# a pass runs interpreted, 3-4x slower (bench/RESULTS.md, "Drift: wider datasets"). So the features are
+# split into passes whose code stays under CODE_BUDGET bytes. Sizes measured with Spark's codegen debug
+# (bench/drift_wide.py prints each spec's largest method): a DOUBLE feature with deciles costs 562 bytes,
+# ~60 + 56 per bin edge; a categorical ~240 (one literal-map lookup); integer columns cost less. On 64
+# features, 4 and 8 decile features per pass ran within noise of each other, 12 per pass 5-20% slower, so
+# 4,600 (8 per pass, a 4,559-byte method) keeps room under the 8,000 for longer CASE chains or more `by`.
 CODE_BUDGET = 4_600
 
 

@@ -2,8 +2,10 @@
 
 import math
 from datetime import date, timedelta
+from functools import reduce
 
 import pytest
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from ml import drift
@@ -113,37 +115,47 @@ def _wide_rows(spark, reference: ReferenceProfile):
 
 
 def _reference_counts(frame, reference: ReferenceProfile) -> dict:
-    """The same counts the simple way: one groupBy per feature, buckets named in SQL from the profile alone
-    (a numeric value's bin is the number of edges at or below it)."""
-    expected: dict = {}
+    """The same counts the simple way: one groupBy per feature (unioned, one job), buckets named in SQL from
+    the profile alone (a numeric value's bin is the number of edges at or below it)."""
+    grouped = []
     for name, p in reference.features.items():
         c = F.col(name)
         if p.kind == "numeric":
             bucket = sum(F.when(c >= edge, 1).otherwise(0) for edge in p.edges).cast("string")
         else:
             bucket = F.when(c.isin(p.buckets), c).otherwise(F.lit(OTHER)) if p.buckets else F.lit(OTHER)
-        grouped = frame.groupBy("event_date", F.when(c.isNull(), F.lit(NULL)).otherwise(bucket).alias("b")).count()
-        for row in grouped.collect():
-            expected.setdefault(row["event_date"], {})[f"{name}\u241f{row['b']}"] = row["count"]
+        grouped.append(frame.groupBy("event_date", F.when(c.isNull(), F.lit(NULL)).otherwise(bucket).alias("b"))
+                       .count().withColumn("f", F.lit(name)))
+    expected: dict = {}
+    for row in reduce(DataFrame.unionAll, grouped).collect():
+        expected.setdefault(row["event_date"], {})[f"{row['f']}\u241f{row['b']}"] = row["count"]
     for day in expected.values():
         day["__rows"] = sum(v for k, v in day.items() if k.startswith("x0\u241f"))
     return expected
 
 
-@pytest.mark.parametrize("budget, passes", [(1, 23), (1_000, 12), (drift.CODE_BUDGET, 2), (10**6, 1)])
-def test_counts_in_passes_equal_one_group_by_per_feature(spark, monkeypatch, budget, passes):
-    """A spec wider than one pass: every (day, feature, bucket) count is the same as a plain per-feature
-    groupBy, whatever the split, down to one feature per pass."""
+@pytest.fixture(scope="module")
+def wide(spark):
+    """21 numeric features + 2 categoricals: more code than one pass takes, with the rows and their counts."""
     reference = _wide_reference(21)
-    frame = _wide_rows(spark, reference)
+    frame = _wide_rows(spark, reference).cache()
+    return reference, frame, _reference_counts(frame, reference)
+
+
+@pytest.mark.parametrize("budget, passes", [(1_000, 12), (drift.CODE_BUDGET, 2), (10**6, 1)])
+def test_counts_in_passes_equal_one_group_by_per_feature(wide, monkeypatch, budget, passes):
+    """A spec wider than one pass: every (day, feature, bucket) count is the same as a plain per-feature
+    groupBy, whatever the split, down to a last pass of a single feature."""
+    reference, frame, expected = wide
     monkeypatch.setattr(drift, "CODE_BUDGET", budget)
     assert len(drift._passes(list(reference.features.values()))) == passes
     counts = daily_counts(frame, reference)
-    assert counts == _reference_counts(frame, reference)
+    assert counts == expected
     assert sum(day["__rows"] for day in counts.values()) == 60
     assert counts[date(2024, 1, 1)]["x0\u241f" + NULL] == 2 and counts[date(2024, 1, 1)]["shade\u241f" + OTHER] == 10
 
 
 def test_profile_in_chunks_equals_the_one_pass_profile(spark, monkeypatch, reference):
-    monkeypatch.setattr(drift, "CODE_BUDGET", 1)  # the tiny spec's 3 features in 3 passes
+    monkeypatch.setattr(drift, "CODE_BUDGET", 1)  # every feature over the budget: each gets a pass of its own
+    assert drift._passes(list(reference.features.values())) == [[0], [1], [2]]
     assert build_profile(tiny_features(spark, n=600, seed=1), tiny_spec()) == reference
