@@ -4,9 +4,9 @@ The reference profile is stored with the model (an MLflow artifact of its traini
 numeric features and the most frequent values of categoricals, each with the share of training rows per bucket,
 plus buckets for NULL and, for categoricals, for values never (or rarely) seen in training.
 
-Scoring days against it is one Spark aggregation: each row gives one int code per feature (its bucket), and the
-codes are counted per day, so any number of days and features costs one pass over the rows and returns only a
-small table of counts.
+Scoring days against it is one Spark job: each row gives one int code per feature (its bucket), and the codes
+are counted per day, so any number of days costs one job over the rows and returns only a small table of counts.
+Features are bucketed a few per pass (CODE_BUDGET), so that Spark's generated code stays JIT-compilable.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def _bucket_code(profile: FeatureProfile, index: int) -> Column:
 
 # Whole-stage codegen puts one pass's per-row work (read the columns, one bucket code per feature, explode,
 # hash-count) in ONE Java method, and HotSpot never JIT-compiles a method over 8,000 bytes of bytecode: such
-# a pass runs interpreted, 3-4x slower (bench/RESULTS.md, "Drift: wider datasets"). So the features are
+# a pass runs interpreted, 3-5x slower (bench/RESULTS.md, "Drift: wider datasets"). So the features are
 # split into passes whose code stays under CODE_BUDGET bytes. Sizes measured with Spark's codegen debug
 # (bench/drift_wide.py prints each spec's largest method): a DOUBLE feature with deciles costs 562 bytes,
 # ~60 + 56 per bin edge; a categorical ~240 (one literal-map lookup); integer columns cost less. On 64
