@@ -88,7 +88,7 @@ def measure(spark, name: str, data, spec: DatasetSpec, rounds: int) -> dict:
         runs = {"before": lambda: with_budget(ONE_PASS, lambda: seconds(lambda: drift.daily_counts(data, reference))),
                 "after": lambda: seconds(lambda: drift.daily_counts(data, reference))}
         order = ["before", "after"] if i % 2 == 0 else ["after", "before"]  # neither always runs on the other's heels
-        timed = {name: runs[name]() for name in order}
+        timed = {which: runs[which]() for which in order}
         (before, old), (after, new) = timed["before"], timed["after"]
         assert new == old, f"{name}: the counts changed"
         times.append({"count": count, "before": before, "after": after})
