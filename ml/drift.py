@@ -196,7 +196,8 @@ def js(actual: dict[str, float], expected: dict[str, float]) -> float:
 
 
 def daily_counts(df: DataFrame, reference: ReferenceProfile) -> dict[Any, dict[str, Any]]:
-    """Rows per (day, feature, bucket), in one pass over `df`: counts add up, so windows are summed later."""
+    """Rows per (day, feature, bucket), in one Spark job over `df` (passes: CODE_BUDGET). Counts add up, so
+    windows are summed later."""
     return {row.pop(EVENT_DATE): row for row in _bucket_counts(df, list(reference.features.values()), [EVENT_DATE])}
 
 
