@@ -14,7 +14,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYTHONPATH := $(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install java jars run test ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model bench-event-storage bench-tuning bench-drift bench-scoring \
+.PHONY: help install java jars run test ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model bench-event-storage bench-tuning bench-drift bench-drift-wide bench-scoring \
 	infra-up infra-down infra-status test-infra test-e2e chromium
 
 help:
@@ -106,6 +106,9 @@ bench-tuning: jars
 
 bench-drift: jars
 	@source infra/java-env.sh && $(PY) -m bench.drift $(ARGS)
+
+bench-drift-wide: jars
+	@source infra/java-env.sh && $(PY) -m bench.drift_wide $(ARGS)
 
 bench-registry: jars
 	@source infra/java-env.sh && $(PY) -m bench.registry_gate $(ARGS)

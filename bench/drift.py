@@ -1,9 +1,9 @@
 """Cost of the full drift computation on ~1M rows (flights upsampled 3x) as a ratio to one count() scan.
 
 "Full drift computation" is what feature_drift does for every day of the data: bucket counts of every
-feature per day in one Spark pass, then PSI/KS/JS over each day's trailing window on the driver. The
-reference profile is not in it: it is built once at training time and stored with the model, so it is
-timed once, apart.
+feature per day in one Spark job (a few features per pass, ml.drift.CODE_BUDGET), then PSI/KS/JS over each
+day's trailing window on the driver. The reference profile is not in it: it is built once at training
+time and stored with the model, so it is timed once, apart.
 
 Each round times count(), a scan of every column and the drift, one after the other, so the three share
 the machine's load. Round 1 is the drift's first run in this JVM: its generated code is still being

@@ -4,9 +4,9 @@ The reference profile is stored with the model (an MLflow artifact of its traini
 numeric features and the most frequent values of categoricals, each with the share of training rows per bucket,
 plus buckets for NULL and, for categoricals, for values never (or rarely) seen in training.
 
-Scoring days against it is one Spark aggregation: each row gives one int code per feature (its bucket), and the
-codes are counted per day, so any number of days and features costs one pass over the rows and returns only a
-small table of counts.
+Scoring days against it is one Spark job: each row gives one int code per feature (its bucket), and the codes
+are counted per day, so any number of days costs one job over the rows and returns only a small table of counts.
+Features are bucketed a few per pass (CODE_BUDGET), so that Spark's generated code stays JIT-compilable.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import json
 import math
 from collections import deque
 from dataclasses import asdict, dataclass, field
+from functools import reduce
 from typing import Any
 
 from pyspark.sql import Column, DataFrame
@@ -77,12 +78,50 @@ def _bucket_code(profile: FeatureProfile, index: int) -> Column:
     return F.when(c.isNull(), F.lit(base + 999)).otherwise(F.coalesce(known[c], F.lit(base + 998)))
 
 
+# Whole-stage codegen puts one pass's per-row work (read the columns, one bucket code per feature, explode,
+# hash-count) in ONE Java method, and HotSpot never JIT-compiles a method over 8,000 bytes of bytecode: such
+# a pass runs interpreted, 3-5x slower (bench/RESULTS.md, "Drift: wider datasets"). So the features are
+# split into passes whose code stays under CODE_BUDGET bytes. Sizes measured with Spark's codegen debug
+# (bench/drift_wide.py prints each spec's largest method): a DOUBLE feature with deciles costs 562 bytes,
+# ~60 + 56 per bin edge; a categorical ~240 (one literal-map lookup); integer columns cost less. On 64
+# features, 4 and 8 decile features per pass ran within noise of each other, 12 per pass 5-20% slower, so
+# 4,600 (8 per pass, a 4,559-byte method) keeps room under the 8,000 for longer CASE chains or more `by`.
+CODE_BUDGET = 4_600
+
+
+def _code_bytes(profile: FeatureProfile) -> int:
+    """Estimated bytecode of the feature's bucket code in the generated per-row method (an upper bound)."""
+    return 60 + 56 * len(profile.edges) if profile.kind == "numeric" else 240
+
+
+def _passes(profiles: list[FeatureProfile]) -> list[list[int]]:
+    """Indexes of `profiles`, in consecutive groups whose code fits CODE_BUDGET (read at call time, so a
+    bench can compare budgets). A single feature over the budget still gets a pass of its own."""
+    passes, size = [[]], 0
+    for i, profile in enumerate(profiles):
+        cost = _code_bytes(profile)
+        if passes[-1] and size + cost > CODE_BUDGET:
+            passes, size = passes + [[]], 0
+        passes[-1].append(i)
+        size += cost
+    return passes
+
+
+def _code_counts(df: DataFrame, profiles: list[FeatureProfile], by: list[str]) -> DataFrame:
+    """(*by, code, count): every row gives one code per feature, and the codes are counted (a plain
+    sum(when(...)) per bucket is hundreds of aggregate expressions, too big for codegen).
+
+    One explode + count per group of `_passes`, unioned into one job: each pass re-reads only `by` and its
+    own features. Codes name their feature, so no two passes share a (group, code)."""
+    return reduce(DataFrame.unionAll, [
+        df.select(*by, F.explode(F.array(*[_bucket_code(profiles[i], i) for i in indexes])).alias("code"))
+        .groupBy(*by, "code").count() for indexes in _passes(profiles)])
+
+
 def _bucket_counts(df: DataFrame, profiles: list[FeatureProfile], by: list[str]) -> list[dict[str, Any]]:
-    """Rows per (group, feature, bucket) in one pass: every row gives one code per feature, and the codes are
-    counted (a plain sum(when(...)) per bucket is hundreds of aggregate expressions, too big for codegen)."""
-    codes = df.select(*by, F.explode(F.array(*[_bucket_code(p, i) for i, p in enumerate(profiles)])).alias("code"))
+    """Rows per (group, feature, bucket), as one dict per group of `feature\u241fbucket` counts."""
     groups: dict[tuple, dict[str, Any]] = {}
-    for *key, code, count in codes.groupBy(*by, "code").count().collect():  # groups x buckets rows, not data rows
+    for *key, code, count in _code_counts(df, profiles, by).collect():  # groups x buckets rows, not data rows
         profile, position = profiles[code // 1000], code % 1000
         bucket = NULL if position == 999 else OTHER if position == 998 else profile.buckets[position]
         groups.setdefault(tuple(key), dict(zip(by, key)))[f"{profile.name}\u241f{bucket}"] = count
@@ -157,7 +196,8 @@ def js(actual: dict[str, float], expected: dict[str, float]) -> float:
 
 
 def daily_counts(df: DataFrame, reference: ReferenceProfile) -> dict[Any, dict[str, Any]]:
-    """Rows per (day, feature, bucket), in one pass over `df`: counts add up, so windows are summed later."""
+    """Rows per (day, feature, bucket), in one Spark job over `df` (passes: CODE_BUDGET). Counts add up, so
+    windows are summed later."""
     return {row.pop(EVENT_DATE): row for row in _bucket_counts(df, list(reference.features.values()), [EVENT_DATE])}
 
 

@@ -2,12 +2,15 @@
 
 import math
 from datetime import date, timedelta
+from functools import reduce
 
 import pytest
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from ml.drift import (NULL, OTHER, DriftPolicy, ReferenceProfile, build_profile, daily_counts, day_summaries, js, ks,
-                      psi, window_drift)
+from ml import drift
+from ml.drift import (NULL, OTHER, DriftPolicy, FeatureProfile, ReferenceProfile, build_profile, daily_counts,
+                      day_summaries, js, ks, psi, window_drift)
 from tests.unit.tiny import tiny_features, tiny_spec
 
 
@@ -86,3 +89,73 @@ def test_a_categorical_without_training_values_counts_every_value_as_unseen(spar
     row = window_drift(counts, [date(2024, 1, 12)], blank, DriftPolicy(window_days=12))
     color = next(r for r in row if r["feature"] == "color")
     assert color["unseen_share"] == 1.0 and color["null_share"] == 0.0 and color["rows"] == 120 and color["drifted"]
+
+
+def _wide_reference(numeric: int) -> ReferenceProfile:
+    """A hand-made profile, so test rows can sit exactly on bin edges: x<i> has 9 edges (even i) or one (odd
+    i); `color` knows blue and red; `shade` had no training values at all."""
+    deciles = [-3.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0]
+    features = {}
+    for i in range(numeric):
+        edges = deciles if i % 2 == 0 else [0.0]
+        features[f"x{i}"] = FeatureProfile(f"x{i}", "numeric", [str(b) for b in range(len(edges) + 1)], {}, edges)
+    features["color"] = FeatureProfile("color", "categorical", ["blue", "red"], {})
+    features["shade"] = FeatureProfile("shade", "categorical", [], {})
+    return ReferenceProfile(0, features)
+
+
+def _wide_rows(spark, reference: ReferenceProfile):
+    """Rows over 3 days with NULLs, values on and between the edges, NaN, infinities, and unseen categories."""
+    values = [None, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 7.0, float("nan"), float("inf"), float("-inf")]
+    numeric = [n for n, p in reference.features.items() if p.kind == "numeric"]
+    rows = [(date(2024, 1, 1 + r % 3), *[values[(r * 7 + i * 3) % len(values)] for i in range(len(numeric))],
+             [None, "blue", "red", "green"][r % 4], [None, "dark"][r % 2]) for r in range(60)]
+    schema = ", ".join(["event_date DATE", *[f"{n} DOUBLE" for n in numeric], "color STRING", "shade STRING"])
+    return spark.createDataFrame(rows, schema)
+
+
+def _reference_counts(frame, reference: ReferenceProfile) -> dict:
+    """The same counts the simple way: one groupBy per feature (unioned, one job), buckets named in SQL from
+    the profile alone (a numeric value's bin is the number of edges at or below it)."""
+    grouped = []
+    for name, p in reference.features.items():
+        c = F.col(name)
+        if p.kind == "numeric":
+            bucket = sum(F.when(c >= edge, 1).otherwise(0) for edge in p.edges).cast("string")
+        else:
+            bucket = F.when(c.isin(p.buckets), c).otherwise(F.lit(OTHER)) if p.buckets else F.lit(OTHER)
+        grouped.append(frame.groupBy("event_date", F.when(c.isNull(), F.lit(NULL)).otherwise(bucket).alias("b"))
+                       .count().withColumn("f", F.lit(name)))
+    expected: dict = {}
+    for row in reduce(DataFrame.unionAll, grouped).collect():
+        expected.setdefault(row["event_date"], {})[f"{row['f']}\u241f{row['b']}"] = row["count"]
+    for day in expected.values():
+        day["__rows"] = sum(v for k, v in day.items() if k.startswith("x0\u241f"))
+    return expected
+
+
+@pytest.fixture(scope="module")
+def wide(spark):
+    """21 numeric features + 2 categoricals: more code than one pass takes, with the rows and their counts."""
+    reference = _wide_reference(21)
+    frame = _wide_rows(spark, reference).cache()
+    return reference, frame, _reference_counts(frame, reference)
+
+
+@pytest.mark.parametrize("budget, passes", [(1_000, 12), (drift.CODE_BUDGET, 2), (10**6, 1)])
+def test_counts_in_passes_equal_one_group_by_per_feature(wide, monkeypatch, budget, passes):
+    """A spec wider than one pass: every (day, feature, bucket) count is the same as a plain per-feature
+    groupBy, whatever the split, down to a last pass of a single feature."""
+    reference, frame, expected = wide
+    monkeypatch.setattr(drift, "CODE_BUDGET", budget)
+    assert len(drift._passes(list(reference.features.values()))) == passes
+    counts = daily_counts(frame, reference)
+    assert counts == expected
+    assert sum(day["__rows"] for day in counts.values()) == 60
+    assert counts[date(2024, 1, 1)]["x0\u241f" + NULL] == 2 and counts[date(2024, 1, 1)]["shade\u241f" + OTHER] == 10
+
+
+def test_profile_in_chunks_equals_the_one_pass_profile(spark, monkeypatch, reference):
+    monkeypatch.setattr(drift, "CODE_BUDGET", 1)  # every feature over the budget: each gets a pass of its own
+    assert drift._passes(list(reference.features.values())) == [[0], [1], [2]]
+    assert build_profile(tiny_features(spark, n=600, seed=1), tiny_spec()) == reference
