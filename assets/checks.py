@@ -5,7 +5,8 @@ from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
 from ml.quality import SuiteOutcome
 
 
-def suite_check_result(outcome: SuiteOutcome, check_name: str, asset: str, partition: str) -> AssetCheckResult:
+def suite_check_result(outcome: SuiteOutcome, check_name: str, asset: str, partition: str,
+                       **extra_metadata) -> AssetCheckResult:
     failures = outcome.failures
     return AssetCheckResult(
         asset_key=asset,
@@ -31,5 +32,6 @@ def suite_check_result(outcome: SuiteOutcome, check_name: str, asset: str, parti
                     for f in failures
                 ]
             ),
+            **extra_metadata,
         },
     )

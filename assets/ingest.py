@@ -1,11 +1,14 @@
 """raw_data: the source's rows of each day, as they came, in a Delta table partitioned by event date."""
 
+import json
+
 from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     BackfillPolicy,
     Failure,
     MaterializeResult,
+    MetadataValue,
     asset,
 )
 from pyspark import StorageLevel
@@ -14,8 +17,9 @@ from assets.checks import suite_check_result
 from assets.common import SPEC, daily_partitions, delta_metadata, is_single_day, partition_label, partition_window
 from ml.contract import enforce_contract
 from ml.dataset import SourceContext
-from ml.delta_io import write_partitions
+from ml.delta_io import DeltaCommit, write_partitions
 from ml.features import raw_window
+from ml import undated
 from ml.quality import raw_suite, run_suite
 from orchestration.resources import LakehouseResource, SparkResource
 
@@ -28,7 +32,8 @@ RAW_CHECK = "raw_suite"
     group_name="daily",
     kinds={"spark", "delta", "great_expectations"},
     check_specs=[AssetCheckSpec(RAW_CHECK, asset="raw_data", blocking=True, partitions_def=daily_partitions,
-                                description="rows per day within bounds; malformed records within the quarantine budget")],
+                                description="rows per day within bounds; malformed records and source rows without a "
+                                            "partition date within the quarantine budget")],
     description=f"Source rows by event date: {SPEC.source_description}. Checked against the spec's schema "
                 "contract before anything is written.",
 )
@@ -40,21 +45,39 @@ def raw_data(context: AssetExecutionContext, spark: SparkResource, lakehouse: La
     source, contract = enforce_contract(source, SPEC)
     if contract.ignored_columns:
         context.log.warning(f"ignoring extra source columns {list(contract.ignored_columns)}")
-    rows = raw_window(source, SPEC, start, end).persist(StorageLevel.MEMORY_AND_DISK)
+    seen = raw_window(source, SPEC, start, end, undated=True).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        outcome = run_suite(rows, raw_suite(SPEC, days=(end - start).days))
-        check = suite_check_result(outcome, RAW_CHECK, "raw_data", partition)
+        report, quarantined = undated.measure(seen, SPEC, partition)  # the pass that reads the source
+        if report.rows:
+            context.log.warning(f"raw_data {partition}: {report.describe()}")
+        q_commit = undated.store(quarantined, report, lakehouse.table_path("quarantine"), partition)
+        undated_meta = undated_metadata(report, q_commit)
+        rows = undated.dated(seen)
+        outcome = run_suite(rows, raw_suite(SPEC, days=(end - start).days)).with_result(report.outcome())
+        check = suite_check_result(outcome, RAW_CHECK, "raw_data", partition, **undated_meta)
         if not outcome.success:
             yield check
+            stored = f" The {report.rows} rows without a partition date are in quarantine (Delta v{q_commit.version})." \
+                if report.rows else ""
             raise Failure(description=f"raw_data {partition}: the raw suite failed, nothing was written "
-                                      f"(the partition keeps its previous rows): {check.description}")
+                                      f"(the partition keeps its previous rows): {check.description}.{stored}")
         commit = write_partitions(rows, lakehouse.table_path("raw_data"), start, end)
     finally:
-        rows.unpersist()
+        seen.unpersist()
     context.log.info(f"raw_data {partition}: {commit.rows_written} rows, Delta v{commit.version}")
     yield MaterializeResult(
         metadata=delta_metadata(commit, lakehouse.table_name("raw_data"), rows.schema, whole_output=is_single_day(start, end),
                                 partition=partition, source=SPEC.source_description,
-                                ignored_columns=", ".join(contract.ignored_columns)),
+                                ignored_columns=", ".join(contract.ignored_columns), **undated_meta),
         check_results=[check],
     )
+
+
+def undated_metadata(report: undated.UndatedRows, q_commit: DeltaCommit | None) -> dict:
+    """The source's rows without a partition date, for the raw check and the materialization."""
+    metadata = {"rows_without_partition_date": report.rows,
+                "rows_without_partition_date_fraction": report.fraction,
+                "sample_rows_without_partition_date": MetadataValue.json([json.loads(r) for r in report.samples])}
+    if q_commit is not None:
+        metadata["quarantine_delta_version"] = q_commit.version
+    return metadata
