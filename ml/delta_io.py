@@ -113,7 +113,7 @@ def replace_where(df: DataFrame, path: str, predicate: str, column: str = EVENT_
     """
     tag = with_write_id(user_metadata)
     spark = df.sparkSession
-    refuse_non_delta(spark, path)
+    refuse_non_delta(spark, path, column)
     writer = (
         df.write.format("delta")
         .mode("overwrite")
@@ -171,14 +171,35 @@ def schema_differences(table: StructType, written: StructType, table_partitions:
     return problems
 
 
-def refuse_non_delta(spark: SparkSession, path: str) -> None:
+def refuse_non_delta(spark: SparkSession, path: str, partition_column: str | None = None) -> None:
     """Refuse a path that holds files without a Delta log: a write would silently start a table over them,
-    leaving them orphaned beside it; a read would say the table was never materialized."""
-    if not table_exists(spark, path) and path_has_files(spark, path):
+    leaving them orphaned beside it; a read would say the table was never materialized.
+
+    On a write, folders of the table's own partitions (`event_date=...`) do not count: another run creating the
+    table at this moment has written them and not yet committed its log (tests/unit/test_delta_concurrency.py).
+    So a table of this pipeline whose whole _delta_log was deleted is not caught here; its files stay, unread.
+    """
+    if table_exists(spark, path):
+        return
+    stray = stray_entries(spark, path, partition_column)
+    if stray:
         raise NotADeltaTableError(
-            f"{path} holds files but is not a Delta table (it has no _delta_log): nothing was read or written. Move "
-            "the folder aside (or, if it is a table of this pipeline whose log was lost, restore _delta_log from a "
-            "backup), then rematerialize.")
+            f"{path} holds files but is not a Delta table (it has no _delta_log): nothing was read or written. "
+            f"Found {stray[:SAMPLES]}. Move the folder aside (or, if it is a table of this pipeline whose log was lost, "
+            "restore _delta_log from a backup), then rematerialize.")
+
+
+def stray_entries(spark: SparkSession, path: str, partition_column: str | None = None) -> list[str]:
+    """Names at the top of `path` (any Hadoop file system: local, s3a, abfss, ...) other than hidden ones and
+    the folders of `partition_column`."""
+    jvm = spark._jvm  # type: ignore[attr-defined]
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+    fs = hadoop_path.getFileSystem(spark._jsc.hadoopConfiguration())  # type: ignore[attr-defined]
+    if not fs.exists(hadoop_path):
+        return []
+    names = sorted(str(status.getPath().getName()) for status in fs.listStatus(hadoop_path))
+    own = f"{partition_column}=" if partition_column else None
+    return [n for n in names if not n.startswith(".") and not (own and n.startswith(own))]
 
 
 def check_log(spark: SparkSession, path: str) -> None:
@@ -186,14 +207,6 @@ def check_log(spark: SparkSession, path: str) -> None:
     if table_exists(spark, path):
         with log_errors(path):
             DeltaTable.forPath(spark, path).history(1).first()
-
-
-def path_has_files(spark: SparkSession, path: str) -> bool:
-    """Whether anything is stored at `path`, on any Hadoop file system (local, s3a, abfss, ...)."""
-    jvm = spark._jvm  # type: ignore[attr-defined]
-    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
-    fs = hadoop_path.getFileSystem(spark._jsc.hadoopConfiguration())  # type: ignore[attr-defined]
-    return bool(fs.exists(hadoop_path) and len(fs.listStatus(hadoop_path)) > 0)
 
 
 def with_write_id(user_metadata: str | None) -> str:

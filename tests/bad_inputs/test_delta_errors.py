@@ -73,7 +73,8 @@ def test_a_folder_that_is_not_a_delta_table_is_neither_read_nor_written_over(spa
     with pytest.raises(delta_io.NotADeltaTableError) as err:
         delta_io.write_partitions(day_rows(spark, DAY2), path, DAY2, DAY3)
     assert str(err.value).startswith(f"{path} holds files but is not a Delta table (it has no _delta_log): "
-                                     "nothing was read or written. Move the folder aside")
+                                     f"nothing was read or written. Found {[f for f in files if not f.startswith('.')][:5]}. "
+                                     "Move the folder aside")
     with pytest.raises(delta_io.NotADeltaTableError):
         delta_io.read_pinned(spark, path)
     assert sorted(os.listdir(path)) == files  # no _delta_log started over the files
