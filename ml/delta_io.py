@@ -190,8 +190,8 @@ def refuse_non_delta(spark: SparkSession, path: str, partition_column: str | Non
 
 
 def stray_entries(spark: SparkSession, path: str, partition_column: str | None = None) -> list[str]:
-    """Names at the top of `path` (any Hadoop file system: local, s3a, abfss, ...) other than hidden ones and
-    the folders of `partition_column`."""
+    """Names at the top of `path` (any Hadoop file system: local, s3a, abfss, ...) other than hidden ones, the
+    folders of `partition_column` and a _delta_log without a commit yet (a table being created)."""
     jvm = spark._jvm  # type: ignore[attr-defined]
     hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
     fs = hadoop_path.getFileSystem(spark._jsc.hadoopConfiguration())  # type: ignore[attr-defined]
@@ -199,7 +199,7 @@ def stray_entries(spark: SparkSession, path: str, partition_column: str | None =
         return []
     names = sorted(str(status.getPath().getName()) for status in fs.listStatus(hadoop_path))
     own = f"{partition_column}=" if partition_column else None
-    return [n for n in names if not n.startswith(".") and not (own and n.startswith(own))]
+    return [n for n in names if not n.startswith(".") and n != "_delta_log" and not (own and n.startswith(own))]
 
 
 def check_log(spark: SparkSession, path: str) -> None:
