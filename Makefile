@@ -14,7 +14,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYTHONPATH := $(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install java jars run test ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model bench-event-storage bench-tuning bench-drift bench-drift-wide bench-scoring \
+.PHONY: help install java jars run test ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model bench-event-storage bench-tuning bench-drift bench-drift-wide bench-scoring bench-undated \
 	infra-up infra-down infra-status test-infra test-e2e chromium
 
 help:
@@ -100,6 +100,9 @@ bench-overhead: jars
 
 bench-gx: jars
 	@source infra/java-env.sh && $(PY) -m bench.gx_suite $(ARGS)
+
+bench-undated: jars
+	@source infra/java-env.sh && $(PY) -m bench.undated $(ARGS)
 
 bench-tuning: jars
 	@source infra/java-env.sh && $(PY) -m bench.tuning $(ARGS)

@@ -19,7 +19,8 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetC
 from ml.quality import SuiteOutcome
 
 
-def suite_check_result(outcome: SuiteOutcome, check_name: str, asset: str, partition: str) -> AssetCheckResult:
+def suite_check_result(outcome: SuiteOutcome, check_name: str, asset: str, partition: str,
+                       **extra_metadata) -> AssetCheckResult:
     failures = outcome.failures
     return AssetCheckResult(
         asset_key=asset,
@@ -45,6 +46,7 @@ def suite_check_result(outcome: SuiteOutcome, check_name: str, asset: str, parti
                     for f in failures
                 ]
             ),
+            **extra_metadata,
         },
     )
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable, Iterator
 from datetime import date, datetime
 
 from dagster import (
     AssetExecutionContext,
+    AssetMaterialization,
     DailyPartitionsDefinition,
+    MaterializeResult,
     MetadataValue,
     TableColumn,
     TableSchema,
@@ -39,6 +42,19 @@ def _as_date(value: datetime) -> date:
 
 def days_of(start: date, end: date) -> list[date]:
     return [date.fromordinal(d) for d in range(start.toordinal(), end.toordinal())]
+
+
+def day_materializations(asset: str, days: list[date], written: list[date], range_metadata: Callable[[], dict],
+                         day_metadata: Callable[[date], dict]) -> Iterator:
+    """What a run that checks each day on its own records of the days it wrote. Every day of its range: one
+    MaterializeResult, which Dagster records on each of them. Only some days, because others failed: an
+    AssetMaterialization per day written, with that day's own metadata (the run then fails, so nothing
+    downstream runs, and the failed days show as failed in the UI)."""
+    if written and len(written) == len(days):
+        yield MaterializeResult(asset_key=asset, metadata=range_metadata())
+        return
+    for d in written:
+        yield AssetMaterialization(asset_key=asset, partition=d.isoformat(), metadata=day_metadata(d))
 
 
 def is_single_day(start: date, end: date) -> bool:

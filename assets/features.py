@@ -13,7 +13,6 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetMaterialization,
     AssetOut,
     BackfillPolicy,
     Failure,
@@ -25,7 +24,16 @@ from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from assets.checks import per_partition, suite_check_result
-from assets.common import SPEC, daily_partitions, days_of, delta_metadata, is_single_day, partition_label, partition_window
+from assets.common import (
+    SPEC,
+    daily_partitions,
+    day_materializations,
+    days_of,
+    delta_metadata,
+    is_single_day,
+    partition_label,
+    partition_window,
+)
 from assets.ingest import raw_data
 from ml import quarantine as q
 from ml.dataset import EVENT_DATE
@@ -127,16 +135,16 @@ def validated_features(context: AssetExecutionContext, spark: SparkResource, lak
     )
     written = passed if commit else []
     table = lakehouse.table_name("validated_features")
-    if commit and len(written) == len(days):
-        context.log.info(f"validated_features {partition}: {commit.rows_written} rows, {total.quarantined} quarantined, "
-                         f"Delta v{commit.version}")
-        yield MaterializeResult(asset_key="validated_features", metadata=delta_metadata(
-            commit, table, features.schema, whole_output=is_single_day(start, end), partition=partition,
-            raw_data_delta_version=raw_version, **reconciliation(total)))
-    for d in written if len(written) < len(days) else []:  # only some days written: each day's own record
-        yield AssetMaterialization(asset_key="validated_features", partition=d.isoformat(), metadata=delta_metadata(
-            commit, table, features.schema, whole_output=False, partition=d.isoformat(), raw_data_delta_version=raw_version,
-            **{"dagster/row_count": counts[d].kept}, **reconciliation(counts[d])))
+    if commit:
+        context.log.info(f"validated_features {partition}: {commit.rows_written} rows of {len(written)} day(s), "
+                         f"{total.quarantined} quarantined, Delta v{commit.version}")
+    yield from day_materializations(
+        "validated_features", days, written,
+        lambda: delta_metadata(commit, table, features.schema, whole_output=is_single_day(start, end), partition=partition,
+                               raw_data_delta_version=raw_version, **reconciliation(total)),
+        lambda d: delta_metadata(commit, table, features.schema, whole_output=False, partition=d.isoformat(),
+                                 raw_data_delta_version=raw_version, **{"dagster/row_count": counts[d].kept},
+                                 **reconciliation(counts[d])))
     yield from per_partition(context, "validated_features", [(d.isoformat(), budgets[d]) for d in days]
                              + ([(d.isoformat(), suite) for d in passed] if suite else []))
     if len(written) < len(days):

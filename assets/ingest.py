@@ -1,20 +1,35 @@
 """raw_data: the source's rows of each day, as they came, in a Delta table partitioned by event date."""
 
+import json
+
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     BackfillPolicy,
     Failure,
-    MaterializeResult,
+    MetadataValue,
     asset,
 )
 from pyspark import StorageLevel
+from pyspark.sql import functions as F
 
 from assets.checks import per_partition, suite_check_result
-from assets.common import SPEC, daily_partitions, days_of, delta_metadata, is_single_day, partition_label, partition_window
+from assets.common import (
+    SPEC,
+    daily_partitions,
+    day_materializations,
+    days_of,
+    delta_metadata,
+    is_single_day,
+    partition_label,
+    partition_window,
+)
+from ml import undated
 from ml.contract import enforce_contract
-from ml.dataset import SourceContext
-from ml.delta_io import write_partitions
+from ml.dataset import EVENT_DATE, SourceContext
+from ml.delta_io import DeltaCommit, days_predicate, replace_where, write_partitions
 from ml.features import raw_window
 from ml.quality import raw_suite, run_suite
 from orchestration.resources import LakehouseResource, SparkResource
@@ -28,34 +43,75 @@ RAW_CHECK = "raw_suite"
     group_name="daily",
     kinds={"spark", "delta", "great_expectations"},
     check_specs=[AssetCheckSpec(RAW_CHECK, asset="raw_data", blocking=True, partitions_def=daily_partitions,
-                                description="rows per day within bounds; malformed records within the quarantine budget")],
+                                description="rows per day within bounds; malformed records and source rows without a "
+                                            "partition date within the quarantine budget")],
     description=f"Source rows by event date: {SPEC.source_description}. Checked against the spec's schema "
                 "contract before anything is written.",
 )
 def raw_data(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource):
     session = spark.spark_session
     start, end = partition_window(context)
-    partition = partition_label(start, end)
+    partition, days = partition_label(start, end), days_of(start, end)
     source = SPEC.load_source(session, SourceContext(lakehouse.staging_dir, lakehouse.source_location))
     source, contract = enforce_contract(source, SPEC)
     if contract.ignored_columns:
         context.log.warning(f"ignoring extra source columns {list(contract.ignored_columns)}")
-    rows = raw_window(source, SPEC, start, end).persist(StorageLevel.MEMORY_AND_DISK)
+    seen = raw_window(source, SPEC, start, end, undated=True).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        outcome = run_suite(rows, raw_suite(SPEC, days=(end - start).days))
-        check = suite_check_result(outcome, RAW_CHECK, "raw_data", partition)
-        checks = [(d.isoformat(), check) for d in days_of(start, end)]  # recorded on every day of the run
-        if not outcome.success:
-            yield from per_partition(context, "raw_data", checks)
-            raise Failure(description=f"raw_data {partition}: the raw suite failed, nothing was written "
-                                      f"(the partition keeps its previous rows): {check.description}")
-        commit = write_partitions(rows, lakehouse.table_path("raw_data"), start, end)
+        report, quarantined = undated.measure(seen, SPEC, partition)  # the pass that reads the source
+        if report.rows:
+            context.log.warning(f"raw_data {partition}: {report.describe()}")
+        q_commit = undated.store(quarantined, report, lakehouse.table_path("quarantine"), partition)
+        undated_meta = undated_metadata(report, q_commit)
+        rows = undated.dated(seen)
+        outcome = run_suite(rows, raw_suite(SPEC, days=len(days))).with_result(report.outcome())
+        suite = suite_check_result(outcome, RAW_CHECK, "raw_data", partition, **undated_meta)
+        checks = {d: day_check(suite, report.rows_by_day.get(d, 0), d) for d in days}
+        passed, commit = [d for d in days if checks[d].passed], None
+        if passed:
+            path = lakehouse.table_path("raw_data")
+            commit = (write_partitions(rows, path, start, end) if len(passed) == len(days) else replace_where(
+                rows.where(F.col(EVENT_DATE).isin(passed)), path, days_predicate(passed), what=f"{path} {len(passed)} days of {partition}"))
     finally:
-        rows.unpersist()
-    context.log.info(f"raw_data {partition}: {commit.rows_written} rows, Delta v{commit.version}")
-    yield MaterializeResult(
-        metadata=delta_metadata(commit, lakehouse.table_name("raw_data"), rows.schema, whole_output=is_single_day(start, end),
-                                partition=partition, source=SPEC.source_description,
-                                ignored_columns=", ".join(contract.ignored_columns)),
-    )
-    yield from per_partition(context, "raw_data", checks)
+        seen.unpersist()
+    table = lakehouse.table_name("raw_data")
+    if commit:
+        context.log.info(f"raw_data {partition}: {commit.rows_written} rows, Delta v{commit.version}")
+    yield from day_materializations(
+        "raw_data", days, passed,
+        lambda: delta_metadata(commit, table, rows.schema, whole_output=is_single_day(start, end), partition=partition,
+                               source=SPEC.source_description, ignored_columns=", ".join(contract.ignored_columns), **undated_meta),
+        lambda d: delta_metadata(commit, table, rows.schema, whole_output=False, partition=d.isoformat(),
+                                 source=SPEC.source_description, **{"dagster/row_count": report.rows_by_day[d]}))
+    yield from per_partition(context, "raw_data", [(d.isoformat(), checks[d]) for d in days])
+    if not outcome.success:
+        stored = f" The {report.rows} rows without a partition date are in quarantine (Delta v{q_commit.version})." \
+            if report.rows else ""
+        raise Failure(description=f"raw_data {partition}: the raw suite failed, nothing was written "
+                                  f"(the partition keeps its previous rows): {suite.description}.{stored}")
+    if len(passed) < len(days):
+        outcome_note = f"The other {len(passed)} day(s) were written (Delta v{commit.version})" if passed else "Nothing was written"
+        raise Failure(description=f"raw_data {partition}: " + "; ".join(checks[d].description for d in days if d not in passed)
+                                  + f". {outcome_note}; the failed day(s) keep their previous rows.")
+
+
+def day_check(suite: AssetCheckResult, rows: int, day) -> AssetCheckResult:
+    """The raw check of one day: the suite's result over the run, and the day's own rows within the spec's
+    bounds. In a range run the suite bounds only the total, where an empty or cut-off day would hide."""
+    low, high = SPEC.rows_per_day
+    metadata = {**suite.metadata, "day_rows": rows}
+    if not suite.passed or low <= rows <= high:
+        return suite.with_metadata(metadata)
+    return AssetCheckResult(asset_key="raw_data", check_name=RAW_CHECK, passed=False, severity=AssetCheckSeverity.ERROR,
+                            metadata=metadata,
+                            description=f"{day}: {rows} source rows, outside the spec's bounds of {low}..{high} rows per day")
+
+
+def undated_metadata(report: undated.UndatedRows, q_commit: DeltaCommit | None) -> dict:
+    """The source's rows without a partition date, for the raw check and the materialization."""
+    metadata = {"rows_without_partition_date": report.rows,
+                "rows_without_partition_date_fraction": report.fraction,
+                "sample_rows_without_partition_date": MetadataValue.json([json.loads(r) for r in report.samples])}
+    if q_commit is not None:
+        metadata["quarantine_delta_version"] = q_commit.version
+    return metadata

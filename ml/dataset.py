@@ -49,7 +49,9 @@ class DatasetSpec:
     end_date: str | None = None  # exclusive; None for an open-ended stream
     model_name: str = "model"
     primary_metric: str | None = None
-    event_date_expr: str | None = None  # SQL for the partition date; default: local date of event_time
+    # SQL for the partition date; default: local date of event_time. NULL where the date cannot be computed
+    # (use try_ functions: ANSI mode raises otherwise): such rows are quarantined as no_partition_date.
+    event_date_expr: str | None = None
     # The source's schema contract: column -> Spark type (int, double, string, timestamp, ...). Missing
     # columns and other types are errors; extra columns are ignored with a warning, or refused.
     raw_schema: dict[str, str] = field(default_factory=dict)

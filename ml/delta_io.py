@@ -1,4 +1,9 @@
-"""Delta reads and writes with the facts lineage needs: table version, rows written, schema."""
+"""Delta reads and writes with the facts lineage needs: table version, rows written, schema.
+
+Delta's own refusals (another schema, a path that is not a Delta table, a broken transaction log, rows
+outside a replaceWhere) are raised as `DeltaTableError`s that name the table, what was expected and found,
+and what to do, chained from Delta's error: an ops engineer never has to read a Java stack trace.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import logging
 import random
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from typing import Callable
@@ -20,7 +26,12 @@ from delta.exceptions import (  # importing delta.exceptions also turns the JVM'
     ProtocolChangedException,
 )
 from delta.tables import DeltaTable
+from py4j.protocol import Py4JJavaError
+from pyspark.errors import AnalysisException
+from pyspark.errors.exceptions.captured import CapturedException
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from ml.dataset import EVENT_DATE
 
@@ -34,6 +45,33 @@ RETRYABLE_CONFLICTS = (
 )
 WRITE_ATTEMPTS = 4
 HISTORY_SEARCHED = 100  # commits searched for a write's own: far more than writers that can race it
+SCHEMA_REFUSALS = ("DELTA_FAILED_TO_MERGE_FIELDS", "DELTA_METADATA_MISMATCH")  # Delta's error conditions
+REPLACE_WHERE_REFUSAL = "DELTA_REPLACE_WHERE_MISMATCH"
+SAMPLES = 5  # values shown in an error
+
+
+class DeltaTableError(RuntimeError):
+    """A Delta table refused a read or a write; the message names the table and what to do. Nothing was written."""
+
+
+class DeltaSchemaMismatchError(DeltaTableError):
+    """The rows written do not have the table's schema or partitioning (a changed spec, an older pipeline)."""
+
+
+class NotADeltaTableError(DeltaTableError):
+    """The table's path holds files, but no Delta transaction log."""
+
+
+class CorruptDeltaLogError(DeltaTableError):
+    """The table's transaction log (_delta_log) cannot be read: a commit file is missing or damaged."""
+
+
+class ReplaceWhereMismatchError(DeltaTableError):
+    """Rows written to replace a set of partitions fall outside them."""
+
+
+class MissingDeltaTableError(DeltaTableError, FileNotFoundError):
+    """Nothing at the table's path yet: its asset has not been materialized."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +112,8 @@ def replace_where(df: DataFrame, path: str, predicate: str, column: str = EVENT_
     Retryable commit conflicts are retried (`retry_on_conflict`).
     """
     tag = with_write_id(user_metadata)
+    spark = df.sparkSession
+    refuse_non_delta(spark, path, column)
     writer = (
         df.write.format("delta")
         .mode("overwrite")
@@ -81,12 +121,92 @@ def replace_where(df: DataFrame, path: str, predicate: str, column: str = EVENT_
         .option("userMetadata", tag)
         .partitionBy(column)
     )
-    retries = retry_on_conflict(lambda: writer.save(path), what=what or f"{path} where {predicate}", attempts=attempts)
-    commit = last_commit(df.sparkSession, path, user_metadata=tag)
+    try:
+        retries = retry_on_conflict(lambda: writer.save(path), what=what or f"{path} where {predicate}", attempts=attempts)
+    except (Py4JJavaError, CapturedException) as exc:
+        error = refusal(exc, df, path, predicate, column) if isinstance(exc, AnalysisException) else None
+        if error is None:
+            check_log(spark, path)  # a damaged log fails the write with a Java error of its own
+            raise
+        raise error from exc
+    commit = last_commit(spark, path, user_metadata=tag)
     if commit is None:  # Delta commits nothing when a write neither adds nor removes a file (no rows, none before)
-        unchanged = last_commit(df.sparkSession, path)
+        unchanged = last_commit(spark, path)
         commit = DeltaCommit(path, unchanged.version, "none: nothing to write or replace", 0, 0)
     return DeltaCommit(**{**commit.__dict__, "conflict_retries": retries})
+
+
+def refusal(exc: AnalysisException, df: DataFrame, path: str, predicate: str, column: str) -> DeltaTableError | None:
+    """Delta's refusal of a write as a DeltaTableError that says what differs (None for other errors)."""
+    condition = exc.getCondition() or ""
+    if condition in SCHEMA_REFUSALS:
+        table = DeltaTable.forPath(df.sparkSession, path)
+        partitioned_by = table.detail().first()["partitionColumns"]
+        problems = schema_differences(table.toDF().schema, df.schema, list(partitioned_by), [column])
+        return DeltaSchemaMismatchError(
+            f"Delta table {path} refused the write: its schema differs from the rows written: "
+            f"{'; '.join(problems) or condition}. Nothing was written. The table was written with another schema "
+            "(an older version of the pipeline, or a dataset spec whose types changed): restore the spec, or migrate "
+            "the table (rewrite it with the new schema, or move it aside and rematerialize every partition).")
+    if condition == REPLACE_WHERE_REFUSAL:
+        outside = df.where(~F.coalesce(F.expr(predicate), F.lit(False)))
+        values = [r[0] for r in outside.select(column).distinct().limit(SAMPLES).collect()]
+        return ReplaceWhereMismatchError(
+            f"Delta table {path} refused the write: rows have {column} outside the partitions being replaced "
+            f"({predicate}), e.g. {column} = {[str(v) for v in values]}. Nothing was written. Each write may only "
+            f"hold rows of the partitions it replaces: filter the rows to the window before writing.")
+    return None
+
+
+def schema_differences(table: StructType, written: StructType, table_partitions: list[str],
+                       written_partitions: list[str]) -> list[str]:
+    """Each difference between a table's schema and the rows written, naming the column, expected vs found."""
+    expected = {f.name: f.dataType.simpleString() for f in table.fields}
+    found = {f.name: f.dataType.simpleString() for f in written.fields}
+    problems = [f"column '{c}' is {found[c].upper()} in the rows written, the table has {expected[c].upper()}"
+                for c in found if c in expected and found[c] != expected[c]]
+    problems += [f"column '{c}' ({found[c].upper()}) is not in the table" for c in found if c not in expected]
+    if table_partitions != written_partitions:
+        problems.append(f"the table is partitioned by {table_partitions}, the rows written by {written_partitions}")
+    return problems
+
+
+def refuse_non_delta(spark: SparkSession, path: str, partition_column: str | None = None) -> None:
+    """Refuse a path that holds files without a Delta log: a write would silently start a table over them,
+    leaving them orphaned beside it; a read would say the table was never materialized.
+
+    On a write, folders of the table's own partitions (`event_date=...`) do not count: another run creating the
+    table at this moment has written them and not yet committed its log (tests/unit/test_delta_concurrency.py).
+    So a table of this pipeline whose whole _delta_log was deleted is not caught here; its files stay, unread.
+    """
+    if table_exists(spark, path):
+        return
+    stray = stray_entries(spark, path, partition_column)
+    if stray:
+        raise NotADeltaTableError(
+            f"{path} holds files but is not a Delta table (it has no _delta_log): nothing was read or written. "
+            f"Found {stray[:SAMPLES]}. Move the folder aside (or, if it is a table of this pipeline whose log was lost, "
+            "restore _delta_log from a backup), then rematerialize.")
+
+
+def stray_entries(spark: SparkSession, path: str, partition_column: str | None = None) -> list[str]:
+    """Names at the top of `path` (any Hadoop file system: local, s3a, abfss, ...) other than hidden ones, the
+    folders of `partition_column` and a _delta_log without a commit yet (a table being created)."""
+    jvm = spark._jvm  # type: ignore[attr-defined]
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+    fs = hadoop_path.getFileSystem(spark._jsc.hadoopConfiguration())  # type: ignore[attr-defined]
+    if not fs.exists(hadoop_path):
+        return []
+    names = sorted(str(status.getPath().getName()) for status in fs.listStatus(hadoop_path))
+    own = f"{partition_column}=" if partition_column else None
+    return [n for n in names if not n.startswith(".") and n != "_delta_log" and not (own and n.startswith(own))]
+
+
+def check_log(spark: SparkSession, path: str) -> None:
+    """Raise CorruptDeltaLogError if the table exists but its transaction log cannot be read."""
+    if table_exists(spark, path):
+        with log_errors(path):
+            DeltaTable.forPath(spark, path).history(1).first()
 
 
 def with_write_id(user_metadata: str | None) -> str:
@@ -134,10 +254,11 @@ def overwrite_table(df: DataFrame, path: str, user_metadata: str | None = None) 
 def last_commit(spark: SparkSession, path: str, user_metadata: str | None = None) -> DeltaCommit | None:
     """The table's latest commit, or, with `user_metadata`, the latest commit that carries it (None if there is
     none): with other writers at work, the latest commit may be someone else's."""
-    history = DeltaTable.forPath(spark, path).history(HISTORY_SEARCHED if user_metadata else 1)
-    if user_metadata:
-        history = history.where(history.userMetadata == user_metadata).orderBy(history.version.desc()).limit(1)
-    row = history.select("version", "operation", "operationMetrics").first()
+    with log_errors(path):
+        history = DeltaTable.forPath(spark, path).history(HISTORY_SEARCHED if user_metadata else 1)
+        if user_metadata:
+            history = history.where(history.userMetadata == user_metadata).orderBy(history.version.desc()).limit(1)
+        row = history.select("version", "operation", "operationMetrics").first()
     if row is None:
         return None
     metrics = row["operationMetrics"] or {}
@@ -160,11 +281,38 @@ def current_version(spark: SparkSession, path: str) -> int:
 
 def read_table(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:
     if not table_exists(spark, path):
-        raise FileNotFoundError(f"no Delta table at {path}: materialize its asset first")
+        refuse_non_delta(spark, path)
+        raise MissingDeltaTableError(f"no Delta table at {path}: materialize its asset first")
     reader = spark.read.format("delta")
     if version is not None:
         reader = reader.option("versionAsOf", version)
-    return reader.load(path)
+    with log_errors(path):
+        return reader.load(path)
+
+
+@contextmanager
+def log_errors(path: str):
+    """Turn a failure to read a table's transaction log into a CorruptDeltaLogError.
+
+    Only called where the table is known to exist (`table_exists`), so a failure there is the log's: Delta
+    raises a Py4J error (a missing commit file) or an analysis/Spark error (a damaged one), never one class.
+    """
+    try:
+        yield
+    except (Py4JJavaError, CapturedException) as exc:
+        raise CorruptDeltaLogError(
+            f"Delta table {path}: its transaction log (_delta_log) cannot be read: {java_message(exc)}. Nothing was "
+            "read or written. Restore _delta_log from a backup; if the table can be rebuilt from its upstream, move the "
+            "folder aside and rematerialize every partition.") from exc
+
+
+def java_message(exc: Exception) -> str:
+    """The first line of the JVM's message, without the Java stack trace."""
+    if isinstance(exc, Py4JJavaError):
+        text = str(exc.java_exception.getMessage() or exc.java_exception.toString())
+    else:
+        text = str(exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
 def read_pinned(spark: SparkSession, path: str) -> tuple[DataFrame, int]:

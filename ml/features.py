@@ -22,10 +22,15 @@ def with_event_date(df: DataFrame, spec: DatasetSpec) -> DataFrame:
     return df.withColumn(EVENT_DATE, F.expr(spec.event_date_expr) if spec.event_date_expr else local_date(spec))
 
 
-def raw_window(source: DataFrame, spec: DatasetSpec, start: date, end: date) -> DataFrame:
-    """Source rows whose event date is in [start, end): the rows of those daily partitions."""
+def raw_window(source: DataFrame, spec: DatasetSpec, start: date, end: date, undated: bool = False) -> DataFrame:
+    """Source rows whose event date is in [start, end): the rows of those daily partitions.
+
+    `undated=True` keeps the rows without an event date too (NULL event_date), which belong to no partition:
+    raw_data quarantines them (ml/undated.py) from the same pass instead of dropping them unseen.
+    """
     df = with_event_date(source, spec)
-    return df.where((F.col(EVENT_DATE) >= F.lit(start)) & (F.col(EVENT_DATE) < F.lit(end)))
+    in_window = (F.col(EVENT_DATE) >= F.lit(start)) & (F.col(EVENT_DATE) < F.lit(end))
+    return df.where(in_window | F.col(EVENT_DATE).isNull() if undated else in_window)
 
 
 def feature_columns(spec: DatasetSpec) -> list[str]:

@@ -44,6 +44,10 @@ class SuiteOutcome:
     def failures(self) -> list[ExpectationOutcome]:
         return [r for r in self.results if not r.success]
 
+    def with_result(self, result: ExpectationOutcome) -> SuiteOutcome:
+        """The suite's outcome plus a finding computed outside GX (e.g. rows without a partition date)."""
+        return SuiteOutcome(self.suite, self.success and result.success, self.evaluated + 1, [*self.results, result])
+
 
 def raw_suite(spec: DatasetSpec, days: int = 1):
     """Expectations on a raw partition range, before it is written: rows per day, parseable records."""

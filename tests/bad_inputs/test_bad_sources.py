@@ -88,7 +88,8 @@ def snapshot(spark, resources):
     for t in TABLES:
         df = table(spark, resources, t)
         out[t] = (DeltaTable.forPath(spark, resources["lakehouse"].table_path(t)).history(1).first()["version"],
-                  {r["event_date"].isoformat(): r["count"] for r in df.groupBy("event_date").count().collect()})
+                  {r["event_date"] and r["event_date"].isoformat(): r["count"]  # None: rows without a partition date
+                   for r in df.groupBy("event_date").count().collect()})
     return out
 
 
@@ -404,3 +405,89 @@ def test_a_bad_day_in_a_range_run_fails_alone_and_the_good_days_are_written(spar
     assert after["validated_features"][1] == before["validated_features"][1]  # Feb 15 keeps its previous rows
     assert after["batch_predictions"] == before["batch_predictions"]
     assert after["quarantine"][1]["2013-02-15"] == bad
+
+
+# ---- rows without a partition date: quarantined and counted, never silently dropped ---------------------------
+
+
+def undated_quarantine(spark, resources, source_partition):
+    rows = table(spark, resources, "quarantine").where(f"event_date IS NULL AND source_partition = '{source_partition}'")
+    return sorted((r.flight, tuple(r.failed_rules)) for r in rows.collect())
+
+
+def test_rows_without_a_partition_date_are_counted_sampled_and_quarantined(spark, world, tmp_path):
+    instance, resources, _ = world
+    day, rows = "2013-02-13", moved(day_rows(3), 13)
+    bad = moved(day_rows(2), 13)[:3]
+    bad[0][COL["month"]] = "13"  # an impossible date: NULL from try_to_date, where make_date would raise (ANSI)
+    bad[1][COL["day"]] = "x"  # not a number: a malformed record whose day is NULL
+    bad[2][COL["year"]] = ""  # missing
+    before = snapshot(spark, resources)
+    result = run_day(world, write_csv(tmp_path, HEADER, rows + bad), day)  # reruns: test_event_dates.py
+    assert result.success, [str(e) for e in result.all_events if e.is_failure]
+    check = checks_of(result)["raw_suite"]
+    assert check.passed and check.metadata["rows_without_partition_date"].value == 3
+    assert check.metadata["rows_without_partition_date_fraction"].value == pytest.approx(3 / (len(rows) + 3))
+    samples = check.metadata["sample_rows_without_partition_date"].value
+    assert sorted(str(s["flight"]) for s in samples) == sorted(r[COL["flight"]] for r in bad)
+    raw_meta = result.asset_materializations_for_node("raw_data")[0].metadata
+    assert raw_meta["rows_without_partition_date"].value == 3
+    assert raw_meta["quarantine_delta_version"].value == before["quarantine"][0] + 1  # the run's first quarantine commit
+    assert undated_quarantine(spark, resources, day) == sorted((r[COL["flight"]], ("no_partition_date",)) for r in bad)
+    assert table(spark, resources, "raw_data").where(f"event_date = '{day}'").count() == len(rows)
+    warnings = [e.user_message for e in instance.all_logs(result.run_id) if "have no partition date" in e.user_message]
+    assert warnings == [f"raw_data {day}: 3 source rows have no partition date ({3 / (len(rows) + 3):.2%} of the "
+                        f"{len(rows) + 3} rows this run saw, budget 5.00%); they are stored in quarantine as "
+                        "no_partition_date"]
+    after = snapshot(spark, resources)
+    assert after["quarantine"][1][None] == before["quarantine"][1].get(None, 0) + 3
+    for t in TABLES:  # no other day changed
+        assert {d: n for d, n in after[t][1].items() if d not in (day, None)} == \
+            {d: n for d, n in before[t][1].items() if d not in (day, None)}, t
+
+
+def test_too_many_rows_without_a_partition_date_fail_the_raw_check_and_wait_in_quarantine(spark, world, tmp_path):
+    _, resources, _ = world
+    day, rows = "2013-02-14", moved(day_rows(3), 14)
+    bad = moved(day_rows(2), 14)[:80]
+    for r in bad:
+        r[COL["month"]] = "13"
+    before = snapshot(spark, resources)
+    result = run_day(world, write_csv(tmp_path, HEADER, rows + bad), day)
+    assert not result.success and started(result) == ["raw_data"]
+    check = checks_of(result)["raw_suite"]
+    assert not check.passed and check.metadata["rows_without_partition_date"].value == 80
+    failed = check.metadata["failed_expectations"].value
+    assert [(f["expectation"], f["unexpected_count"]) for f in failed] == [("expect_rows_to_have_a_partition_date", 80)]
+    error = error_of(result, "raw_data")
+    assert f"raw_data {day}: the raw suite failed, nothing was written (the partition keeps its previous rows): " \
+           f"expect_rows_to_have_a_partition_date(event_date): 80 unexpected ({100 * 80 / (len(rows) + 80):.3f}%)" in error
+    assert f"The 80 rows without a partition date are in quarantine (Delta v{before['quarantine'][0] + 1})." in error
+    after = snapshot(spark, resources)
+    assert {t: after[t] for t in TABLES if t != "quarantine"} == {t: before[t] for t in TABLES if t != "quarantine"}
+    assert after["quarantine"][1] == {**before["quarantine"][1], None: before["quarantine"][1].get(None, 0) + 80}
+    assert len(undated_quarantine(spark, resources, day)) == 80
+
+
+# ---- Delta refusing a write: the step fails with the table, the column and what to do --------------------------
+
+
+def test_a_table_written_with_another_schema_fails_the_run_with_a_clear_error(spark, world, tmp_path):
+    """raw_data of a lakehouse whose table an older pipeline wrote with distance as a STRING."""
+    instance, resources, _ = world
+    old = resources["lakehouse"].replaced(root=str(tmp_path / "lake"), source_location=str(write_csv(
+        tmp_path / "source", HEADER, day_rows(2))))
+    path = old.table_path("raw_data")
+    older = table(spark, resources, "raw_data").where("event_date = '2013-02-01'")
+    older.withColumn("distance", older.distance.cast("string")).write.format("delta").partitionBy("event_date").save(path)
+    history = DeltaTable.forPath(spark, path).history().collect()
+    result = materialize([raw_data], instance=instance, partition_key="2013-02-02", raise_on_error=False,
+                         resources={**resources, "lakehouse": old})
+    assert not result.success
+    cause = result.failure_data_for_node("raw_data").error.cause  # what the UI shows under the step's failure
+    assert cause.cls_name == "DeltaSchemaMismatchError"
+    assert cause.message.startswith(
+        f"ml.delta_io.DeltaSchemaMismatchError: Delta table {path} refused the write: its schema differs from the rows "
+        "written: column 'distance' is DOUBLE in the rows written, the table has STRING. Nothing was written."), cause.message
+    assert cause.cause.cls_name == "AnalysisException"  # Delta's own error, chained
+    assert DeltaTable.forPath(spark, path).history().collect() == history

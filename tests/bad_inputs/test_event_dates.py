@@ -1,0 +1,73 @@
+"""Source rows whose event date cannot be computed (ml/undated.py), on tiny frames: NULL, counted, stored once;
+an event-date expression that raises is named instead of surfacing as Spark's error."""
+
+import dataclasses
+import json
+from datetime import date, datetime
+
+import pytest
+from delta.tables import DeltaTable
+
+from ml import delta_io, undated
+from ml.datasets.flights import SPEC
+from ml.features import raw_window
+
+DDL = "year INT, month INT, day INT, flight INT, carrier STRING, origin STRING, time_hour TIMESTAMP"
+T = datetime(2013, 2, 2, 12)
+
+
+def source(spark):
+    return spark.createDataFrame([
+        (2013, 2, 2, 1, "UA", "EWR", T),  # in the window
+        (2013, 2, 3, 2, "UA", "EWR", T),  # another day: neither kept nor counted
+        (2013, 13, 2, 3, "UA", "EWR", T),  # an impossible month
+        (2013, 2, 30, 4, "UA", "EWR", T),  # an impossible day
+        (None, 2, 2, 5, "UA", "EWR", T),  # a missing year
+    ], DDL)
+
+
+def test_impossible_dates_are_null_and_counted_with_the_window(spark):
+    seen = raw_window(source(spark), SPEC, date(2013, 2, 2), date(2013, 2, 3), undated=True)
+    report, quarantined = undated.measure(seen, SPEC, "2013-02-02")
+    assert (report.rows, report.window_rows, report.fraction) == (3, 1, 0.75) and not report.within_budget
+    assert [r.flight for r in undated.dated(seen).collect()] == [1]
+    assert sorted(json.loads(r)["flight"] for r in report.samples) == [3, 4, 5]
+    rows = sorted(quarantined.collect(), key=lambda r: r.flight)
+    assert [(r.flight, r.event_date, r.source_partition, r.failed_rules) for r in rows] == [
+        (str(f), None, "2013-02-02", ["no_partition_date"]) for f in (3, 4, 5)]
+    assert [r.flight for r in raw_window(source(spark), SPEC, date(2013, 2, 2), date(2013, 2, 3)).collect()] == [1]
+
+
+def test_an_event_date_expression_that_raises_is_named(spark):
+    raising = dataclasses.replace(SPEC, event_date_expr="make_date(year, month, day)")  # ANSI mode: month 13 raises
+    seen = raw_window(source(spark), raising, date(2013, 2, 2), date(2013, 2, 3), undated=True)
+    with pytest.raises(undated.EventDateError) as err:
+        undated.measure(seen, raising, "2013-02-02")
+    message = str(err.value)
+    assert message.startswith("dataset flights: computing a source row's event date (event_date_expr "
+                              "'make_date(year, month, day)') raised instead of giving NULL: [DATETIME_FIELD_OUT_OF_BOUNDS")
+    assert message.endswith("Nothing was written. Write the expression so that a date that cannot be computed is NULL "
+                            "(Spark's try_ functions, e.g. try_to_date): such rows are then quarantined as no_partition_date.")
+
+
+def test_undated_rows_are_stored_once_per_source_partition(spark, tmp_path):
+    path = str(tmp_path / "quarantine")
+    seen = raw_window(source(spark), SPEC, date(2013, 2, 2), date(2013, 2, 3), undated=True)
+    none = seen.where("flight = 1")
+    report, quarantined = undated.measure(none, SPEC, "2013-02-02")
+    assert report.rows == 0 and undated.store(quarantined, report, path, "2013-02-02") is None
+    assert not delta_io.table_exists(spark, path)  # no empty table is created
+
+    report, quarantined = undated.measure(seen, SPEC, "2013-02-02")
+    undated.store(quarantined, report, path, "2013-02-02")
+    other, other_rows = undated.measure(seen.where("flight IN (1, 5)"), SPEC, "2013-02-03")
+    undated.store(other_rows, other, path, "2013-02-03")
+    again = undated.store(quarantined, report, path, "2013-02-02")  # a rerun
+    counts = {r.source_partition: r["count"] for r in
+              spark.read.format("delta").load(path).groupBy("source_partition").count().collect()}
+    assert counts == {"2013-02-02": 3, "2013-02-03": 1}
+    assert again.version == 2 and DeltaTable.forPath(spark, path).history().count() == 3
+
+    fixed, fixed_rows = undated.measure(none, SPEC, "2013-02-02")  # the source was fixed: the rerun empties its rows
+    undated.store(fixed_rows, fixed, path, "2013-02-02")
+    assert spark.read.format("delta").load(path).where("source_partition = '2013-02-02'").count() == 0
