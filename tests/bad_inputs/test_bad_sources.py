@@ -353,18 +353,18 @@ def test_an_extra_column_is_ignored_with_a_warning(spark, world, tmp_path):
 RANGE = ["2013-02-14", "2013-02-15", "2013-02-16"]
 
 
-def run_range(world, folder):
+def run_range(world, folder, days=RANGE):
     instance, resources, _ = world
-    tags = {"dagster/asset_partition_range_start": RANGE[0], "dagster/asset_partition_range_end": RANGE[-1]}
+    tags = {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]}
     return materialize([raw_data, validated_features, batch_predictions], instance=instance, tags=tags,
                        raise_on_error=False, resources={**resources, "lakehouse": with_source(resources["lakehouse"], folder)})
 
 
-def check_status(instance, check: str) -> dict[str, str]:
+def check_status(instance, check: str, asset="validated_features", days=RANGE) -> dict[str, str]:
     """The instance's latest status of `check` per partition: what the UI shows on each day."""
-    key = AssetCheckKey(AssetKey("validated_features"), check)
+    key = AssetCheckKey(AssetKey(asset), check)
     return {i.partition_key: i.latest_execution_status.value for i in
-            instance.event_log_storage.get_asset_check_partition_info([key], partition_keys=RANGE) if i.is_current}
+            instance.event_log_storage.get_asset_check_partition_info([key], partition_keys=days) if i.is_current}
 
 
 def test_a_bad_day_in_a_range_run_fails_alone_and_the_good_days_are_written(spark, world, tmp_path):
@@ -405,6 +405,30 @@ def test_a_bad_day_in_a_range_run_fails_alone_and_the_good_days_are_written(spar
     assert after["validated_features"][1] == before["validated_features"][1]  # Feb 15 keeps its previous rows
     assert after["batch_predictions"] == before["batch_predictions"]
     assert after["quarantine"][1]["2013-02-15"] == bad
+
+
+def test_a_cut_off_day_in_a_range_run_fails_its_raw_check_alone(spark, world, tmp_path):
+    """The raw suite bounds a range's total rows; each day's own rows are held to the spec's bounds too."""
+    instance, resources, _ = world
+    days = ["2013-02-17", "2013-02-18", "2013-02-19"]
+    before = snapshot(spark, resources)
+    cut = moved(day_rows(3), 18)[:50]  # a download cut short: 50 rows, under the spec's 100 per day
+    source = moved(day_rows(3), 17) + cut + moved(day_rows(3), 19)
+    result = run_range(world, write_csv(tmp_path, HEADER, source), days)
+    assert not result.success
+    assert started(result) == ["raw_data"]  # nothing downstream of the failed check runs, for any day of the run
+    assert ("raw_data 2013-02-17...2013-02-19: 2013-02-18: 50 source rows, outside the spec's bounds of 100..2000 "
+            "rows per day. The other 2 day(s) were written") in error_of(result, "raw_data")
+    assert check_status(instance, "raw_suite", "raw_data", days) == {
+        "2013-02-17": "SUCCEEDED", "2013-02-18": "FAILED", "2013-02-19": "SUCCEEDED"}
+    written = {m.partition: m.metadata["dagster/row_count"].value for m in result.asset_materializations_for_node("raw_data")}
+    n = len(day_rows(3))
+    assert written == {"2013-02-17": n, "2013-02-19": n}
+    after = snapshot(spark, resources)
+    assert after["raw_data"][0] == before["raw_data"][0] + 1
+    assert after["raw_data"][1] == {**before["raw_data"][1], "2013-02-17": n, "2013-02-19": n}  # no Feb 18 rows
+    for t in ("validated_features", "batch_predictions"):
+        assert after[t] == before[t], t
 
 
 # ---- rows without a partition date: quarantined and counted, never silently dropped ---------------------------
