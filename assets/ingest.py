@@ -16,16 +16,8 @@ from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from assets.checks import per_partition, suite_check_result
-from assets.common import (
-    SPEC,
-    daily_partitions,
-    day_materializations,
-    days_of,
-    delta_metadata,
-    is_single_day,
-    partition_label,
-    partition_window,
-)
+from assets.common import SPEC, daily_partitions, day_materializations, days_of, delta_metadata, is_single_day
+from assets.common import partition_label, partition_window
 from ml import undated
 from ml.contract import enforce_contract
 from ml.dataset import EVENT_DATE, SourceContext
