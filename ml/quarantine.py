@@ -100,14 +100,15 @@ def rule_names(spec: DatasetSpec, columns: list[str]) -> list[str]:
 
 
 def count(annotated: DataFrame, spec: DatasetSpec) -> QuarantineCounts:
-    return _counts(annotated.agg(*_count_columns(annotated, spec)).first(), rule_names(spec, annotated.columns))
+    names = rule_names(spec, annotated.columns)
+    return _counts(annotated.agg(*_count_columns(names)).first(), names)
 
 
 def count_by_day(annotated: DataFrame, spec: DatasetSpec) -> dict[Any, QuarantineCounts]:
     """`count` for each event date, in one aggregation (a row per day, not per record): each daily partition
     is judged against the budget on its own, so one bad day cannot hide in a month of good ones."""
     names = rule_names(spec, annotated.columns)
-    rows = annotated.groupBy(EVENT_DATE).agg(*_count_columns(annotated, spec)).collect()
+    rows = annotated.groupBy(EVENT_DATE).agg(*_count_columns(names)).collect()
     return {row[EVENT_DATE]: _counts(row, names) for row in rows}
 
 
@@ -120,13 +121,13 @@ def total(counts: list[QuarantineCounts]) -> QuarantineCounts:
                             sum(c.unlabelled for c in counts), by_rule)
 
 
-def _count_columns(annotated: DataFrame, spec: DatasetSpec) -> list[Column]:
+def _count_columns(names: list[str]) -> list[Column]:
     bad = F.size(FAILED_RULES) > 0
     return [
         F.count(F.lit(1)).alias("rows"),
         F.sum(bad.cast("long")).alias("quarantined"),
         F.sum((~bad & F.col(LABEL).isNull()).cast("long")).alias("unlabelled"),
-        *[F.sum(F.array_contains(FAILED_RULES, n).cast("long")).alias(n) for n in rule_names(spec, annotated.columns)],
+        *[F.sum(F.array_contains(FAILED_RULES, n).cast("long")).alias(n) for n in names],
     ]
 
 
