@@ -28,6 +28,7 @@ from pyspark import StorageLevel
 from bench.postgres import postgres_databases
 from ml import delta_io
 from ml import quarantine as q
+from ml import undated
 from ml.contract import enforce_contract
 from ml.dataset import SourceContext
 from ml.datasets.flights import SPEC
@@ -49,14 +50,18 @@ def plain(spark, resources, start: date, end: date, window: SplitWindow) -> None
     mlf.configure()
     days = (end - start).days
     source, _ = enforce_contract(SPEC.load_source(spark, SourceContext(lake.staging_dir)), SPEC)
-    raw = raw_window(source, SPEC, start, end).persist(StorageLevel.MEMORY_AND_DISK)
+    seen = raw_window(source, SPEC, start, end, undated=True).persist(StorageLevel.MEMORY_AND_DISK)
+    report, _ = undated.measure(seen, SPEC, "bench")  # the asset's one count: undated rows and rows per day
+    low, high = SPEC.rows_per_day
+    assert report.within_budget and all(low <= n <= high for n in report.rows_by_day.values())
+    raw = undated.dated(seen)
     assert run_suite(raw, raw_suite(SPEC, days)).success
     delta_io.write_partitions(raw, lake.table_path("raw_data"), start, end)
-    raw.unpersist()
+    seen.unpersist()
     raw, _ = delta_io.read_pinned(spark, lake.table_path("raw_data"))
     annotated = q.annotate(with_derived(raw.where(delta_io.window_predicate(start, end)), SPEC), SPEC)
     annotated = annotated.persist(StorageLevel.MEMORY_AND_DISK)
-    assert q.count(annotated, SPEC).fraction <= SPEC.max_quarantine_fraction
+    assert all(c.fraction <= SPEC.max_quarantine_fraction for c in q.count_by_day(annotated, SPEC).values())
     delta_io.write_partitions(q.quarantined_rows(annotated, SPEC, "bench"), lake.table_path("quarantine"), start, end)
     features = q.good_rows(annotated, SPEC)
     assert run_suite(with_key_column(features, SPEC), feature_suite(SPEC, days)).success
