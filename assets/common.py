@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Iterator
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from dagster import (
     AssetExecutionContext,
@@ -64,6 +64,11 @@ def is_single_day(start: date, end: date) -> bool:
 def partition_label(start: date, end: date) -> str:
     last = date.fromordinal(end.toordinal() - 1)
     return start.isoformat() if start == last else f"{start.isoformat()}...{last.isoformat()}"
+
+
+def days_label(days) -> str:
+    """The label of consecutive days, as partition_label gives it."""
+    return partition_label(days[0], days[-1] + timedelta(days=1))
 
 
 def column_schema(schema: StructType) -> TableSchema:

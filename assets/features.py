@@ -6,8 +6,6 @@ quarantine budget, or days whose feature suite fails, are not written to validat
 downstream do not run for them. Check results are recorded per day, in range runs too.
 """
 
-from datetime import timedelta
-
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -28,6 +26,7 @@ from assets.common import (
     SPEC,
     daily_partitions,
     day_materializations,
+    days_label,
     days_of,
     delta_metadata,
     is_single_day,
@@ -39,7 +38,7 @@ from ml import quarantine as q
 from ml.dataset import EVENT_DATE
 from ml.delta_io import days_predicate, read_pinned, replace_where, window_predicate, write_partitions
 from ml.features import with_derived
-from ml.quality import feature_suite, run_suite, with_key_column
+from ml.quality import feature_suite, run_suite_by_day, with_key_column
 from orchestration.resources import LakehouseResource, SparkResource
 
 SUITE_CHECK = "feature_suite"
@@ -98,7 +97,7 @@ def reconciliation(counts: q.QuarantineCounts) -> dict:
 )
 def validated_features(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource):
     """Every day of the run is judged on its own: its quarantine budget, then the suite over the days that
-    passed. Days that pass are written even when another day of the range fails (the run then fails, and
+    passed, which finds the days that fail it (ml.quality.run_suite_by_day). Days that pass are written even when another day of the range fails (the run then fails, and
     nothing downstream runs); a failed day keeps its previous rows. Each day gets its own check results."""
     session = spark.spark_session
     start, end = partition_window(context)
@@ -114,16 +113,17 @@ def validated_features(context: AssetExecutionContext, spark: SparkResource, lak
         quarantined = q.quarantined_rows(annotated, SPEC, partition)
         q_commit = write_partitions(quarantined, lakehouse.table_path("quarantine"), start, end)
         passed = [d for d in days if budgets[d].passed]
-        suite, commit = None, None
+        verdicts, good, commit = {}, [], None
         if passed:
             kept = annotated if len(passed) == len(days) else annotated.where(F.col(EVENT_DATE).isin(passed))
             features = q.good_rows(kept, SPEC)
-            outcome = run_suite(with_key_column(features, SPEC), feature_suite(SPEC, days=len(passed)))
-            suite = suite_check_result(outcome, SUITE_CHECK, "validated_features", _label(passed))
-            if outcome.success:
+            verdicts = run_suite_by_day(with_key_column(features, SPEC), lambda n: feature_suite(SPEC, days=n), passed)
+            good = [d for d in passed if verdicts[d].outcome.success]
+            if good:
                 path = lakehouse.table_path("validated_features")
-                commit = (write_partitions(features, path, start, end) if len(passed) == len(days) else
-                          replace_where(features, path, days_predicate(passed), what=f"{path} {len(passed)} days of {partition}"))
+                features = features if len(good) == len(passed) else features.where(F.col(EVENT_DATE).isin(good))
+                commit = (write_partitions(features, path, start, end) if len(good) == len(days) else
+                          replace_where(features, path, days_predicate(good), what=f"{path} {len(good)} days of {partition}"))
     finally:
         annotated.unpersist()
     total = q.total(list(counts.values()))
@@ -133,7 +133,9 @@ def validated_features(context: AssetExecutionContext, spark: SparkResource, lak
                                 whole_output=is_single_day(start, end), partition=partition,
                                 rows_by_rule=MetadataValue.json(total.by_rule)),
     )
-    written = passed if commit else []
+    suites = {d: suite_check_result(v.outcome, SUITE_CHECK, "validated_features", d.isoformat(), validated_with=days_label(v.days))
+              for d, v in verdicts.items()}
+    written = good if commit else []
     table = lakehouse.table_name("validated_features")
     if commit:
         context.log.info(f"validated_features {partition}: {commit.rows_written} rows of {len(written)} day(s), "
@@ -146,17 +148,14 @@ def validated_features(context: AssetExecutionContext, spark: SparkResource, lak
                                  raw_data_delta_version=raw_version, **{"dagster/row_count": counts[d].kept},
                                  **reconciliation(counts[d])))
     yield from per_partition(context, "validated_features", [(d.isoformat(), budgets[d]) for d in days]
-                             + ([(d.isoformat(), suite) for d in passed] if suite else []))
+                             + [(d.isoformat(), suites[d]) for d in passed])
     if len(written) < len(days):
         failed = [f"{d}: {budgets[d].description}" for d in days if not budgets[d].passed]
-        if suite and not suite.passed:
-            failed.append(f"{_label(passed)}: the feature suite failed: {suite.description}")
+        failed += [f"{days_label(v.days)}: the feature suite failed: {suites[v.days[0]].description}"
+                   for v in {v.days: v for v in verdicts.values() if not v.outcome.success}.values()]
         outcome = (f"The other {len(written)} day(s) were written (Delta v{commit.version})" if written
                    else "Nothing was written to validated_features")
         raise Failure(
             description=f"validated_features {partition}: {'; '.join(failed)}. {outcome}; the failed day(s) keep "
                         f"their previous rows, and their rows are in quarantine (Delta v{q_commit.version}).",
             metadata={"raw_data_delta_version": raw_version, "failed_days": [d.isoformat() for d in days if d not in written]})
-
-def _label(days: list) -> str:
-    return partition_label(days[0], days[-1] + timedelta(days=1))

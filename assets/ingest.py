@@ -17,13 +17,13 @@ from pyspark.sql import functions as F
 
 from assets.checks import per_partition, suite_check_result
 from assets.common import SPEC, daily_partitions, day_materializations, days_of, delta_metadata, is_single_day
-from assets.common import partition_label, partition_window
+from assets.common import days_label, partition_label, partition_window
 from ml import undated
 from ml.contract import enforce_contract
 from ml.dataset import EVENT_DATE, SourceContext
 from ml.delta_io import DeltaCommit, days_predicate, replace_where, write_partitions
 from ml.features import raw_window
-from ml.quality import raw_suite, run_suite
+from ml.quality import raw_suite, run_suite_by_day
 from orchestration.resources import LakehouseResource, SparkResource
 
 RAW_CHECK = "raw_suite"
@@ -56,9 +56,12 @@ def raw_data(context: AssetExecutionContext, spark: SparkResource, lakehouse: La
         q_commit = undated.store(quarantined, report, lakehouse.table_path("quarantine"), partition)
         undated_meta = undated_metadata(report, q_commit)
         rows = undated.dated(seen)
-        outcome = run_suite(rows, raw_suite(SPEC, days=len(days))).with_result(report.outcome())
-        suite = suite_check_result(outcome, RAW_CHECK, "raw_data", partition, **undated_meta)
-        checks = {d: day_check(suite, report.rows_by_day.get(d, 0), d) for d in days}
+        verdicts = run_suite_by_day(rows, lambda n: raw_suite(SPEC, days=n), days)
+        outcomes = {d: v.outcome.with_result(report.outcome()) for d, v in verdicts.items()}
+        checks = {d: day_check(suite_check_result(outcomes[d], RAW_CHECK, "raw_data", d.isoformat(),
+                                                  validated_with=days_label(v.days),
+                                                  **undated_meta), report.rows_by_day.get(d, 0), d)
+                  for d, v in verdicts.items()}
         passed, commit = [d for d in days if checks[d].passed], None
         if passed:
             path = lakehouse.table_path("raw_data")
@@ -76,20 +79,25 @@ def raw_data(context: AssetExecutionContext, spark: SparkResource, lakehouse: La
         lambda d: delta_metadata(commit, table, rows.schema, whole_output=False, partition=d.isoformat(),
                                  source=SPEC.source_description, **{"dagster/row_count": report.rows_by_day[d]}))
     yield from per_partition(context, "raw_data", [(d.isoformat(), checks[d]) for d in days])
-    if not outcome.success:
+    if len(passed) < len(days):
         stored = f" The {report.rows} rows without a partition date are in quarantine (Delta v{q_commit.version})." \
             if report.rows else ""
-        raise Failure(description=f"raw_data {partition}: the raw suite failed, nothing was written "
-                                  f"(the partition keeps its previous rows): {suite.description}.{stored}")
-    if len(passed) < len(days):
+        if not passed and not outcomes[days[0]].success and len({checks[d].description for d in days}) == 1:
+            raise Failure(description=f"raw_data {partition}: the raw suite failed, nothing was written "
+                                      f"(the partition keeps its previous rows): {checks[days[0]].description}.{stored}")
+        reasons = {}  # a suite failure shared by several days is told once, for them all
+        for d in (d for d in days if d not in passed):
+            label = d.isoformat() if outcomes[d].success else days_label(verdicts[d].days)
+            reasons.setdefault(label, checks[d].description if outcomes[d].success else
+                               f"{label}: the raw suite failed: {checks[d].description}")
         outcome_note = f"The other {len(passed)} day(s) were written (Delta v{commit.version})" if passed else "Nothing was written"
-        raise Failure(description=f"raw_data {partition}: " + "; ".join(checks[d].description for d in days if d not in passed)
-                                  + f". {outcome_note}; the failed day(s) keep their previous rows.")
+        raise Failure(description=f"raw_data {partition}: " + "; ".join(reasons.values())
+                                  + f". {outcome_note}; the failed day(s) keep their previous rows.{stored}")
 
 
 def day_check(suite: AssetCheckResult, rows: int, day) -> AssetCheckResult:
-    """The raw check of one day: the suite's result over the run, and the day's own rows within the spec's
-    bounds. In a range run the suite bounds only the total, where an empty or cut-off day would hide."""
+    """The raw check of one day: the suite's result for it (run_suite_by_day), and the day's own rows within the
+    spec's bounds: the suite bounds the rows of the days it validated together, where a cut-off day would hide."""
     low, high = SPEC.rows_per_day
     metadata = {**suite.metadata, "day_rows": rows}
     if not suite.passed or low <= rows <= high:

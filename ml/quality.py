@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -119,6 +119,79 @@ def run_suite(df: DataFrame, suite, fast: bool = True) -> SuiteOutcome:
         for i, r in zip(failed, details):
             outcomes[i] = _outcome(r)
     return SuiteOutcome(suite.name, all(o.success for o in outcomes), len(outcomes), outcomes)
+
+
+MAX_SUITE_RUNS = 32  # GX runs one multi-day validation may spend finding the days that fail
+
+
+@dataclass(frozen=True)
+class DayVerdict:
+    """A day's outcome, and the days GX validated together to reach it (the day alone, when it failed alone)."""
+
+    outcome: SuiteOutcome
+    days: tuple
+
+
+def run_suite_by_day(df: DataFrame, suite_for: Callable[[int], Any], days: list, column: str = EVENT_DATE,
+                     max_runs: int = MAX_SUITE_RUNS) -> dict[Any, DayVerdict]:
+    """Each day of a multi-day frame judged by the suite as if validated alone, for one GX run when all pass.
+
+    `suite_for(n)` is the suite of n days (its row-count bounds scale with n). A suite run over a range hides a
+    bad day in two ways, and each is handled:
+    - a `mostly` expectation (e.g. at least 50% non-NULL) holds over a range where one day of three has no value
+      at all. One aggregation counts, per day, what each `mostly` expectation counts; the days below it are
+      validated apart from the others (each such day fails, so together they fail too, and are split below);
+    - an all-or-nothing expectation that fails fails every day of the range. A failed group is halved and each
+      half validated, down to single days. A group that fails while both its halves pass (e.g. a key duplicated
+      across days) fails all its days, with its own outcome. After `max_runs` GX runs a failed group is no longer
+      split: its days fail together.
+    """
+    days = sorted(days)
+    suspects = _below_mostly(df, suite_for(1), days, column)
+    verdicts: dict[Any, DayVerdict] = {}
+    runs = 0
+
+    def judge(group: list) -> bool:
+        nonlocal runs
+        runs += 1
+        frame = df if len(group) == len(days) else df.where(F.col(column).isin(group))
+        outcome = run_suite(frame, suite_for(len(group)))
+        if outcome.success or len(group) == 1 or runs + 2 > max_runs:
+            verdicts.update(dict.fromkeys(group, DayVerdict(outcome, tuple(group))))
+            return outcome.success
+        half = len(group) // 2
+        left = judge(group[:half])
+        right = judge(group[half:])
+        if left and right:
+            verdicts.update(dict.fromkeys(group, DayVerdict(outcome, tuple(group))))
+        return False
+
+    for group in ([d for d in days if d in suspects], [d for d in days if d not in suspects]):
+        if group:
+            judge(group)
+    return verdicts
+
+
+def _below_mostly(df: DataFrame, suite, days: list, column: str) -> set:
+    """The days on which a `mostly` expectation of `suite` fails, from one aggregation (a row per day). Days without
+    rows count too. A `mostly` expectation of another kind than (not) NULL makes every day a suspect."""
+    import great_expectations as gx
+
+    E = gx.expectations
+    partial = [e for e in suite.expectations if (getattr(e, "mostly", 1) or 1) < 1]
+    if not partial:
+        return set()
+    if any(not isinstance(e, (E.ExpectColumnValuesToNotBeNull, E.ExpectColumnValuesToBeNull)) for e in partial):
+        return set(days)
+    aggregates = [F.count(F.lit(1)).alias("rows")] + [F.count(e.column).alias(f"v{i}") for i, e in enumerate(partial)]
+    counts = {r[column]: r for r in df.where(F.col(column).isin(days)).groupBy(column).agg(*aggregates).collect()}
+    suspects = {d for d in days if d not in counts}
+    for day, r in counts.items():
+        for i, e in enumerate(partial):
+            expected = r[f"v{i}"] if isinstance(e, E.ExpectColumnValuesToNotBeNull) else r["rows"] - r[f"v{i}"]
+            if expected < e.mostly * r["rows"]:
+                suspects.add(day)
+    return suspects
 
 
 def spark_batch(df: DataFrame, name: str, persist: bool = False):

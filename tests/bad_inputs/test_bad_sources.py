@@ -8,6 +8,7 @@ import zipfile
 from datetime import datetime, timedelta
 
 import pytest
+from pyspark.sql import functions as F
 from dagster import AssetCheckKey, AssetKey, DagsterEventType, materialize
 from delta.tables import DeltaTable
 
@@ -130,6 +131,18 @@ def quarantine_of(spark, resources, day):
     return sorted((r.flight, tuple(r.failed_rules)) for r in rows)
 
 
+def dead_temperature_sensor(folder, dead):
+    """weather.csv in `folder`, with no temperature on the days where dead(month, day)."""
+    with open(package_data_dir() / "weather.csv", encoding="utf-8") as src, open(folder / "weather.csv", "w") as dst:
+        reader, writer = csv.reader(src), csv.writer(dst, lineterminator="\n")
+        header = next(reader)
+        writer.writerow(header)
+        for row in reader:
+            if dead(int(row[header.index("month")]), int(row[header.index("day")])):
+                row[header.index("temp")] = "NA"
+            writer.writerow(row)
+
+
 # ---- failures: nothing is written anywhere -------------------------------------------------------------------
 
 
@@ -175,13 +188,7 @@ def test_a_corrupt_archive_is_named(spark, world, tmp_path):
 def test_an_all_null_column_fails_the_feature_suite_and_nothing_downstream_runs(spark, world, tmp_path):
     _, resources, _ = world
     write_csv(tmp_path, HEADER, day_rows(2))
-    with open(package_data_dir() / "weather.csv", encoding="utf-8") as src, open(tmp_path / "weather.csv", "w") as dst:
-        reader, writer = csv.reader(src), csv.writer(dst, lineterminator="\n")
-        header = next(reader)
-        writer.writerow(header)
-        for row in reader:  # the temperature sensor died
-            row[header.index("temp")] = "NA"
-            writer.writerow(row)
+    dead_temperature_sensor(tmp_path, lambda month, day: True)
     before = snapshot(spark, resources)
     result = run_day(world, tmp_path, "2013-02-02")
     assert not result.success
@@ -367,7 +374,15 @@ def check_status(instance, check: str, asset="validated_features", days=RANGE) -
             instance.event_log_storage.get_asset_check_partition_info([key], partition_keys=days) if i.is_current}
 
 
-def test_a_bad_day_in_a_range_run_fails_alone_and_the_good_days_are_written(spark, world, tmp_path):
+def temperatures(spark, resources) -> dict[str, int]:
+    """validated_features' rows with a temperature, per day of RANGE."""
+    rows = table(spark, resources, "validated_features").where(F.col("event_date").isin(RANGE))
+    return {r.event_date.isoformat(): r.n for r in rows.groupBy("event_date").agg(F.count("temp").alias("n")).collect()}
+
+
+def test_bad_days_in_a_range_run_fail_alone_and_the_good_days_are_written(spark, world, tmp_path):
+    """Feb 15 is over its quarantine budget; Feb 16 has no temperature, which the feature suite's `mostly`
+    (50% non-NULL) lets pass over the range's days together, but not over Feb 16 alone."""
     instance, resources, _ = world
     good = [r for d in (14, 15, 16) for r in moved(day_rows(3), d)]
     ok = run_range(world, write_csv(tmp_path / "good", HEADER, good))
@@ -375,34 +390,43 @@ def test_a_bad_day_in_a_range_run_fails_alone_and_the_good_days_are_written(spar
     assert check_status(instance, "quarantine_budget") == check_status(instance, "feature_suite") == dict.fromkeys(
         RANGE, "SUCCEEDED")  # one evaluation per day, not one unpartitioned result for the range
     before = snapshot(spark, resources)
+    temperatures_before = temperatures(spark, resources)
+    assert temperatures_before["2013-02-16"] > 0
 
     bad_day = moved(day_rows(3), 15)
     bad = len(bad_day) // 10  # 10% of Feb 15 breaks a rule: over the 5% budget for that day, 3.3% of the range
     for r in bad_day[:bad]:
         r[COL["distance"]] = "-100"
-    result = run_range(world, write_csv(tmp_path / "bad", HEADER, moved(day_rows(3), 14) + bad_day + moved(day_rows(3), 16)))
+    source = write_csv(tmp_path / "bad", HEADER, moved(day_rows(3), 14) + bad_day + moved(day_rows(3), 16))
+    dead_temperature_sensor(source, lambda month, day: (month, day) == (2, 16))
+    result = run_range(world, source)
     assert not result.success
     assert started(result) == ["raw_data", "validated_features"]  # batch_predictions never starts
     error = error_of(result, "validated_features")
     assert (f"validated_features 2013-02-14...2013-02-16: 2013-02-15: {bad} of {len(bad_day)} rows "
             f"({bad / len(bad_day):.2%}) broke row-level rules, over the budget of 5.00%: distance_in_range: {bad}") in error
-    assert "The other 2 day(s) were written" in error
+    assert ("; 2013-02-16: the feature suite failed: expect_column_values_to_not_be_null(temp): "
+            f"{len(day_rows(3))} unexpected (100.000%)") in error
+    assert "The other 1 day(s) were written" in error
     evaluations = [(e.event_specific_data.check_name, e.event_specific_data.partition, e.event_specific_data.passed)
                    for e in result.all_events if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION]
     assert sorted(evaluations) == sorted([("raw_suite", d, True) for d in RANGE] + [
         ("quarantine_budget", "2013-02-14", True), ("quarantine_budget", "2013-02-15", False),
         ("quarantine_budget", "2013-02-16", True), ("feature_suite", "2013-02-14", True),
-        ("feature_suite", "2013-02-16", True)])
+        ("feature_suite", "2013-02-16", False)])
     assert check_status(instance, "quarantine_budget") == {"2013-02-14": "SUCCEEDED", "2013-02-15": "FAILED",
                                                            "2013-02-16": "SUCCEEDED"}
+    assert check_status(instance, "feature_suite", days=["2013-02-14", "2013-02-16"]) == {
+        "2013-02-14": "SUCCEEDED", "2013-02-16": "FAILED"}
     written = {m.partition: m.metadata for m in result.asset_materializations_for_node("validated_features")
                if m.asset_key == AssetKey("validated_features")}
-    assert sorted(written) == ["2013-02-14", "2013-02-16"]
+    assert sorted(written) == ["2013-02-14"]
     assert {d: m["dagster/row_count"].value for d, m in written.items()} == {
         d: before["validated_features"][1][d] for d in written}
     after = snapshot(spark, resources)
-    assert after["validated_features"][0] == before["validated_features"][0] + 1  # one commit, of the 2 good days
-    assert after["validated_features"][1] == before["validated_features"][1]  # Feb 15 keeps its previous rows
+    assert after["validated_features"][0] == before["validated_features"][0] + 1  # one commit, of the good day
+    assert after["validated_features"][1] == before["validated_features"][1]  # Feb 15 and 16 keep their previous rows
+    assert temperatures(spark, resources) == temperatures_before  # Feb 16 keeps the readings, not the dead sensor's
     assert after["batch_predictions"] == before["batch_predictions"]
     assert after["quarantine"][1]["2013-02-15"] == bad
 
