@@ -50,10 +50,11 @@ def raw_data(context: AssetExecutionContext, spark: SparkResource, lakehouse: La
         context.log.warning(f"ignoring extra source columns {list(contract.ignored_columns)}")
     seen = raw_window(source, SPEC, start, end, undated=True).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        report, quarantined = undated.measure(seen, SPEC, partition)  # the pass that reads the source
+        source_label = undated.source_label(lakehouse.source_location)
+        report, quarantined = undated.measure(seen, SPEC, source_label)  # the pass that reads the source
         if report.rows:
             context.log.warning(f"raw_data {partition}: {report.describe()}")
-        q_commit = undated.store(quarantined, report, lakehouse.table_path("quarantine"), partition)
+        q_commit = undated.store(quarantined, report, lakehouse.table_path("quarantine"), source_label)
         undated_meta = undated_metadata(report, q_commit)
         rows = undated.dated(seen)
         verdicts = run_suite_by_day(rows, lambda n: raw_suite(SPEC, days=n), days)

@@ -5,8 +5,9 @@ missing or impossible year, month or day; an unparseable event time) falls in ev
 each run also keeps the source's undated rows, in the same pass that reads its window (`raw_window(...,
 undated=True)`, persisted once by raw_data). The run then counts them, records a few on the raw check,
 counts them against the quarantine budget, and stores them in the quarantine table under a NULL event_date
-with the rule `no_partition_date` and the run's source partition, replacing what an earlier run of the same
-partition stored there.
+with the rule `no_partition_date`. Every run over a source sees all of that source's undated rows, whatever its
+window, so they are stored once per source (`source_label`, in the `source_partition` column), each run
+replacing what the last one stored: 365 daily runs over a year's file keep one copy, not 365.
 """
 
 from __future__ import annotations
@@ -64,7 +65,12 @@ class UndatedRows:
                                   unexpected_percent=100 * self.fraction, sample_unexpected=list(self.samples))
 
 
-def measure(window_and_undated: DataFrame, spec: DatasetSpec, source_partition: str) -> tuple[UndatedRows, DataFrame]:
+def source_label(location: str | None) -> str:
+    """What the quarantine records as the source_partition of a source's undated rows: the source itself."""
+    return f"source:{location or 'default'}"
+
+
+def measure(window_and_undated: DataFrame, spec: DatasetSpec, source: str) -> tuple[UndatedRows, DataFrame]:
     """Count the undated rows and the window's rows of each day, in one aggregation (a row per day); the undated
     rows as quarantine rows.
 
@@ -76,7 +82,7 @@ def measure(window_and_undated: DataFrame, spec: DatasetSpec, source_partition: 
     undated = counts.pop(None, 0)
     quarantined = quarantined_rows(
         window_and_undated.where(F.col(EVENT_DATE).isNull()).withColumn(FAILED_RULES, F.array(F.lit(NO_PARTITION_DATE))),
-        spec, source_partition)
+        spec, source)
     samples = tuple(r.record for r in quarantined.limit(SAMPLES).collect()) if undated else ()
     return UndatedRows(undated, sum(counts.values()), spec.max_quarantine_fraction, samples, counts), quarantined
 
@@ -98,12 +104,21 @@ def event_date_errors(spec: DatasetSpec):
             f"(Spark's try_ functions, e.g. try_to_date): such rows are then quarantined as {NO_PARTITION_DATE}.") from exc
 
 
-def store(quarantined: DataFrame, report: UndatedRows, path: str, source_partition: str) -> delta_io.DeltaCommit | None:
-    """Replace this source partition's undated rows in the quarantine table: a rerun replaces, never duplicates.
+def store(quarantined: DataFrame, report: UndatedRows, path: str, source: str) -> delta_io.DeltaCommit | None:
+    """Replace the undated rows stored for `source` with this run's: a rerun, or another day's run over the same
+    source, replaces them and never duplicates them; a fixed source empties them.
 
-    None when there is nothing to store and no table yet (a write would create an empty table).
+    None, with no commit, when there is nothing to store and nothing stored for the source (so that a clean
+    source adds no empty commit to the quarantine's history on every run).
     """
-    if not report.rows and not delta_io.table_exists(quarantined.sparkSession, path):
-        return None
-    predicate = f"{EVENT_DATE} IS NULL AND source_partition = '{source_partition}'"
-    return delta_io.replace_where(quarantined, path, predicate, what=f"{path}, undated rows of {source_partition}")
+    predicate = f"{EVENT_DATE} IS NULL AND source_partition = '{_escaped(source)}'"
+    if not report.rows:
+        if not delta_io.table_exists(quarantined.sparkSession, path):
+            return None
+        if not delta_io.read_table(quarantined.sparkSession, path).where(predicate).limit(1).count():
+            return None
+    return delta_io.replace_where(quarantined, path, predicate, what=f"{path}, undated rows of {source}")
+
+
+def _escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("'", "\\'")

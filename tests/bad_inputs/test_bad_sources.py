@@ -16,6 +16,7 @@ from assets.features import validated_features
 from assets.ingest import raw_data
 from assets.performance import model_performance
 from assets.predictions import batch_predictions
+from ml import undated
 from ml.datasets.flights import package_data_dir
 from orchestration.resources import LakehouseResource
 from tests.conftest import build_world, table
@@ -458,8 +459,9 @@ def test_a_cut_off_day_in_a_range_run_fails_its_raw_check_alone(spark, world, tm
 # ---- rows without a partition date: quarantined and counted, never silently dropped ---------------------------
 
 
-def undated_quarantine(spark, resources, source_partition):
-    rows = table(spark, resources, "quarantine").where(f"event_date IS NULL AND source_partition = '{source_partition}'")
+def undated_quarantine(spark, resources, folder):
+    label = undated.source_label(str(folder))
+    rows = table(spark, resources, "quarantine").where(F.col("event_date").isNull() & (F.col("source_partition") == label))
     return sorted((r.flight, tuple(r.failed_rules)) for r in rows.collect())
 
 
@@ -481,7 +483,7 @@ def test_rows_without_a_partition_date_are_counted_sampled_and_quarantined(spark
     raw_meta = result.asset_materializations_for_node("raw_data")[0].metadata
     assert raw_meta["rows_without_partition_date"].value == 3
     assert raw_meta["quarantine_delta_version"].value == before["quarantine"][0] + 1  # the run's first quarantine commit
-    assert undated_quarantine(spark, resources, day) == sorted((r[COL["flight"]], ("no_partition_date",)) for r in bad)
+    assert undated_quarantine(spark, resources, tmp_path) == sorted((r[COL["flight"]], ("no_partition_date",)) for r in bad)
     assert table(spark, resources, "raw_data").where(f"event_date = '{day}'").count() == len(rows)
     warnings = [e.user_message for e in instance.all_logs(result.run_id) if "have no partition date" in e.user_message]
     assert warnings == [f"raw_data {day}: 3 source rows have no partition date ({3 / (len(rows) + 3):.2%} of the "
@@ -514,7 +516,7 @@ def test_too_many_rows_without_a_partition_date_fail_the_raw_check_and_wait_in_q
     after = snapshot(spark, resources)
     assert {t: after[t] for t in TABLES if t != "quarantine"} == {t: before[t] for t in TABLES if t != "quarantine"}
     assert after["quarantine"][1] == {**before["quarantine"][1], None: before["quarantine"][1].get(None, 0) + 80}
-    assert len(undated_quarantine(spark, resources, day)) == 80
+    assert len(undated_quarantine(spark, resources, tmp_path)) == 80
 
 
 # ---- Delta refusing a write: the step fails with the table, the column and what to do --------------------------

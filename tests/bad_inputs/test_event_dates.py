@@ -28,13 +28,13 @@ def source(spark):
 
 def test_impossible_dates_are_null_and_counted_with_the_window(spark):
     seen = raw_window(source(spark), SPEC, date(2013, 2, 2), date(2013, 2, 3), undated=True)
-    report, quarantined = undated.measure(seen, SPEC, "2013-02-02")
+    report, quarantined = undated.measure(seen, SPEC, "source:a")
     assert (report.rows, report.window_rows, report.fraction) == (3, 1, 0.75) and not report.within_budget
     assert [r.flight for r in undated.dated(seen).collect()] == [1]
     assert sorted(json.loads(r)["flight"] for r in report.samples) == [3, 4, 5]
     rows = sorted(quarantined.collect(), key=lambda r: r.flight)
     assert [(r.flight, r.event_date, r.source_partition, r.failed_rules) for r in rows] == [
-        (str(f), None, "2013-02-02", ["no_partition_date"]) for f in (3, 4, 5)]
+        (str(f), None, "source:a", ["no_partition_date"]) for f in (3, 4, 5)]
     assert [r.flight for r in raw_window(source(spark), SPEC, date(2013, 2, 2), date(2013, 2, 3)).collect()] == [1]
 
 
@@ -42,7 +42,7 @@ def test_an_event_date_expression_that_raises_is_named(spark):
     raising = dataclasses.replace(SPEC, event_date_expr="make_date(year, month, day)")  # ANSI mode: month 13 raises
     seen = raw_window(source(spark), raising, date(2013, 2, 2), date(2013, 2, 3), undated=True)
     with pytest.raises(undated.EventDateError) as err:
-        undated.measure(seen, raising, "2013-02-02")
+        undated.measure(seen, raising, "source:a")
     message = str(err.value)
     assert message.startswith("dataset flights: computing a source row's event date (event_date_expr "
                               "'make_date(year, month, day)') raised instead of giving NULL: [DATETIME_FIELD_OUT_OF_BOUNDS")
@@ -50,24 +50,39 @@ def test_an_event_date_expression_that_raises_is_named(spark):
                             "(Spark's try_ functions, e.g. try_to_date): such rows are then quarantined as no_partition_date.")
 
 
-def test_undated_rows_are_stored_once_per_source_partition(spark, tmp_path):
+def test_undated_rows_are_stored_once_per_source(spark, tmp_path):
+    """Every run over a source sees all its undated rows: each run replaces what the last stored for that source."""
     path = str(tmp_path / "quarantine")
+    history = lambda: DeltaTable.forPath(spark, path).history().count()  # noqa: E731
     seen = raw_window(source(spark), SPEC, date(2013, 2, 2), date(2013, 2, 3), undated=True)
     none = seen.where("flight = 1")
-    report, quarantined = undated.measure(none, SPEC, "2013-02-02")
-    assert report.rows == 0 and undated.store(quarantined, report, path, "2013-02-02") is None
+    report, quarantined = undated.measure(none, SPEC, "source:a")
+    assert report.rows == 0 and undated.store(quarantined, report, path, "source:a") is None
     assert not delta_io.table_exists(spark, path)  # no empty table is created
 
-    report, quarantined = undated.measure(seen, SPEC, "2013-02-02")
-    undated.store(quarantined, report, path, "2013-02-02")
-    other, other_rows = undated.measure(seen.where("flight IN (1, 5)"), SPEC, "2013-02-03")
-    undated.store(other_rows, other, path, "2013-02-03")
-    again = undated.store(quarantined, report, path, "2013-02-02")  # a rerun
+    report, quarantined = undated.measure(seen, SPEC, "source:a")
+    undated.store(quarantined, report, path, "source:a")
+    other, other_rows = undated.measure(seen.where("flight IN (1, 5)"), SPEC, "source:b")
+    undated.store(other_rows, other, path, "source:b")
+    next_day = raw_window(source(spark), SPEC, date(2013, 2, 3), date(2013, 2, 4), undated=True)
+    again, again_rows = undated.measure(next_day, SPEC, "source:a")  # the next day's run over source a
+    assert again.rows == 3 and undated.store(again_rows, again, path, "source:a").version == 2 and history() == 3
     counts = {r.source_partition: r["count"] for r in
               spark.read.format("delta").load(path).groupBy("source_partition").count().collect()}
-    assert counts == {"2013-02-02": 3, "2013-02-03": 1}
-    assert again.version == 2 and DeltaTable.forPath(spark, path).history().count() == 3
+    assert counts == {"source:a": 3, "source:b": 1}  # a's rows once, not once per day's run
 
-    fixed, fixed_rows = undated.measure(none, SPEC, "2013-02-02")  # the source was fixed: the rerun empties its rows
-    undated.store(fixed_rows, fixed, path, "2013-02-02")
-    assert spark.read.format("delta").load(path).where("source_partition = '2013-02-02'").count() == 0
+    clean, clean_rows = undated.measure(none, SPEC, "source:c")  # a clean source adds no empty commit
+    assert undated.store(clean_rows, clean, path, "source:c") is None and history() == 3
+
+    fixed, fixed_rows = undated.measure(none, SPEC, "source:a")  # source a was fixed: its rows are emptied
+    assert undated.store(fixed_rows, fixed, path, "source:a").version == 3
+    assert spark.read.format("delta").load(path).where("source_partition = 'source:a'").count() == 0
+
+
+def test_a_source_label_with_quotes_is_stored_and_replaced(spark, tmp_path):
+    path, label = str(tmp_path / "quarantine"), undated.source_label("/data/o'hare\\drops")
+    seen = raw_window(source(spark), SPEC, date(2013, 2, 2), date(2013, 2, 3), undated=True)
+    report, quarantined = undated.measure(seen, SPEC, label)
+    undated.store(quarantined, report, path, label)
+    undated.store(quarantined, report, path, label)
+    assert [r.source_partition for r in spark.read.format("delta").load(path).collect()] == [label] * 3
