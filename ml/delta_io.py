@@ -244,11 +244,19 @@ def retry_on_conflict(write: Callable[[], None], what: str, attempts: int = WRIT
 
 
 def overwrite_table(df: DataFrame, path: str, user_metadata: str | None = None) -> DeltaCommit:
+    """Replace a whole (unpartitioned) table with `df`, schema included, in one commit. A path that holds
+    files but no Delta log, or a table whose log is damaged, is refused as for replace_where."""
+    spark = df.sparkSession
+    refuse_non_delta(spark, path)
     writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
     if user_metadata:
         writer = writer.option("userMetadata", user_metadata)
-    writer.save(path)
-    return last_commit(df.sparkSession, path)
+    try:
+        writer.save(path)
+    except (Py4JJavaError, CapturedException):
+        check_log(spark, path)
+        raise
+    return last_commit(spark, path)
 
 
 def last_commit(spark: SparkSession, path: str, user_metadata: str | None = None) -> DeltaCommit | None:

@@ -77,6 +77,8 @@ def test_a_folder_that_is_not_a_delta_table_is_neither_read_nor_written_over(spa
                                      "Move the folder aside")
     with pytest.raises(delta_io.NotADeltaTableError):
         delta_io.read_pinned(spark, path)
+    with pytest.raises(delta_io.NotADeltaTableError):  # the splits' whole-table overwrite
+        delta_io.overwrite_table(day_rows(spark, DAY2), path)
     assert sorted(os.listdir(path)) == files  # no _delta_log started over the files
 
 
@@ -97,7 +99,8 @@ def test_a_damaged_transaction_log_is_named_on_read_and_write(spark, table_path,
             os.remove(os.path.join(log, crc))
     files = {f: open(os.path.join(log, f), "rb").read() for f in os.listdir(log) if os.path.isfile(os.path.join(log, f))}
     for attempt in (lambda: delta_io.read_pinned(spark, table_path),
-                    lambda: delta_io.write_partitions(day_rows(spark, DAY2), table_path, DAY2, DAY3)):
+                    lambda: delta_io.write_partitions(day_rows(spark, DAY2), table_path, DAY2, DAY3),
+                    lambda: delta_io.overwrite_table(day_rows(spark, DAY2), table_path)):
         with pytest.raises(delta_io.CorruptDeltaLogError) as err:
             attempt()
         message = str(err.value)
