@@ -17,13 +17,14 @@ from pyspark.sql import functions as F
 from bench.data import copies_parser, million_rows, timed
 from ml.datasets.flights import SPEC
 from ml.features import with_derived
-from ml.quality import feature_suite, run_suite, spark_batch, with_key_column
+from ml.quality import feature_suite, run_suite, run_suite_by_day, spark_batch, with_key_column
 from ml.quarantine import annotate, count_by_day
 
 COUNT = "count() scan"
 BEFORE = "suite fast path as before (GX persists)"
 NOW = "suite fast path, on the Delta table"
 PERSISTED = "suite fast path, on the persisted frame"
+BY_DAY = "suite per day (run_suite_by_day), persisted"
 RULES = "row-level rules: annotate + per-day count"
 FIXED = "suite on 1,000 rows (GX's fixed cost)"
 
@@ -45,6 +46,7 @@ def main() -> None:
     spark, data, copies, tmp = million_rows("gx", args)
     days = 365 * copies
     spark.conf.set("spark.databricks.delta.optimizeMetadataQuery.enabled", "false")
+    dates = [r[0] for r in data.select("event_date").distinct().orderBy("event_date").collect()]  # 365 rows
     raw_derived = with_derived(spark.read.format("delta").load(tmp + "/raw"), SPEC)
 
     def on_persisted_frame():  # what validated_features does: the frame is already persisted by the quarantine pass
@@ -63,6 +65,10 @@ def main() -> None:
         BEFORE: (None, lambda _: before_this_change(with_key_column(data, SPEC), feature_suite(SPEC, days=days))),
         NOW: (None, lambda _: run_suite(with_key_column(data, SPEC), feature_suite(SPEC, days=days)).success),
         PERSISTED: (on_persisted_frame, lambda frame: run_suite(frame, feature_suite(SPEC, days=days)).success),
+        # what validated_features runs: the suite judging each day (one aggregation for the `mostly` expectations
+        # per day, then one suite run over the days when all pass; the upsampled copies share each date)
+        BY_DAY: (on_persisted_frame, lambda frame: all(v.outcome.success for v in run_suite_by_day(
+            frame, lambda n: feature_suite(SPEC, days=n * copies), dates).values())),
         RULES: (None, lambda _: sum(c.quarantined for c in count_by_day(annotate(raw_derived, SPEC), SPEC).values())),
         FIXED: (one_day, lambda frame: run_suite(frame, feature_suite(SPEC, days=1)).success),
     }
@@ -85,7 +91,7 @@ def main() -> None:
         print(f"{name:<44} {value:7.2f}s  ({', '.join(f'{t:.2f}' for t in samples[name])})  "
               f"{value / median[COUNT]:5.2f}x count() scan")
     print(f"target <= 3x count() scan: suite on the Delta table {median[NOW] / median[COUNT]:.2f}x, on the persisted "
-          f"frame {median[PERSISTED] / median[COUNT]:.2f}x; before this change {median[BEFORE] / median[COUNT]:.2f}x "
+          f"frame {median[PERSISTED] / median[COUNT]:.2f}x, per day as the asset runs it {median[BY_DAY] / median[COUNT]:.2f}x; before this change {median[BEFORE] / median[COUNT]:.2f}x "
           f"(speedup {median[BEFORE] / median[NOW]:.2f}x)")
     print(f"floor: GX's fixed cost alone (the suite on 1,000 rows) is {median[FIXED] / median[COUNT]:.2f}x count()")
 

@@ -33,7 +33,7 @@ from ml.contract import enforce_contract
 from ml.dataset import SourceContext
 from ml.datasets.flights import SPEC
 from ml.features import raw_window, with_derived
-from ml.quality import feature_suite, raw_suite, run_suite, with_key_column
+from ml.quality import feature_suite, raw_suite, run_suite_by_day, with_key_column
 from ml.registry import GateConfig, champion_version, gate, lineage_tags, register_version
 from ml.scoring import ResolvedModel, check_signature, evaluate_version, load_model, score
 from ml.splits import SplitWindow, split_counts, time_splits
@@ -55,7 +55,8 @@ def plain(spark, resources, start: date, end: date, window: SplitWindow) -> None
     low, high = SPEC.rows_per_day
     assert report.within_budget and all(low <= n <= high for n in report.rows_by_day.values())
     raw = undated.dated(seen)
-    assert run_suite(raw, raw_suite(SPEC, days)).success
+    dates = [start + timedelta(days=i) for i in range(days)]
+    assert all(v.outcome.success for v in run_suite_by_day(raw, lambda n: raw_suite(SPEC, n), dates).values())
     delta_io.write_partitions(raw, lake.table_path("raw_data"), start, end)
     seen.unpersist()
     raw, _ = delta_io.read_pinned(spark, lake.table_path("raw_data"))
@@ -64,7 +65,8 @@ def plain(spark, resources, start: date, end: date, window: SplitWindow) -> None
     assert all(c.fraction <= SPEC.max_quarantine_fraction for c in q.count_by_day(annotated, SPEC).values())
     delta_io.write_partitions(q.quarantined_rows(annotated, SPEC, "bench"), lake.table_path("quarantine"), start, end)
     features = q.good_rows(annotated, SPEC)
-    assert run_suite(with_key_column(features, SPEC), feature_suite(SPEC, days)).success
+    verdicts = run_suite_by_day(with_key_column(features, SPEC), lambda n: feature_suite(SPEC, n), dates)
+    assert all(v.outcome.success for v in verdicts.values())
     delta_io.write_partitions(features, lake.table_path("validated_features"), start, end)
     annotated.unpersist()
     feats, _ = delta_io.read_pinned(spark, lake.table_path("validated_features"))

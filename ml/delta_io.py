@@ -173,11 +173,13 @@ def schema_differences(table: StructType, written: StructType, table_partitions:
 
 def refuse_non_delta(spark: SparkSession, path: str, partition_column: str | None = None) -> None:
     """Refuse a path that holds files without a Delta log: a write would silently start a table over them,
-    leaving them orphaned beside it; a read would say the table was never materialized.
+    leaving them orphaned beside it (a table of this pipeline whose _delta_log was deleted would lose every
+    partition the write does not replace, and a later VACUUM would delete their files); a read would say the
+    table was never materialized.
 
-    On a write, folders of the table's own partitions (`event_date=...`) do not count: another run creating the
-    table at this moment has written them and not yet committed its log (tests/unit/test_delta_concurrency.py).
-    So a table of this pipeline whose whole _delta_log was deleted is not caught here; its files stay, unread.
+    On a write, folders of the table's own partitions (`event_date=...`) do not count while a `_delta_log`
+    folder exists without a commit: another run is creating the table at this moment (Delta creates
+    `_delta_log` before it writes a data file, and commits after; tests/unit/test_delta_concurrency.py).
     """
     if table_exists(spark, path):
         return
@@ -190,15 +192,15 @@ def refuse_non_delta(spark: SparkSession, path: str, partition_column: str | Non
 
 
 def stray_entries(spark: SparkSession, path: str, partition_column: str | None = None) -> list[str]:
-    """Names at the top of `path` (any Hadoop file system: local, s3a, abfss, ...) other than hidden ones, the
-    folders of `partition_column` and a _delta_log without a commit yet (a table being created)."""
+    """Names at the top of `path` (any Hadoop file system: local, s3a, abfss, ...) other than hidden ones and a
+    _delta_log without a commit yet; with no _delta_log at all, the folders of `partition_column` count too."""
     jvm = spark._jvm  # type: ignore[attr-defined]
     hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
     fs = hadoop_path.getFileSystem(spark._jsc.hadoopConfiguration())  # type: ignore[attr-defined]
     if not fs.exists(hadoop_path):
         return []
     names = sorted(str(status.getPath().getName()) for status in fs.listStatus(hadoop_path))
-    own = f"{partition_column}=" if partition_column else None
+    own = f"{partition_column}=" if partition_column and "_delta_log" in names else None
     return [n for n in names if not n.startswith(".") and n != "_delta_log" and not (own and n.startswith(own))]
 
 

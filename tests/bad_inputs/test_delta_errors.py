@@ -82,6 +82,21 @@ def test_a_folder_that_is_not_a_delta_table_is_neither_read_nor_written_over(spa
     assert sorted(os.listdir(path)) == files  # no _delta_log started over the files
 
 
+def test_a_table_whose_whole_log_was_deleted_is_not_started_over(spark, table_path):
+    """Without the refusal, replacing Feb 2 would start a new table holding Feb 2 alone: Feb 1 would vanish from
+    it, its files orphaned (and deleted by the next VACUUM)."""
+    shutil.rmtree(os.path.join(table_path, "_delta_log"))
+    files = sorted(os.path.relpath(os.path.join(d, f), table_path) for d, _, fs in os.walk(table_path) for f in fs)
+    with pytest.raises(delta_io.NotADeltaTableError) as err:
+        delta_io.write_partitions(day_rows(spark, DAY2), table_path, DAY2, DAY3)
+    assert str(err.value).startswith(f"{table_path} holds files but is not a Delta table (it has no _delta_log): "
+                                     "nothing was read or written. Found ['event_date=2013-02-01', 'event_date=2013-02-02']")
+    assert "if it is a table of this pipeline whose log was lost, restore _delta_log from a backup" in str(err.value)
+    with pytest.raises(delta_io.NotADeltaTableError):
+        delta_io.read_pinned(spark, table_path)
+    assert sorted(os.path.relpath(os.path.join(d, f), table_path) for d, _, fs in os.walk(table_path) for f in fs) == files
+
+
 def test_a_missing_table_is_still_a_file_not_found(spark, tmp_path):
     with pytest.raises(FileNotFoundError, match="no Delta table at .*: materialize its asset first"):
         delta_io.read_pinned(spark, str(tmp_path / "never_written"))
