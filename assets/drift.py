@@ -56,8 +56,7 @@ def feature_drift(context: AssetExecutionContext, config: DriftConfig, spark: Sp
     commit = write_partitions(frame, lakehouse.table_path("drift_metrics"), start, end)
     summaries = day_summaries(rows, policy)
     last = summaries[days[-1]]
-    context.log.info(f"feature_drift {partition_label(start, end)}: "
-                     + ", ".join(f"{d}: {s['share_drifted']:.0%}{' DRIFTED' if s['drifted'] else ''}" for d, s in summaries.items()))
+    context.log.info(f"feature_drift {partition_label(start, end)}: " + drift_line(summaries))
     return MaterializeResult(metadata=delta_metadata(
         commit, lakehouse.table_name("drift_metrics"), frame.schema, whole_output=is_single_day(start, end),
         partition=partition_label(start, end),
@@ -74,3 +73,15 @@ def feature_drift(context: AssetExecutionContext, config: DriftConfig, spark: Sp
         validated_features_delta_version=features_version,
         psi_threshold=policy.psi_threshold, share_threshold=policy.share_threshold, window_days=policy.window_days,
     ))
+
+
+def drift_line(summaries: dict) -> str:
+    """The run's drift in one log line: every day of a short run; a count and the last day of a long one."""
+    def day(d, s):
+        return f"{d}: {s['share_drifted']:.0%} of features{' DRIFTED' if s['drifted'] else ''}"
+    if len(summaries) <= 7:
+        return ", ".join(day(d, s) for d, s in summaries.items())
+    drifted = sum(s["drifted"] for s in summaries.values())
+    last = max(summaries)
+    return (f"{drifted} of {len(summaries)} days drifted; last day {day(last, summaries[last])} "
+            "(every day: drift_by_day in the metadata, and the drift_metrics table)")

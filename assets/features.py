@@ -157,5 +157,5 @@ def validated_features(context: AssetExecutionContext, spark: SparkResource, lak
                    else "Nothing was written to validated_features")
         raise Failure(
             description=f"validated_features {partition}: {'; '.join(failed)}. {outcome}; the failed day(s) keep "
-                        f"their previous rows, and their rows are in quarantine (Delta v{q_commit.version}).",
+                        f"their previous rows. Rows that broke a row-level rule are in quarantine (Delta v{q_commit.version}).",
             metadata={"raw_data_delta_version": raw_version, "failed_days": [d.isoformat() for d in days if d not in written]})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 
@@ -24,7 +25,8 @@ def held_by_the_gate(result) -> list[str]:
     """The failures of a run whose gated steps held some days back and wrote the others (empty if the run
     succeeded, or if any step failed otherwise): the range goes on without those days, as a backfill would."""
     failed = [e.step_key for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
-    messages = [str(result.failure_data_for_node(step).error).strip().splitlines()[0] for step in failed]
+    messages = [re.sub(r"^[\w.]*Failure: ", "", result.failure_data_for_node(step).error.message.strip().splitlines()[0])
+                for step in failed]
     return messages if messages and all(PARTIAL in m for m in messages) else []
 
 

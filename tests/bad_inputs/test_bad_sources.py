@@ -19,6 +19,7 @@ from assets.predictions import batch_predictions
 from ml import undated
 from ml.datasets.flights import package_data_dir
 from orchestration.resources import LakehouseResource
+from orchestration.run_pipeline import held_by_the_gate
 from tests.conftest import build_world, table
 
 TABLES = ("raw_data", "validated_features", "quarantine", "batch_predictions")
@@ -201,6 +202,7 @@ def test_an_all_null_column_fails_the_feature_suite_and_nothing_downstream_runs(
     assert ("validated_features 2013-02-02: 2013-02-02: the feature suite failed: expect_column_values_to_not_be_null"
             "(temp):") in error_of(result, "validated_features")
     assert "Nothing was written to validated_features" in error_of(result, "validated_features")
+    assert held_by_the_gate(result) == []  # `make run` stops on this run: nothing of it was written
     after = snapshot(spark, resources)
     assert after["validated_features"] == before["validated_features"]
     assert after["batch_predictions"] == before["batch_predictions"]
@@ -409,6 +411,10 @@ def test_bad_days_in_a_range_run_fail_alone_and_the_good_days_are_written(spark,
     assert ("; 2013-02-16: the feature suite failed: expect_column_values_to_not_be_null(temp): "
             f"{len(day_rows(3))} unexpected (100.000%)") in error
     assert "The other 1 day(s) were written" in error
+    held = held_by_the_gate(result)  # `make run` reports these and goes on with the day written
+    assert len(held) == 1 and held[0].startswith("validated_features 2013-02-14...2013-02-16: 2013-02-15: ")
+    assert held[0].endswith("Rows that broke a row-level rule are in quarantine "
+                            f"(Delta v{snapshot(spark, resources)['quarantine'][0]}).")
     evaluations = [(e.event_specific_data.check_name, e.event_specific_data.partition, e.event_specific_data.passed)
                    for e in result.all_events if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION]
     assert sorted(evaluations) == sorted([("raw_suite", d, True) for d in RANGE] + [

@@ -159,3 +159,15 @@ def test_profile_in_chunks_equals_the_one_pass_profile(spark, monkeypatch, refer
     monkeypatch.setattr(drift, "CODE_BUDGET", 1)  # every feature over the budget: each gets a pass of its own
     assert drift._passes(list(reference.features.values())) == [[0], [1], [2]]
     assert build_profile(tiny_features(spark, n=600, seed=1), tiny_spec()) == reference
+
+
+def test_the_run_log_names_every_day_of_a_week_and_counts_those_of_a_longer_run():
+    from datetime import date, timedelta
+
+    from assets.drift import drift_line
+
+    days = {date(2013, 7, 1) + timedelta(days=i): {"share_drifted": i / 10, "drifted": i >= 3} for i in range(8)}
+    week = dict(list(days.items())[:2])
+    assert drift_line(week) == "2013-07-01: 0% of features, 2013-07-02: 10% of features"
+    assert drift_line(days) == ("5 of 8 days drifted; last day 2013-07-08: 70% of features DRIFTED (every day: "
+                                "drift_by_day in the metadata, and the drift_metrics table)")
