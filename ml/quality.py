@@ -147,7 +147,7 @@ def run_suite_by_day(df: DataFrame, suite_for: Callable[[int], Any], days: list,
       split: its days fail together.
     """
     days = sorted(days)
-    suspects = _below_mostly(df, suite_for(1), days, column)
+    suspects = _below_mostly(df, suite_for(1), days, column) if len(days) > 1 else set()
     verdicts: dict[Any, DayVerdict] = {}
     runs = 0
 
