@@ -36,7 +36,7 @@ from assets.common import (
 from assets.ingest import raw_data
 from ml import quarantine as q
 from ml.dataset import EVENT_DATE
-from ml.delta_io import days_predicate, read_pinned, replace_where, window_predicate, write_partitions
+from ml.delta_io import read_pinned, window_predicate, write_days, write_partitions
 from ml.features import with_derived
 from ml.quality import feature_suite, run_suite_by_day, with_key_column
 from orchestration.resources import LakehouseResource, SparkResource
@@ -97,8 +97,9 @@ def reconciliation(counts: q.QuarantineCounts) -> dict:
 )
 def validated_features(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource):
     """Every day of the run is judged on its own: its quarantine budget, then the suite over the days that
-    passed, which finds the days that fail it (ml.quality.run_suite_by_day). Days that pass are written even when another day of the range fails (the run then fails, and
-    nothing downstream runs); a failed day keeps its previous rows. Each day gets its own check results."""
+    passed, which finds the days that fail it (ml.quality.run_suite_by_day). Days that pass are written even
+    when another day of the range fails (the run then fails, and nothing downstream runs); a failed day keeps
+    its previous rows. Each day gets its own check results."""
     session = spark.spark_session
     start, end = partition_window(context)
     partition = partition_label(start, end)
@@ -120,10 +121,7 @@ def validated_features(context: AssetExecutionContext, spark: SparkResource, lak
             verdicts = run_suite_by_day(with_key_column(features, SPEC), lambda n: feature_suite(SPEC, days=n), passed)
             good = [d for d in passed if verdicts[d].outcome.success]
             if good:
-                path = lakehouse.table_path("validated_features")
-                features = features if len(good) == len(passed) else features.where(F.col(EVENT_DATE).isin(good))
-                commit = (write_partitions(features, path, start, end) if len(good) == len(days) else
-                          replace_where(features, path, days_predicate(good), what=f"{path} {len(good)} days of {partition}"))
+                commit = write_days(features, lakehouse.table_path("validated_features"), start, end, good)
     finally:
         annotated.unpersist()
     total = q.total(list(counts.values()))

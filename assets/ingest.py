@@ -13,15 +13,14 @@ from dagster import (
     asset,
 )
 from pyspark import StorageLevel
-from pyspark.sql import functions as F
 
 from assets.checks import per_partition, suite_check_result
 from assets.common import SPEC, daily_partitions, day_materializations, days_of, delta_metadata, is_single_day
 from assets.common import days_label, partition_label, partition_window
 from ml import undated
 from ml.contract import enforce_contract
-from ml.dataset import EVENT_DATE, SourceContext
-from ml.delta_io import DeltaCommit, days_predicate, replace_where, write_partitions
+from ml.dataset import SourceContext
+from ml.delta_io import DeltaCommit, write_days
 from ml.features import raw_window
 from ml.quality import raw_suite, run_suite_by_day
 from orchestration.resources import LakehouseResource, SparkResource
@@ -65,9 +64,7 @@ def raw_data(context: AssetExecutionContext, spark: SparkResource, lakehouse: La
                   for d, v in verdicts.items()}
         passed, commit = [d for d in days if checks[d].passed], None
         if passed:
-            path = lakehouse.table_path("raw_data")
-            commit = (write_partitions(rows, path, start, end) if len(passed) == len(days) else replace_where(
-                rows.where(F.col(EVENT_DATE).isin(passed)), path, days_predicate(passed), what=f"{path} {len(passed)} days of {partition}"))
+            commit = write_days(rows, lakehouse.table_path("raw_data"), start, end, passed)
     finally:
         seen.unpersist()
     table = lakehouse.table_name("raw_data")

@@ -99,14 +99,10 @@ def rule_names(spec: DatasetSpec, columns: list[str]) -> list[str]:
     return [r.name for r in row_rules(spec, columns)] + ["duplicate_key"]
 
 
-def count(annotated: DataFrame, spec: DatasetSpec) -> QuarantineCounts:
-    names = rule_names(spec, annotated.columns)
-    return _counts(annotated.agg(*_count_columns(names)).first(), names)
-
-
 def count_by_day(annotated: DataFrame, spec: DatasetSpec) -> dict[Any, QuarantineCounts]:
-    """`count` for each event date, in one aggregation (a row per day, not per record): each daily partition
-    is judged against the budget on its own, so one bad day cannot hide in a month of good ones."""
+    """Rows, quarantined rows (by rule) and unlabelled kept rows for each event date, in one aggregation (a row
+    per day, not per record): each daily partition is judged against the budget on its own, so one bad day
+    cannot hide in a month of good ones. `total` adds them up."""
     names = rule_names(spec, annotated.columns)
     rows = annotated.groupBy(EVENT_DATE).agg(*_count_columns(names)).collect()
     return {row[EVENT_DATE]: _counts(row, names) for row in rows}

@@ -58,10 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         result = fn()
         timings[label] = time.monotonic() - t0
-        if not result.success and held_by_the_gate(result):
-            held.extend(held_by_the_gate(result))
+        gated = [] if result.success else held_by_the_gate(result)
+        if gated:
+            held.extend(gated)
             print(f"-- {label}: the gate held some days back, the others were written, in {timings[label]:.1f}s "
-                  f"(run {result.run_id}):\n   " + "\n   ".join(held_by_the_gate(result)), flush=True)
+                  f"(run {result.run_id}):\n   " + "\n   ".join(gated), flush=True)
             return result
         if not result.success:
             print(f"FAILED: {label} (run {result.run_id}); see `make ui` for the logs", file=sys.stderr)

@@ -41,7 +41,7 @@ def test_each_broken_rule_is_named_and_good_rows_pass(spark):
         (1, ()), (2, ("carrier_not_null",)), (3, ("origin_allowed",)), (4, ()), (4, ("duplicate_key",)),
         (5, ("invalid_utf8",)), (6, ("event_time_in_partition",)), (7, ("distance_in_range",)),
     }
-    counts = q.count(annotated, SPEC)
+    counts = q.total(list(q.count_by_day(annotated, SPEC).values()))
     assert (counts.rows, counts.quarantined, counts.kept) == (8, 6, 2)
     assert counts.by_rule == {"carrier_not_null": 1, "origin_allowed": 1, "duplicate_key": 1, "invalid_utf8": 1,
                               "event_time_in_partition": 1, "distance_in_range": 1}
@@ -61,7 +61,7 @@ def test_malformed_records_are_quarantined_with_their_text(spark):
 
 
 def test_unknown_labels_are_kept_not_quarantined(spark):
-    counts = q.count(_annotated(spark, [_flight(T, flight=1, arr_delay=None), _flight(T, flight=2)]), SPEC)
+    counts = q.total(list(q.count_by_day(_annotated(spark, [_flight(T, flight=1, arr_delay=None), _flight(T, flight=2)]), SPEC).values()))
     assert (counts.quarantined, counts.unlabelled) == (0, 1)
 
 
