@@ -41,7 +41,7 @@ def one_round(client, logged, test) -> float:
     started = time.perf_counter()
     version = register_version(client, NAME, uri, run_id, "bench", tiny_lineage(run_id)).version
     gate(client, NAME, version, "auc", lambda v: evaluate_version(NAME, v, test, "classification", "auc"),
-         GateConfig(margin=0.001))
+         GateConfig(margin=0.001, floors={}))
     return time.perf_counter() - started
 
 

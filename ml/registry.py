@@ -13,9 +13,10 @@ import functools
 import math
 import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from types import MappingProxyType
 from typing import Callable, Mapping
 
 from mlflow.exceptions import MlflowException
@@ -46,15 +47,48 @@ class GateEvaluationError(RuntimeError):
 
 @dataclass(frozen=True)
 class GateConfig:
-    margin: float = 0.0  # the challenger must beat the champion by more than this
-    min_value: float | None = None  # absolute floor, for higher-is-better metrics only (AUC, R2)
-    max_value: float | None = None  # absolute ceiling, for lower-is-better metrics only (RMSE, MAE)
+    """The gate's thresholds, per metric: a floor on AUC never applies to RMSE or R2.
+
+    `floors` (metric -> floor) may only name higher-is-better metrics, `ceilings` (metric -> ceiling) only
+    lower-is-better ones (ml.metrics.HIGHER_IS_BETTER); anything else is refused, naming the metric. A metric
+    without an entry has no absolute threshold. The defaults are the pipeline's: margin 0.001, AUC >= 0.55.
+    """
+
+    margin: float = 0.001  # the challenger must beat the champion by more than this
+    floors: Mapping[str, float] = field(default_factory=lambda: {"auc": 0.55})  # higher-is-better metrics only
+    ceilings: Mapping[str, float] = field(default_factory=dict)  # lower-is-better metrics only
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.margin, (int, float)) and math.isfinite(self.margin) and self.margin >= 0):
+            raise ValueError(f"gate margin is {self.margin!r}: it must be a finite number >= 0")
+        for kind, limits, higher in (("floor", self.floors, True), ("ceiling", self.ceilings, False)):
+            checked = {}
+            for metric, limit in dict(limits or {}).items():
+                if metric not in HIGHER_IS_BETTER:
+                    raise ValueError(f"gate {kind} for unknown metric {metric!r}: the metrics are {sorted(HIGHER_IS_BETTER)}")
+                if HIGHER_IS_BETTER[metric] != higher:
+                    raise ValueError(
+                        f"gate {kind} for {metric!r}: {metric} is {'lower' if higher else 'higher'}-is-better, so it takes "
+                        f"a {'ceiling' if higher else 'floor'}, not a {kind}")
+                try:
+                    checked[metric] = float(limit)
+                except (TypeError, ValueError):
+                    checked[metric] = math.nan
+                if not math.isfinite(checked[metric]):
+                    raise ValueError(f"gate {kind} for {metric!r} is {limit!r}, not a finite number")
+            # A read-only copy: a frozen config whose limits cannot change behind the gate's back.
+            object.__setattr__(self, "floors" if higher else "ceilings", MappingProxyType(checked))
+
+    def __hash__(self) -> int:
+        return hash((self.margin, frozenset(self.floors.items()), frozenset(self.ceilings.items())))
 
     def threshold(self, metric: str) -> str:
-        """The absolute threshold that applies to `metric`, in words (the other one is ignored)."""
-        if HIGHER_IS_BETTER[metric]:
-            return "none" if self.min_value is None else f"{metric} >= {self.min_value}"
-        return "none" if self.max_value is None else f"{metric} <= {self.max_value}"
+        """The absolute threshold that applies to `metric`, in words."""
+        if self.floors.get(metric) is not None:
+            return f"{metric} >= {self.floors[metric]}"
+        if self.ceilings.get(metric) is not None:
+            return f"{metric} <= {self.ceilings[metric]}"
+        return "none"
 
 
 @dataclass(frozen=True)
@@ -179,11 +213,11 @@ def model_version(client: MlflowClient, name: str, version: int | str):
 def decide(metric: str, challenger_value: float, champion: str | None, champion_value: float | None,
            config: GateConfig) -> tuple[bool, str]:
     """(promoted, reason): the absolute threshold first, then the comparison with the champion."""
-    higher = HIGHER_IS_BETTER[metric]
-    if higher and config.min_value is not None and challenger_value < config.min_value:
-        return False, f"{metric} {challenger_value:.6f} is below the floor {config.min_value}"
-    if not higher and config.max_value is not None and challenger_value > config.max_value:
-        return False, f"{metric} {challenger_value:.6f} is above the ceiling {config.max_value}"
+    floor, ceiling = config.floors.get(metric), config.ceilings.get(metric)
+    if floor is not None and challenger_value < floor:
+        return False, f"{metric} {challenger_value:.6f} is below the floor {floor}"
+    if ceiling is not None and challenger_value > ceiling:
+        return False, f"{metric} {challenger_value:.6f} is above the ceiling {ceiling}"
     if champion is None:
         return True, f"first version to pass the thresholds ({metric} {challenger_value:.6f})"
     better = is_better(challenger_value, champion_value, metric, config.margin)

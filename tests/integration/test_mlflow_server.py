@@ -68,7 +68,7 @@ def test_registration_and_the_gate_through_the_server(spark, server, restore_mlf
                 for uri, run_id, *_ in (good, weak)]
 
     decisions = [gate(client, NAME, v, "auc", lambda v: evaluate_version(NAME, v, test, "classification", "auc"),
-                      GateConfig(margin=0.001, min_value=0.55)) for v in versions]
+                      GateConfig(margin=0.001, floors={"auc": 0.55})) for v in versions]
 
     assert [d.promoted for d in decisions] == [True, False]
     assert decisions[1].challenger_value < decisions[1].champion_value

@@ -117,10 +117,62 @@ def test_reserved_aliases_are_refused(models, mlflow_store, NAME, alias):
     assert check_alias("champion_2") == "champion_2"
 
 
+# --- the gate's configuration --------------------------------------------------------------------------------------
+
+def test_the_gate_defaults_are_the_pipelines_and_a_floor_is_per_metric():
+    config = GateConfig()
+    assert (config.margin, dict(config.floors), dict(config.ceilings)) == (0.001, {"auc": 0.55}, {})
+    assert [config.threshold(m) for m in ("auc", "pr_auc", "r2", "rmse", "log_loss")] == [
+        "auc >= 0.55", "none", "none", "none", "none"]
+    both = GateConfig(margin=0.0, floors={"auc": 0.6, "r2": 0.5}, ceilings={"rmse": 1, "log_loss": 0.69})
+    assert [both.threshold(m) for m in ("auc", "r2", "rmse", "log_loss", "f1", "mae")] == [
+        "auc >= 0.6", "r2 >= 0.5", "rmse <= 1.0", "log_loss <= 0.69", "none", "none"]
+    assert hash(both) == hash(GateConfig(margin=0.0, floors={"r2": 0.5, "auc": 0.6}, ceilings={"log_loss": 0.69, "rmse": 1.0}))
+    with pytest.raises(TypeError):
+        both.floors["auc"] = 0.0  # read-only: a frozen config's limits cannot change behind the gate's back
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"floors": {"rmse": 1.0}}, "gate floor for 'rmse': rmse is lower-is-better, so it takes a ceiling, not a floor"),
+    ({"floors": {"log_loss": 0.7}}, "gate floor for 'log_loss': log_loss is lower-is-better, so it takes a ceiling, not a floor"),
+    ({"ceilings": {"auc": 0.9}}, "gate ceiling for 'auc': auc is higher-is-better, so it takes a floor, not a ceiling"),
+    ({"ceilings": {"r2": 0.9}}, "gate ceiling for 'r2': r2 is higher-is-better, so it takes a floor, not a ceiling"),
+    ({"floors": {"accuracy": 0.9}}, "gate floor for unknown metric 'accuracy': the metrics are "
+                                    "['auc', 'f1', 'log_loss', 'mae', 'pr_auc', 'r2', 'rmse']"),
+    ({"ceilings": {"mse": 2.0}}, "gate ceiling for unknown metric 'mse': the metrics are "
+                                 "['auc', 'f1', 'log_loss', 'mae', 'pr_auc', 'r2', 'rmse']"),
+    ({"floors": {"auc": "high"}}, "gate floor for 'auc' is 'high', not a finite number"),
+    ({"ceilings": {"rmse": math.inf}}, "gate ceiling for 'rmse' is inf, not a finite number"),
+    ({"margin": -0.01}, "gate margin is -0.01: it must be a finite number >= 0"),
+])
+def test_a_misplaced_or_unknown_gate_limit_is_refused(kwargs, message):
+    with pytest.raises(ValueError) as raised:
+        GateConfig(**kwargs)
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize("task, metric, value", [
+    ("regression", "r2", 0.30),  # below the AUC floor's number: still no floor for R2
+    ("regression", "rmse", 5.0),
+    ("classification", "pr_auc", 0.40),
+])
+def test_the_default_auc_floor_does_not_apply_to_other_metrics(models, mlflow_store, NAME, task, metric, value):
+    client = mlflow_store.client
+    v1 = register(client, NAME, models[task]["good"])
+    decision = gate(client, NAME, v1, metric, {v1: value}.__getitem__, GateConfig())
+    assert (decision.promoted, decision.reason) == (True, f"first version to pass the thresholds ({metric} {value:.6f})")
+    assert aliases(client, NAME) == {CHAMPION: v1}
+    assert client.get_model_version(NAME, v1).tags["gate.threshold"] == "none"
+    v2 = register(client, NAME, models[task]["good"])
+    low_auc = gate(client, NAME, v2, "auc", {v1: 0.6, v2: 0.54}.__getitem__, GateConfig())  # the floor where it applies
+    assert (low_auc.promoted, low_auc.reason) == (False, "auc 0.540000 is below the floor 0.55")
+
+
 # --- the gate, driven by metric pairs ----------------------------------------------------------------------------
 
-CLS = GateConfig(margin=0.01, min_value=0.6)
-REG = GateConfig(margin=0.01, max_value=1.0)
+CLS = GateConfig(margin=0.01, floors={"auc": 0.6})
+REG = GateConfig(margin=0.01, floors={}, ceilings={"rmse": 1.0})
+LOG_LOSS = GateConfig(margin=0.0, floors={}, ceilings={"log_loss": 0.69})
 PAIRS = [
     # task, metric, config, champion's value, challenger's value, promoted
     ("classification", "auc", CLS, 0.80, 0.70, False),  # worse
@@ -129,15 +181,15 @@ PAIRS = [
     ("classification", "auc", CLS, 0.80, 0.81, False),  # better by exactly the margin
     ("classification", "auc", CLS, 0.80, 0.85, True),  # better by more than the margin
     ("classification", "auc", CLS, 0.61, 0.59, False),  # worse and below the floor
-    ("classification", "log_loss", GateConfig(margin=0.0, max_value=0.69), 0.40, 0.45, False),  # lower is better
-    ("classification", "log_loss", GateConfig(margin=0.0, max_value=0.69), 0.40, 0.30, True),
+    ("classification", "log_loss", LOG_LOSS, 0.40, 0.45, False),  # lower is better
+    ("classification", "log_loss", LOG_LOSS, 0.40, 0.30, True),
     ("regression", "rmse", REG, 0.50, 0.60, False),  # worse
     ("regression", "rmse", REG, 0.50, 0.50, False),  # equal
     ("regression", "rmse", REG, 0.50, 0.495, False),  # better, but not by more than the margin
     ("regression", "rmse", REG, 0.50, 0.45, True),  # better by more than the margin
     ("regression", "rmse", REG, 0.90, 1.20, False),  # worse and above the ceiling
-    ("regression", "r2", GateConfig(margin=0.0, min_value=0.5), 0.80, 0.79, False),  # higher is better
-    ("regression", "r2", GateConfig(margin=0.0, min_value=0.5), 0.80, 0.90, True),
+    ("regression", "r2", GateConfig(margin=0.0, floors={"r2": 0.5}), 0.80, 0.79, False),  # higher is better
+    ("regression", "r2", GateConfig(margin=0.0, floors={"r2": 0.5}), 0.80, 0.90, True),
 ]
 
 
@@ -154,12 +206,12 @@ def test_only_a_challenger_better_by_more_than_the_margin_is_promoted(models, ml
 
     assert decision.promoted is promoted
     assert (decision.champion_version, decision.champion_value, decision.challenger_value) == (v1, champion_value, challenger_value)
-    below_floor = config.min_value is not None and metric in ("auc", "r2") and challenger_value < config.min_value
-    above_ceiling = config.max_value is not None and metric in ("rmse", "log_loss") and challenger_value > config.max_value
+    below_floor = metric in config.floors and challenger_value < config.floors[metric]
+    above_ceiling = metric in config.ceilings and challenger_value > config.ceilings[metric]
     if below_floor:
-        assert decision.reason == f"{metric} {challenger_value:.6f} is below the floor {config.min_value}"
+        assert decision.reason == f"{metric} {challenger_value:.6f} is below the floor {config.floors[metric]}"
     elif above_ceiling:
-        assert decision.reason == f"{metric} {challenger_value:.6f} is above the ceiling {config.max_value}"
+        assert decision.reason == f"{metric} {challenger_value:.6f} is above the ceiling {config.ceilings[metric]}"
     else:
         verdict = "beats" if promoted else "does not beat"
         assert decision.reason == (f"{metric} {challenger_value:.6f} {verdict} champion v{v1} ({champion_value:.6f}) "
@@ -174,8 +226,8 @@ def test_only_a_challenger_better_by_more_than_the_margin_is_promoted(models, ml
 
 
 @pytest.mark.parametrize("task, metric, config, first, second", [
-    ("classification", "auc", GateConfig(min_value=0.55), 0.54, 0.56),
-    ("regression", "rmse", GateConfig(max_value=1.0), 1.2, 0.9),
+    ("classification", "auc", GateConfig(margin=0.0, floors={"auc": 0.55}), 0.54, 0.56),
+    ("regression", "rmse", GateConfig(margin=0.0, floors={}, ceilings={"rmse": 1.0}), 1.2, 0.9),
 ])
 def test_the_first_version_is_promoted_only_if_it_passes_the_threshold(models, mlflow_store, NAME, task, metric, config,
                                                                        first, second):
@@ -193,8 +245,10 @@ def test_the_first_version_is_promoted_only_if_it_passes_the_threshold(models, m
 
 
 @pytest.mark.parametrize("task, metric, old, new, champion_value, challenger_value", [
-    ("classification", "auc", GateConfig(min_value=0.55), GateConfig(min_value=0.65), 0.60, 0.62),
-    ("regression", "rmse", GateConfig(max_value=1.0), GateConfig(max_value=0.7), 0.90, 0.80),
+    ("classification", "auc", GateConfig(margin=0.0, floors={"auc": 0.55}), GateConfig(margin=0.0, floors={"auc": 0.65}),
+     0.60, 0.62),
+    ("regression", "rmse", GateConfig(margin=0.0, floors={}, ceilings={"rmse": 1.0}),
+     GateConfig(margin=0.0, floors={}, ceilings={"rmse": 0.7}), 0.90, 0.80),
 ])
 def test_a_better_challenger_that_misses_a_stricter_threshold_is_not_promoted(models, mlflow_store, NAME, task, metric,
                                                                               old, new, champion_value, challenger_value):
@@ -251,7 +305,7 @@ def test_the_gate_on_real_evaluations_keeps_the_better_model(models, mlflow_stor
     def evaluate_registered(v):
         return evaluate_version(NAME, v, test, task, metric)
 
-    config = GateConfig(margin=0.001)
+    config = GateConfig(margin=0.001, floors={})
     good = register(client, NAME, models[task]["good"])
     weak = register(client, NAME, models[task]["weak"])
     good_again = register(client, NAME, models[task]["good"])
@@ -275,7 +329,7 @@ def champion_with_history(client, name, logged):
     v1, v2, v3 = (register(client, name, logged) for _ in range(3))
     values = {v1: 0.7, v2: 0.8, v3: 0.75}
     for v in (v1, v2, v3):
-        gate(client, name, v, "auc", values.__getitem__, GateConfig())
+        gate(client, name, v, "auc", values.__getitem__, GateConfig(margin=0.0, floors={}))
     assert aliases(client, name) == {CHAMPION: v2, CHALLENGER: v3}
     return v1, v2, v3
 
