@@ -45,6 +45,14 @@ class GateEvaluationError(RuntimeError):
     """Evaluating the challenger or the champion failed: no alias was moved."""
 
 
+class GateConflictError(RuntimeError):
+    """@champion kept moving while the gate evaluated (another gate or a rollback): no alias was moved."""
+
+
+class ChampionMovedError(RuntimeError):
+    """@champion moved between set_champion's first read and its write: it was left where the other writer put it."""
+
+
 @dataclass(frozen=True)
 class GateConfig:
     """The gate's thresholds, per metric: a floor on AUC never applies to RMSE or R2.
@@ -98,8 +106,9 @@ class GateDecision:
     metric: str
     challenger_version: str
     challenger_value: float
-    champion_version: str | None  # the champion before the gate
+    champion_version: str | None  # the champion the challenger was last judged against
     champion_value: float | None
+    rounds: int = 1  # evaluation rounds: 1 + the re-evaluations after @champion moved during the gate
 
 
 @dataclass(frozen=True)
@@ -225,6 +234,9 @@ def decide(metric: str, challenger_value: float, champion: str | None, champion_
                     f"({champion_value:.6f}) by more than {config.margin}")
 
 
+GATE_ROUNDS = 3  # evaluations against a champion that moved meanwhile, before the gate gives up
+
+
 def gate(
     client: MlflowClient,
     name: str,
@@ -238,39 +250,74 @@ def gate(
     `evaluate_version(version)` returns the primary metric of that version on the current test set. Both
     versions are evaluated before any alias moves: if an evaluation raises or gives no finite number, the
     version is tagged `gate.decision=failed` with the error, and @champion and @challenger stay as they were.
-    Otherwise the version becomes @challenger, or @champion if promoted; the decision, the reason and both
-    metrics are tagged on it (`gate.*`).
+    Otherwise the version becomes @challenger, or @champion if promoted; the decision, the reason, both
+    metrics and the number of rounds are tagged on it (`gate.*`).
+
+    Compare-and-set: evaluating takes long, and a rollback or another gate may move @champion meanwhile.
+    @champion is read again just before an alias moves; if it is no longer the version judged against, the
+    challenger is judged again against the new champion (each version is evaluated once per call; the
+    results are kept), at most GATE_ROUNDS rounds. If it moved every round, no alias moves: the version is
+    tagged `gate.decision=conflict` and GateConflictError is raised. MLflow has no atomic compare-and-set
+    of an alias, so this narrows the window to the milliseconds between that read and the write; runs that
+    move @champion (training, rollback) are also serialized by Dagster's run-tag concurrency limits.
     """
     challenger_version = str(challenger_version)
-    champion = current_champion(client, name)
-    champion_v = str(champion.version) if champion else None
-    try:
-        challenger_value = _finite(evaluate_version(challenger_version), metric, challenger_version)
-        champion_value = _finite(evaluate_version(champion_v), metric, champion_v) if champion else None
-    except Exception as exc:
-        reason = f"evaluation failed: {type(exc).__name__}: {exc}"[:4000]
-        _tag(client, name, challenger_version, {"gate.decision": "failed", "gate.reason": reason, "gate.metric": metric})
-        raise GateEvaluationError(
-            f"gate for {name} v{challenger_version}: {reason}; the aliases are unchanged "
-            f"(@champion: {'v' + champion_v if champion else 'none'})") from exc
+    values: dict[str, float] = {}
 
-    promoted, reason = decide(metric, challenger_value, champion_v, champion_value, config)
-    _tag(client, name, challenger_version, {
-        "gate.decision": "promoted" if promoted else "rejected",
-        "gate.reason": reason,
-        "gate.metric": metric,
-        "gate.challenger_value": f"{challenger_value:.6f}",
-        "gate.champion_version": champion_v or "",
-        "gate.champion_value": "" if champion_value is None else f"{champion_value:.6f}",
-        "gate.margin": str(config.margin),
-        "gate.threshold": config.threshold(metric),
-    })
-    if promoted:
-        set_alias(client, name, CHAMPION, challenger_version)
-        _drop_alias(client, name, CHALLENGER)  # the last loser no longer challenges the new champion
+    def value_of(version: str) -> float:
+        if version not in values:
+            values[version] = _finite(evaluate_version(version), metric, version)
+        return values[version]
+
+    champion_v = _champion_v(client, name)
+    seen = [champion_v]
+    for rounds in range(1, GATE_ROUNDS + 1):
+        try:
+            challenger_value = value_of(challenger_version)
+            champion_value = value_of(champion_v) if champion_v else None
+        except Exception as exc:
+            reason = f"evaluation failed: {type(exc).__name__}: {exc}"[:4000]
+            _tag(client, name, challenger_version, {"gate.decision": "failed", "gate.reason": reason,
+                                                    "gate.metric": metric, "gate.rounds": str(rounds)})
+            raise GateEvaluationError(
+                f"gate for {name} v{challenger_version}: {reason}; the aliases are unchanged "
+                f"(@champion: {'v' + champion_v if champion_v else 'none'})") from exc
+
+        promoted, reason = decide(metric, challenger_value, champion_v, champion_value, config)
+        _tag(client, name, challenger_version, {
+            "gate.decision": "promoted" if promoted else "rejected",
+            "gate.reason": reason,
+            "gate.metric": metric,
+            "gate.challenger_value": f"{challenger_value:.6f}",
+            "gate.champion_version": champion_v or "",
+            "gate.champion_value": "" if champion_value is None else f"{champion_value:.6f}",
+            "gate.margin": str(config.margin),
+            "gate.threshold": config.threshold(metric),
+            "gate.rounds": str(rounds),
+        })
+        now = _champion_v(client, name)  # compare ...
+        if now == champion_v:
+            if promoted:  # ... and set
+                set_alias(client, name, CHAMPION, challenger_version)
+                _drop_alias(client, name, CHALLENGER)  # the last loser no longer challenges the new champion
+            else:
+                set_alias(client, name, CHALLENGER, challenger_version)
+            return GateDecision(promoted, reason, metric, challenger_version, challenger_value, champion_v,
+                                champion_value, rounds)
+        champion_v = now
+        seen.append(now)
+        if now == challenger_version:
+            break  # set @champion by hand meanwhile (an override): not the gate's to judge any more
+    path = " -> ".join("v" + v if v else "none" for v in seen)
+    if champion_v == challenger_version:
+        why = f"@champion was set to v{challenger_version} itself by someone else during the gate ({path})"
     else:
-        set_alias(client, name, CHALLENGER, challenger_version)
-    return GateDecision(promoted, reason, metric, challenger_version, challenger_value, champion_v, champion_value)
+        why = f"@champion moved during each of the {GATE_ROUNDS} evaluation rounds ({path})"
+    _tag(client, name, challenger_version, {"gate.decision": "conflict", "gate.reason": why, "gate.metric": metric,
+                                            "gate.rounds": str(len(seen) - 1)})
+    raise GateConflictError(
+        f"gate for {name} v{challenger_version}: {why}: another gate or a rollback is moving it; the gate moved no "
+        f"alias (@champion: {'v' + champion_v if champion_v else 'none'}). Run the gate again once it is done.")
 
 
 def set_champion(client: MlflowClient, name: str, version: int | str, expected: ModelSignature,
@@ -280,30 +327,67 @@ def set_champion(client: MlflowClient, name: str, version: int | str, expected: 
     Refused, with @champion unchanged: an empty `requested_by` or `reason`, a version that does not exist,
     and a version whose signature scoring cannot feed (`expected` is what scoring gives a model: the dataset
     spec's features and their types). Who asked, why, and the previous champion are tagged on the version.
+
+    Compare-and-set: @champion is read first and again right before it is moved; if another gate or rollback
+    moved it in between, ChampionMovedError is raised naming both versions, @champion stays where the other
+    one put it and the `champion.*` tags written are taken back. MLflow has no atomic compare-and-set of an
+    alias, so this narrows the window to the milliseconds between that read and the write; Dagster's
+    run-tag concurrency limits serialize the runs that move @champion on top of it.
     """
     if not requested_by.strip() or not reason.strip():
         raise ValueError(f"setting @{CHAMPION} of {name} needs who asks (requested_by) and why (reason)")
+    previous_v = _champion_v(client, name)
     target = model_version(client, name, version)
+    target_v = str(target.version)
     import mlflow
 
-    problems = signature_problems(mlflow.models.get_model_info(f"models:/{name}/{target.version}").signature, expected)
+    problems = signature_problems(mlflow.models.get_model_info(f"models:/{name}/{target_v}").signature, expected)
     if problems:
         raise SignatureMismatchError(
-            f"{name} v{target.version} cannot be @{CHAMPION}: its signature does not match what scoring gives it: "
+            f"{name} v{target_v} cannot be @{CHAMPION}: its signature does not match what scoring gives it: "
             + "; ".join(problems))
-    previous = current_champion(client, name)
-    previous_v = str(previous.version) if previous else None
-    _tag(client, name, str(target.version), {
+    _check_champion_unmoved(client, name, previous_v, target_v)
+    tags = {
         "champion.set_by": requested_by,
         "champion.reason": reason,
         "champion.previous_version": previous_v or "",
         "champion.set_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "champion.dagster_run_id": dagster_run_id,
-    })
-    set_alias(client, name, CHAMPION, str(target.version))
-    if str(client.get_registered_model(name).aliases.get(CHALLENGER, "")) == str(target.version):
+    }
+    before = dict(client.get_model_version(name, target_v).tags)
+    _tag(client, name, target_v, tags)
+    try:
+        _check_champion_unmoved(client, name, previous_v, target_v)
+    except ChampionMovedError:
+        _restore_tags(client, name, target_v, before, tags)
+        raise
+    set_alias(client, name, CHAMPION, target_v)
+    if str(client.get_registered_model(name).aliases.get(CHALLENGER, "")) == target_v:
         _drop_alias(client, name, CHALLENGER)  # a version does not challenge itself
-    return ChampionChange(name, str(target.version), previous_v, requested_by, reason)
+    return ChampionChange(name, target_v, previous_v, requested_by, reason)
+
+
+def _champion_v(client: MlflowClient, name: str) -> str | None:
+    champion = current_champion(client, name)
+    return str(champion.version) if champion else None
+
+
+def _check_champion_unmoved(client: MlflowClient, name: str, previous_v: str | None, target_v: str) -> None:
+    now = _champion_v(client, name)
+    if now != previous_v:
+        raise ChampionMovedError(
+            f"@{CHAMPION} of {name} moved from {'v' + previous_v if previous_v else 'none'} to "
+            f"{'v' + now if now else 'none'} while it was being set to v{target_v} (another gate or rollback ran "
+            f"meanwhile): it was left at {'v' + now if now else 'none'}. Check why, then ask again.")
+
+
+def _restore_tags(client: MlflowClient, name: str, version: str, before: Mapping[str, str],
+                  written: Mapping[str, str]) -> None:
+    for key in written:
+        if key in before:
+            client.set_model_version_tag(name, version, key, before[key])
+        else:
+            client.delete_model_version_tag(name, version, key)
 
 
 def _finite(value: float, metric: str, version: str) -> float:

@@ -7,10 +7,14 @@ import re
 import pytest
 
 from ml.metrics import evaluate
+from mlflow import MlflowClient
+
 from ml.registry import (
     CHALLENGER,
     CHAMPION,
+    ChampionMovedError,
     GateConfig,
+    GateConflictError,
     GateEvaluationError,
     ModelVersionNotFoundError,
     NoChampionError,
@@ -291,6 +295,101 @@ def test_a_failing_evaluation_moves_no_alias(models, mlflow_store, NAME, failure
     assert aliases(client, NAME) == before
     tags = client.get_model_version(NAME, v3).tags
     assert tags["gate.decision"] == "failed" and message in tags["gate.reason"]
+
+
+# --- compare-and-set: @champion moved by someone else during the gate --------------------------------------------
+
+def test_the_gate_judges_again_when_the_champion_moves_during_the_evaluation(models, mlflow_store, NAME):
+    client = mlflow_store.client
+    v1, v2, v3 = (register(client, NAME, models["classification"]["good"]) for _ in range(3))
+    values = {v1: 0.70, v2: 0.90, v3: 0.80}
+    gate(client, NAME, v1, "auc", values.__getitem__, CLS)
+    evaluated = []
+
+    def evaluate_version(v):
+        evaluated.append(v)
+        if v == v3:  # while the challenger is evaluated, a rollback (another client) points @champion at v2
+            MlflowClient(mlflow_store.tracking_uri).set_registered_model_alias(NAME, CHAMPION, v2)
+        return values[v]
+
+    decision = gate(client, NAME, v3, "auc", evaluate_version, CLS)
+
+    assert evaluated == [v3, v1, v2]  # v3 beat v1, but v1 was no longer the champion: judged again, v3 once only
+    assert (decision.promoted, decision.rounds, decision.champion_version, decision.champion_value) == (False, 2, v2, 0.90)
+    assert decision.reason == f"auc 0.800000 does not beat champion v{v2} (0.900000) by more than 0.01"
+    assert aliases(client, NAME) == {CHAMPION: v2, CHALLENGER: v3}
+    tags = client.get_model_version(NAME, v3).tags
+    assert {k: tags[k] for k in ("gate.decision", "gate.rounds", "gate.champion_version", "gate.champion_value",
+                                 "gate.reason")} == {
+        "gate.decision": "rejected", "gate.rounds": "2", "gate.champion_version": v2, "gate.champion_value": "0.900000",
+        "gate.reason": decision.reason}
+    assert client.get_model_version(NAME, v1).tags["gate.rounds"] == "1"
+
+
+def test_the_gate_gives_up_when_the_champion_moves_every_round(models, mlflow_store, NAME):
+    client = mlflow_store.client
+    v1, v2, v3, v4, v5 = (register(client, NAME, models["classification"]["good"]) for _ in range(5))
+    values = {v1: 0.70, v2: 0.72, v3: 0.74, v4: 0.76, v5: 0.90}
+    gate(client, NAME, v1, "auc", values.__getitem__, CLS)
+    other = MlflowClient(mlflow_store.tracking_uri)
+    moves = iter([v2, v3, v4, v1])
+    evaluated = []
+
+    def evaluate_version(v):  # every evaluation, another writer moves @champion again
+        evaluated.append(v)
+        other.set_registered_model_alias(NAME, CHAMPION, next(moves))
+        return values[v]
+
+    with pytest.raises(GateConflictError) as raised:
+        gate(client, NAME, v5, "auc", evaluate_version, CLS)
+
+    assert str(raised.value) == (
+        f"gate for {NAME} v{v5}: @champion moved during each of the 3 evaluation rounds (v{v1} -> v{v3} -> v{v4} -> v{v1}): "
+        f"another gate or a rollback is moving it; the gate moved no alias (@champion: v{v1}). "
+        "Run the gate again once it is done.")
+    assert evaluated == [v5, v1, v3, v4]
+    assert aliases(client, NAME) == {CHAMPION: v1}  # the other writer's last move; no @challenger, no promotion
+    tags = client.get_model_version(NAME, v5).tags
+    assert (tags["gate.decision"], tags["gate.rounds"]) == ("conflict", "3")
+    assert tags["gate.reason"] == f"@champion moved during each of the 3 evaluation rounds (v{v1} -> v{v3} -> v{v4} -> v{v1})"
+
+
+class RacingClient(MlflowClient):
+    """A real client: right after it writes the tag `champion.set_by`, another writer moves @champion to `move_to`
+    (a gate promoting a version between set_champion's first read and its alias write)."""
+
+    def __init__(self, tracking_uri, move_to):
+        super().__init__(tracking_uri)
+        self.move_to = move_to
+
+    def set_model_version_tag(self, name, version, key, value):
+        super().set_model_version_tag(name, version, key, value)
+        if key == "champion.set_by" and self.move_to:
+            MlflowClient(self.tracking_uri).set_registered_model_alias(name, CHAMPION, self.move_to)
+            self.move_to = None
+
+
+def test_rollback_refuses_to_overwrite_a_champion_moved_meanwhile(models, mlflow_store, NAME):
+    client = mlflow_store.client
+    v1, v2, v3 = champion_with_history(client, NAME, models["classification"]["good"])
+    v4 = register(client, NAME, models["classification"]["good"])
+    client.set_model_version_tag(NAME, v1, "champion.reason", "an earlier rollback")
+    racing = RacingClient(mlflow_store.tracking_uri, move_to=v4)
+
+    with pytest.raises(ChampionMovedError) as raised:
+        set_champion(racing, NAME, v1, EXPECTED, requested_by="alice", reason="INC-43")
+
+    assert str(raised.value) == (
+        f"@champion of {NAME} moved from v{v2} to v{v4} while it was being set to v{v1} (another gate or rollback ran "
+        f"meanwhile): it was left at v{v4}. Check why, then ask again.")
+    assert aliases(client, NAME) == {CHAMPION: v4, CHALLENGER: v3}
+    tags = client.get_model_version(NAME, v1).tags
+    assert tags["champion.reason"] == "an earlier rollback"  # the tags written were taken back
+    assert not {"champion.set_by", "champion.previous_version", "champion.set_at", "champion.dagster_run_id"} & set(tags)
+
+    change = set_champion(racing, NAME, v1, EXPECTED, requested_by="alice", reason="INC-43")  # nobody races now
+    assert (change.version, change.previous_version) == (v1, v4)
+    assert aliases(client, NAME) == {CHAMPION: v1, CHALLENGER: v3}
 
 
 # --- the gate, on real models evaluated on a real test set ------------------------------------------------------
