@@ -47,11 +47,9 @@ def million_rows(name: str, args=None):
     `copies_parser` when not given). Returns (spark, features, copies, tmp folder)."""
     import tempfile
 
-    from ml.spark import get_or_create_session
-    from tests.conftest import TEST_SPARK_CONF
+    from bench.world import session
 
     args = args or copies_parser().parse_args()
-    spark = get_or_create_session("local[2]", conf={**TEST_SPARK_CONF, "spark.sql.shuffle.partitions": "8"})
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = session(f"bench-{name}", {"spark.sql.shuffle.partitions": "8"})
     tmp = tempfile.mkdtemp(prefix=f"bench-{name}-")
     return spark, upsampled_features(spark, tmp, args.copies), args.copies, tmp

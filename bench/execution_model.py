@@ -30,9 +30,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 RUNS, STEPS = 3, 6  # the whole graph: ingest (raw_data, validated_features), training (3 steps), scoring (1)
 
 LOCAL = """
+from bench.world import SPARK_CONF
 from ml.spark import get_or_create_session
-from tests.conftest import TEST_SPARK_CONF
-get_or_create_session("local[2]", conf=TEST_SPARK_CONF).range(1).count()
+get_or_create_session("local[2]", conf=SPARK_CONF).range(1).count()
 """
 CONNECT = """
 import sys

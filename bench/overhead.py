@@ -26,6 +26,7 @@ from dagster import AssetKey, DagsterInstance
 from pyspark import StorageLevel
 
 from bench.postgres import postgres_databases
+from bench.world import build_world, session
 from ml import delta_io
 from ml import quarantine as q
 from ml import undated
@@ -38,7 +39,6 @@ from ml.registry import GateConfig, champion_version, gate, lineage_tags, regist
 from ml.scoring import ResolvedModel, check_signature, evaluate_version, load_model, score
 from ml.splits import SplitWindow, split_counts, time_splits
 from ml.training import TuningConfig, tune_and_log
-from tests.conftest import TEST_SPARK_CONF, build_world
 
 TUNING = {"n_trials": 2, "algorithms": ["logistic_regression"]}
 
@@ -122,10 +122,7 @@ def main() -> None:
 
 
 def run(args, urls: dict[str, str]) -> None:
-    from ml.spark import get_or_create_session
-
-    spark = get_or_create_session("local[2]", conf=TEST_SPARK_CONF)
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = session("bench-overhead")
     start = date(2013, 1, 1)
     end = start + timedelta(days=args.days)
     split_config = {"end_date": (end - timedelta(days=1)).isoformat(), "train_days": args.days - 10,

@@ -19,15 +19,42 @@ import tempfile
 import time
 from pathlib import Path
 
-from ml.registry import GateConfig, gate, register_version
+from bench.world import session
+from ml.dataset import DatasetSpec, table_source
+from ml.registry import GateConfig, gate, lineage_tags, register_version
 from ml.scoring import evaluate_version
-from ml.spark import get_or_create_session
 from orchestration.deployments import REPO_ROOT
 from orchestration.resources import MLflowResource
-from tests.conftest import TEST_SPARK_CONF
-from tests.unit.tiny import log_tiny_model, tiny_lineage
 
 NAME = "main.bench.gate"
+SPEC = DatasetSpec(name="bench", load_source=table_source("delta", "/unused"), source_description="synthetic",
+                   event_time="ts", key_columns=("id", "event_date"), label_expr="label", task="classification",
+                   numeric_features=("x1", "x2"), categorical_features=("color",), start_date="2024-01-01",
+                   model_name="gate")
+
+
+def logged_model(spark, experiment_id: str):
+    """A logistic regression on 240 synthetic rows over 12 days, logged with a signature as training logs it.
+    Returns (model URI, run id, the test rows: the last 3 days)."""
+    import mlflow
+    from pyspark.sql import functions as F
+
+    from ml.pipeline import build_pipeline
+    from ml.training import model_signature, pip_requirements
+
+    x1, x2 = F.randn(1), F.randn(2)
+    color = F.element_at(F.array(*map(F.lit, ("red", "green", "blue"))), (F.col("id") % 3 + 1).cast("int"))
+    signal = 1.5 * x1 - x2 + F.when(color == "red", 0.8).otherwise(0.0) + 0.5 * F.randn(3)
+    frame = (spark.range(240)
+             .withColumn("event_date", F.date_add(F.lit("2024-01-01").cast("date"), (F.col("id") % 12).cast("int")))
+             .select("id", "event_date", x1.alias("x1"), x2.alias("x2"), color.alias("color"),
+                     (signal > 0).cast("double").alias("label")))
+    train, test = frame.where("event_date < '2024-01-10'"), frame.where("event_date >= '2024-01-10'")
+    model = build_pipeline(SPEC, "logistic_regression", {"maxIter": 20}).fit(train)
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        info = mlflow.spark.log_model(model, artifact_path="model", signature=model_signature(SPEC),
+                                      pip_requirements=pip_requirements())
+    return info.model_uri, run.info.run_id, test
 
 
 def free_port() -> int:
@@ -39,7 +66,9 @@ def free_port() -> int:
 def one_round(client, logged, test) -> float:
     uri, run_id = logged[:2]
     started = time.perf_counter()
-    version = register_version(client, NAME, uri, run_id, "bench", tiny_lineage(run_id)).version
+    tags = lineage_tags(SPEC, {"test_set": ("/lakehouse/main/bench/test_set", 3)},
+                        {"mlflow.run_id": run_id, "dagster.run_id": "none: bench"})
+    version = register_version(client, NAME, uri, run_id, "bench", tags).version
     gate(client, NAME, version, "auc", lambda v: evaluate_version(NAME, v, test, "classification", "auc"),
          GateConfig(margin=0.001, floors={}))
     return time.perf_counter() - started
@@ -57,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     subprocess.run([*script, "start"], env=env, check=True, timeout=300)
     print(f"server start: {time.perf_counter() - t0:.1f}s")
     try:
-        spark = get_or_create_session("local[2]", conf=TEST_SPARK_CONF, app_name="bench-registry")
+        spark = session("bench-registry")
         stores = {
             "sqlite": MLflowResource(tracking_uri=f"sqlite:///{state / 'mlflow.db'}", artifact_root=str(state / "artifacts"),
                                      experiment="bench"),
@@ -66,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         logged = {}
         for label, store in stores.items():
             store.configure()
-            logged[label] = log_tiny_model(spark, store.experiment_id())
-        test = logged["sqlite"][3].cache()
+            logged[label] = logged_model(spark, store.experiment_id())
+        test = logged["sqlite"][2].cache()
         test.count()
         timings: dict[str, list[float]] = {label: [] for label in stores}
         for round_ in range(args.rounds + 1):

@@ -31,16 +31,16 @@ import mlflow
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
+from bench.world import build_world, session
 from ml import delta_io
 from ml.dataset import EVENT_DATE, LABEL, SourceContext
 from ml.datasets.flights import SPEC
 from ml.features import build_features, with_event_date
 from ml.pipeline import build_pipeline
-from ml.registry import register_version
+from ml.registry import lineage_tags, register_version
 from ml.scoring import ResolvedModel, load_model, score, score_with_pyfunc
 from ml.spark import get_or_create_session
 from ml.training import model_signature, pip_requirements
-from tests.conftest import TEST_SPARK_CONF
 
 YEAR = (date(2013, 1, 1), date(2014, 1, 1))
 MODEL_NAME = "bench.flights.arrival_delay"
@@ -75,7 +75,8 @@ def registered_model(spark, tmp: str, features_path: str) -> ResolvedModel:
         info = mlflow.spark.log_model(pipeline.fit(train), artifact_path="model", signature=model_signature(SPEC),
                                       pip_requirements=pip_requirements())
     client = mlflow.MlflowClient()
-    version = register_version(client, MODEL_NAME, info.model_uri, run.info.run_id, "bench", {})
+    tags = lineage_tags(SPEC, {"features": (features_path, 0)}, {"dagster.run_id": "none: bench"})
+    version = register_version(client, MODEL_NAME, info.model_uri, run.info.run_id, "bench", tags)
     return ResolvedModel(MODEL_NAME, str(version.version), run.info.run_id, f"models:/{MODEL_NAME}/{version.version}")
 
 
@@ -150,8 +151,6 @@ def backfill(month_days: int) -> None:
     """A month of batch_predictions through Dagster: one single-run backfill vs one run per day."""
     from dagster import AssetKey
 
-    from tests.conftest import build_world
-
     start = date(2013, 1, 1)
     last = start + timedelta(days=month_days - 1)
     tags = {"dagster/asset_partition_range_start": start.isoformat(),
@@ -188,8 +187,7 @@ def main() -> None:
     parser.add_argument("--month-days", type=int, default=31)
     parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "maintenance", "backfill"])
     args = parser.parse_args()
-    spark = get_or_create_session("local[2]", conf={**TEST_SPARK_CONF, "spark.sql.shuffle.partitions": "8"})
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = session("bench-scoring", {"spark.sql.shuffle.partitions": "8"})
     tmp = tempfile.mkdtemp(prefix="bench-scoring-")
     try:
         if "throughput" not in args.skip or "maintenance" not in args.skip:

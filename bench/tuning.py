@@ -20,6 +20,7 @@ import mlflow
 from pyspark import StorageLevel
 from pyspark.ml.tuning import ParamGridBuilder
 
+from bench.world import session
 from ml.contract import enforce_contract
 from ml.dataset import SourceContext
 from ml.datasets.flights import SPEC
@@ -28,10 +29,8 @@ from ml.metrics import evaluator
 from ml.pipeline import build_pipeline
 from ml.quarantine import annotate, good_rows
 from ml.search_space import grid, resolve_space
-from ml.spark import get_or_create_session
 from ml.splits import SplitWindow, time_splits
 from ml.training import TuningConfig, tune_and_log
-from tests.conftest import TEST_SPARK_CONF
 
 
 def load_splits(spark, staging: str, window: SplitWindow):
@@ -80,9 +79,7 @@ def main() -> None:
     parser.add_argument("--parallel-trials", type=int, default=6)
     args = parser.parse_args()
 
-    spark = get_or_create_session(master="local[2]", conf={**TEST_SPARK_CONF, "spark.driver.memory": "6g"},
-                                  app_name="bench-tuning")
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = session("bench-tuning", {"spark.driver.memory": "6g"})
     tmp = tempfile.mkdtemp(prefix="bench-tuning-")
     mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
     experiment_id = mlflow.create_experiment("bench-tuning", artifact_location=f"file://{tmp}/artifacts")

@@ -54,15 +54,13 @@ def gate_and_second_pass(source, start: date, end: date) -> bool:
 
 
 def main() -> None:
-    from ml.spark import get_or_create_session
-    from tests.conftest import TEST_SPARK_CONF
+    from bench.world import session
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--day", default="2013-06-15", help="the run's window: this day")
     args = parser.parse_args()
-    spark = get_or_create_session("local[2]", conf=TEST_SPARK_CONF)
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = session("bench-undated")
     source = SPEC.load_source(spark, SourceContext(tempfile.mkdtemp(prefix="bench-undated-")))
     start = date.fromisoformat(args.day)
     end = date.fromordinal(start.toordinal() + 1)
