@@ -15,7 +15,6 @@ from ml.dataset import EVENT_DATE, LABEL, MALFORMED, DatasetSpec
 from ml.features import local_date, select_features
 
 FAILED_RULES = "failed_rules"
-QUARANTINE_COLUMNS = ("event_date", "source_partition", "failed_rules", "record", "quarantined_at")
 REPLACEMENT_CHAR = "\ufffd"  # what a UTF-8 decoder puts where the bytes were not UTF-8
 
 

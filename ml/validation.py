@@ -8,14 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Literal
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from ml.dataset import EVENT_DATE
 
-Strategy = Literal["holdout", "kfold", "time_series"]
 STRATEGIES = ("holdout", "kfold", "time_series")
 
 
