@@ -14,12 +14,13 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYTHONPATH := $(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install java jars run test ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model bench-event-storage bench-tuning bench-drift bench-drift-wide bench-scoring bench-undated \
+.PHONY: help install java jars run test lint ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model bench-event-storage bench-tuning bench-drift bench-drift-wide bench-scoring bench-undated \
 	infra-up infra-down infra-status test-infra test-e2e chromium
 
 help:
 	@echo "make run        install everything and materialize the whole graph on NYC flights 2013"
 	@echo "make test       install everything and run the test suite"
+	@echo "make lint       ruff check + ruff format --check (changes nothing)"
 	@echo "make ui         Dagster UI on http://127.0.0.1:3000 (dagster dev)"
 	@echo "make mlflow-ui  MLflow UI on http://127.0.0.1:5000"
 	@echo "make mlflow-server       a real MLflow tracking + registry server on http://127.0.0.1:5001 (stop: make mlflow-server-stop)"
@@ -56,6 +57,9 @@ run: jars $(DAGSTER_HOME)/dagster.yaml
 
 test: jars $(DAGSTER_HOME)/dagster.yaml
 	@source infra/java-env.sh && $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 ui: jars $(DAGSTER_HOME)/dagster.yaml
 	@source infra/java-env.sh && $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

@@ -34,7 +34,11 @@ def main() -> None:
     spark.conf.set("spark.databricks.delta.optimizeMetadataQuery.enabled", "false")  # a real scan, not the log
     spring = data.where((F.col("event_date") >= "2013-03-01") & (F.col("event_date") < "2013-05-01"))
     built = []  # timed() prints what it returns: the row count, not the whole profile
-    timed("reference profile (training time, 2 months)", lambda: built.append(build_profile(spring, SPEC)) or built[0].rows, r)
+    timed(
+        "reference profile (training time, 2 months)",
+        lambda: built.append(build_profile(spring, SPEC)) or built[0].rows,
+        r,
+    )
     reference = built[0]
     policy = DriftPolicy()
 
@@ -42,29 +46,50 @@ def main() -> None:
     for i in range(ROUNDS):
         t = {}
         n = timed(f"round {i + 1}: count() scan", data.count, t)
-        timed(f"round {i + 1}: full scan (count of every column)",
-              lambda: data.agg(*[F.count(c) for c in data.columns]).first()[0], t)
-        timed(f"round {i + 1}: read the drift's 17 columns (noop sink)",
-              lambda: data.select(EVENT_DATE, *reference.features).write.format("noop").mode("overwrite").save(), t)
+        timed(
+            f"round {i + 1}: full scan (count of every column)",
+            lambda: data.agg(*[F.count(c) for c in data.columns]).first()[0],
+            t,
+        )
+        timed(
+            f"round {i + 1}: read the drift's 17 columns (noop sink)",
+            lambda: data.select(EVENT_DATE, *reference.features).write.format("noop").mode("overwrite").save(),
+            t,
+        )
         start = time.perf_counter()
         counts = {}
-        timed(f"round {i + 1}: drift, Spark pass (daily bucket counts)",
-              lambda: counts.update(daily_counts(data, reference)) or len(counts), t)
-        days = timed(f"round {i + 1}: drift, PSI/KS/JS of every day's window",
-                     lambda: len(day_summaries(window_drift(counts, sorted(counts), reference, policy), policy)), t)
+        timed(
+            f"round {i + 1}: drift, Spark pass (daily bucket counts)",
+            lambda: counts.update(daily_counts(data, reference)) or len(counts),
+            t,
+        )
+        days = timed(
+            f"round {i + 1}: drift, PSI/KS/JS of every day's window",
+            lambda: len(day_summaries(window_drift(counts, sorted(counts), reference, policy), policy)),
+            t,
+        )
         t["drift"] = time.perf_counter() - start
         print(f"round {i + 1}: drift of every day (pass + metrics)    {t['drift']:7.2f}s", flush=True)
-        rounds.append({"count": t[f"round {i + 1}: count() scan"],
-                       "full": t[f"round {i + 1}: full scan (count of every column)"],
-                       "read": t[f"round {i + 1}: read the drift's 17 columns (noop sink)"], "drift": t["drift"]})
+        rounds.append(
+            {
+                "count": t[f"round {i + 1}: count() scan"],
+                "full": t[f"round {i + 1}: full scan (count of every column)"],
+                "read": t[f"round {i + 1}: read the drift's 17 columns (noop sink)"],
+                "drift": t["drift"],
+            }
+        )
 
     print(f"\nrows: {n:,}; days: {days}; features: {len(SPEC.features)}; rounds: {ROUNDS}")
     median = {k: statistics.median(x[k] for x in rounds) for k in ("count", "full", "read", "drift")}
     for label, row in (("round 1 (first run of the drift's code)", rounds[0]), ("median of the rounds", median)):
-        print(f"{label}: drift {row['drift']:.2f}s = {row['drift'] / row['count']:.2f}x count() "
-              f"({row['count']:.2f}s; target <= 3x), {row['drift'] / row['full']:.2f}x the full scan ({row['full']:.2f}s)")
-    print(f"floor: only reading the drift's columns, with no work on them, is {median['read'] / median['count']:.2f}x "
-          f"count() ({median['read']:.2f}s)")
+        print(
+            f"{label}: drift {row['drift']:.2f}s = {row['drift'] / row['count']:.2f}x count() "
+            f"({row['count']:.2f}s; target <= 3x), {row['drift'] / row['full']:.2f}x the full scan ({row['full']:.2f}s)"
+        )
+    print(
+        f"floor: only reading the drift's columns, with no work on them, is {median['read'] / median['count']:.2f}x "
+        f"count() ({median['read']:.2f}s)"
+    )
 
 
 if __name__ == "__main__":

@@ -27,10 +27,18 @@ SCHEMA = TableSchema(columns=[TableColumn(name=f"column_{i}", type="double") for
 def store(instance: DagsterInstance, n: int, label: str) -> float:
     t0 = time.perf_counter()
     for i in range(n):
-        instance.report_runless_asset_event(AssetMaterialization(
-            asset_key="bench_events", partition=f"{label}-{i}",
-            metadata={"dagster/uri": MetadataValue.path("file:///lakehouse/main/flights/raw_data"),
-                      "dagster/column_schema": SCHEMA, "delta_version": i, "dagster/row_count": 900}))
+        instance.report_runless_asset_event(
+            AssetMaterialization(
+                asset_key="bench_events",
+                partition=f"{label}-{i}",
+                metadata={
+                    "dagster/uri": MetadataValue.path("file:///lakehouse/main/flights/raw_data"),
+                    "dagster/column_schema": SCHEMA,
+                    "delta_version": i,
+                    "dagster/row_count": 900,
+                },
+            )
+        )
     return (time.perf_counter() - t0) / n
 
 
@@ -44,8 +52,9 @@ def main() -> None:
         (state / "sqlite").mkdir()
         (state / "pg").mkdir()
         sqlite = DagsterInstance.local_temp(str(state / "sqlite"))
-        postgres = DagsterInstance.local_temp(str(state / "pg"), overrides={
-            "storage": {"postgres": {"postgres_url": urls["dagster"]}}})
+        postgres = DagsterInstance.local_temp(
+            str(state / "pg"), overrides={"storage": {"postgres": {"postgres_url": urls["dagster"]}}}
+        )
         store(sqlite, 10, "warm"), store(postgres, 10, "warm")
         times: dict[str, list[float]] = {"sqlite": [], "postgres": []}
         for rep in range(args.reps):

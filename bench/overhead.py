@@ -22,14 +22,12 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance
-
 from pyspark import StorageLevel
 
 from bench.postgres import postgres_databases
 from bench.world import build_world, session
-from ml import delta_io
+from ml import delta_io, undated
 from ml import quarantine as q
-from ml import undated
 from ml.contract import enforce_contract
 from ml.dataset import SourceContext
 from ml.datasets.flights import SPEC
@@ -76,16 +74,36 @@ def plain(spark, resources, start: date, end: date, window: SplitWindow) -> None
         path = lake.table_path(f"{name}_set")
         inputs[f"{name}_set"] = (path, delta_io.overwrite_table(frame, path).version)
     splits = {n: delta_io.read_pinned(spark, lake.table_path(f"{n}_set"))[0] for n in ("train", "validation", "test")}
-    outcome = tune_and_log(SPEC, splits["train"], splits["validation"], splits["test"],
-                           TuningConfig(n_trials=TUNING["n_trials"], algorithms=tuple(TUNING["algorithms"])),
-                           mlf.experiment_id(), tags={})
-    v = register_version(mlf.client, lake.model_name, outcome.model_uri, outcome.run_id, "bench",
-                         lineage_tags(SPEC, inputs, {"dagster.run_id": "none: plain script"})).version
+    outcome = tune_and_log(
+        SPEC,
+        splits["train"],
+        splits["validation"],
+        splits["test"],
+        TuningConfig(n_trials=TUNING["n_trials"], algorithms=tuple(TUNING["algorithms"])),
+        mlf.experiment_id(),
+        tags={},
+    )
+    v = register_version(
+        mlf.client,
+        lake.model_name,
+        outcome.model_uri,
+        outcome.run_id,
+        "bench",
+        lineage_tags(SPEC, inputs, {"dagster.run_id": "none: plain script"}),
+    ).version
     test_set, _ = delta_io.read_pinned(spark, lake.table_path("test_set"))
-    gate(mlf.client, lake.model_name, v, "auc",
-         lambda ver: evaluate_version(lake.model_name, ver, test_set, "classification", "auc"), GateConfig())
+    gate(
+        mlf.client,
+        lake.model_name,
+        v,
+        "auc",
+        lambda ver: evaluate_version(lake.model_name, ver, test_set, "classification", "auc"),
+        GateConfig(),
+    )
     champ = champion_version(mlf.client, lake.model_name)
-    model = ResolvedModel(lake.model_name, str(champ.version), champ.run_id, f"models:/{lake.model_name}/{champ.version}")
+    model = ResolvedModel(
+        lake.model_name, str(champ.version), champ.run_id, f"models:/{lake.model_name}/{champ.version}"
+    )
     feats, _ = delta_io.read_pinned(spark, lake.table_path("validated_features"))
     check_signature(model.uri, feats.schema)
     scored = score(feats.where(delta_io.window_predicate(start, end)), load_model(model), model, SPEC)
@@ -94,30 +112,46 @@ def plain(spark, resources, start: date, end: date, window: SplitWindow) -> None
 
 def through_dagster(world, start: date, end: date, split_config: dict) -> None:
     defs, instance, _, _ = world
-    tags = {"dagster/asset_partition_range_start": start.isoformat(),
-            "dagster/asset_partition_range_end": (end - timedelta(days=1)).isoformat()}
+    tags = {
+        "dagster/asset_partition_range_start": start.isoformat(),
+        "dagster/asset_partition_range_end": (end - timedelta(days=1)).isoformat(),
+    }
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     daily, training = defs.resolve_job_def("daily_job"), defs.resolve_job_def("training_job")
-    assert daily.execute_in_process(instance=instance, tags=tags, run_config=quiet, asset_selection=[
-        AssetKey("raw_data"), AssetKey("validated_features"), AssetKey("quarantine")]).success
-    assert training.execute_in_process(instance=instance, run_config={
-        **quiet, "ops": {"splits": {"config": split_config}, "tuned_pipeline": {"config": TUNING}}}).success
-    assert daily.execute_in_process(instance=instance, tags=tags, run_config=quiet,
-                                    asset_selection=[AssetKey("batch_predictions")]).success
+    assert daily.execute_in_process(
+        instance=instance,
+        tags=tags,
+        run_config=quiet,
+        asset_selection=[AssetKey("raw_data"), AssetKey("validated_features"), AssetKey("quarantine")],
+    ).success
+    assert training.execute_in_process(
+        instance=instance,
+        run_config={**quiet, "ops": {"splits": {"config": split_config}, "tuned_pipeline": {"config": TUNING}}},
+    ).success
+    assert daily.execute_in_process(
+        instance=instance, tags=tags, run_config=quiet, asset_selection=[AssetKey("batch_predictions")]
+    ).success
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--days", type=int, default=31)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--instance", choices=("sqlite", "postgres"), default="sqlite",
-                        help="the Dagster instance's storage: the embedded SQLite of local, or PostgreSQL as in prod")
+    parser.add_argument(
+        "--instance",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="the Dagster instance's storage: the embedded SQLite of local, or PostgreSQL as in prod",
+    )
     parser.add_argument("--event-batch-size", type=int, default=0, help="DAGSTER_EVENT_BATCH_SIZE (0: off)")
     args = parser.parse_args()
     os.environ["DAGSTER_EVENT_BATCH_SIZE"] = str(args.event_batch_size)
     with contextlib.ExitStack() as stack:
-        urls = (stack.enter_context(postgres_databases([f"dagster{r}" for r in range(args.reps + 1)]))
-                if args.instance == "postgres" else {})
+        urls = (
+            stack.enter_context(postgres_databases([f"dagster{r}" for r in range(args.reps + 1)]))
+            if args.instance == "postgres"
+            else {}
+        )
         run(args, urls)
 
 
@@ -125,8 +159,12 @@ def run(args, urls: dict[str, str]) -> None:
     spark = session("bench-overhead")
     start = date(2013, 1, 1)
     end = start + timedelta(days=args.days)
-    split_config = {"end_date": (end - timedelta(days=1)).isoformat(), "train_days": args.days - 10,
-                    "validation_days": 5, "test_days": 5}
+    split_config = {
+        "end_date": (end - timedelta(days=1)).isoformat(),
+        "train_days": args.days - 10,
+        "validation_days": 5,
+        "test_days": 5,
+    }
     window = SplitWindow.ending(end - timedelta(days=1), args.days - 10, 5, 5)
     times: dict[str, list[float]] = {"plain": [], "dagster": []}
     for rep in range(args.reps + 1):  # the first round warms the JVM and the caches, and is not counted
@@ -134,8 +172,10 @@ def run(args, urls: dict[str, str]) -> None:
             world = build_world(Path(tempfile.mkdtemp(prefix=f"bench-{variant}-")))
             if variant == "dagster" and urls:  # the same world on a fresh PostgreSQL database
                 (world[3] / "dagster-pg").mkdir()
-                instance = DagsterInstance.local_temp(str(world[3] / "dagster-pg"), overrides={
-                    "storage": {"postgres": {"postgres_url": urls[f"dagster{rep}"]}}})
+                instance = DagsterInstance.local_temp(
+                    str(world[3] / "dagster-pg"),
+                    overrides={"storage": {"postgres": {"postgres_url": urls[f"dagster{rep}"]}}},
+                )
                 world = (world[0], instance, *world[2:])
             t0 = time.perf_counter()
             if variant == "plain":
@@ -148,8 +188,10 @@ def run(args, urls: dict[str, str]) -> None:
             print(f"rep {rep} {variant}: {elapsed:.1f}s" + ("" if rep else " (warm-up)"), flush=True)
     p, d = statistics.median(times["plain"]), statistics.median(times["dagster"])
     print(f"\n{args.instance} instance, DAGSTER_EVENT_BATCH_SIZE={args.event_batch_size}")
-    print(f"{args.days} days, {args.reps} reps: plain median {p:.1f}s, dagster median {d:.1f}s, ratio {d / p:.3f} "
-          f"(target <= 1.15)")
+    print(
+        f"{args.days} days, {args.reps} reps: plain median {p:.1f}s, dagster median {d:.1f}s, ratio {d / p:.3f} "
+        f"(target <= 1.15)"
+    )
 
 
 if __name__ == "__main__":

@@ -27,10 +27,19 @@ from orchestration.deployments import REPO_ROOT
 from orchestration.resources import MLflowResource
 
 NAME = "main.bench.gate"
-SPEC = DatasetSpec(name="bench", load_source=table_source("delta", "/unused"), source_description="synthetic",
-                   event_time="ts", key_columns=("id", "event_date"), label_expr="label", task="classification",
-                   numeric_features=("x1", "x2"), categorical_features=("color",), start_date="2024-01-01",
-                   model_name="gate")
+SPEC = DatasetSpec(
+    name="bench",
+    load_source=table_source("delta", "/unused"),
+    source_description="synthetic",
+    event_time="ts",
+    key_columns=("id", "event_date"),
+    label_expr="label",
+    task="classification",
+    numeric_features=("x1", "x2"),
+    categorical_features=("color",),
+    start_date="2024-01-01",
+    model_name="gate",
+)
 
 
 def logged_model(spark, experiment_id: str):
@@ -45,15 +54,24 @@ def logged_model(spark, experiment_id: str):
     x1, x2 = F.randn(1), F.randn(2)
     color = F.element_at(F.array(*map(F.lit, ("red", "green", "blue"))), (F.col("id") % 3 + 1).cast("int"))
     signal = 1.5 * x1 - x2 + F.when(color == "red", 0.8).otherwise(0.0) + 0.5 * F.randn(3)
-    frame = (spark.range(240)
-             .withColumn("event_date", F.date_add(F.lit("2024-01-01").cast("date"), (F.col("id") % 12).cast("int")))
-             .select("id", "event_date", x1.alias("x1"), x2.alias("x2"), color.alias("color"),
-                     (signal > 0).cast("double").alias("label")))
+    frame = (
+        spark.range(240)
+        .withColumn("event_date", F.date_add(F.lit("2024-01-01").cast("date"), (F.col("id") % 12).cast("int")))
+        .select(
+            "id",
+            "event_date",
+            x1.alias("x1"),
+            x2.alias("x2"),
+            color.alias("color"),
+            (signal > 0).cast("double").alias("label"),
+        )
+    )
     train, test = frame.where("event_date < '2024-01-10'"), frame.where("event_date >= '2024-01-10'")
     model = build_pipeline(SPEC, "logistic_regression", {"maxIter": 20}).fit(train)
     with mlflow.start_run(experiment_id=experiment_id) as run:
-        info = mlflow.spark.log_model(model, artifact_path="model", signature=model_signature(SPEC),
-                                      pip_requirements=pip_requirements())
+        info = mlflow.spark.log_model(
+            model, artifact_path="model", signature=model_signature(SPEC), pip_requirements=pip_requirements()
+        )
     return info.model_uri, run.info.run_id, test
 
 
@@ -66,11 +84,20 @@ def free_port() -> int:
 def one_round(client, logged, test) -> float:
     uri, run_id = logged[:2]
     started = time.perf_counter()
-    tags = lineage_tags(SPEC, {"test_set": ("/lakehouse/main/bench/test_set", 3)},
-                        {"mlflow.run_id": run_id, "dagster.run_id": "none: bench"})
+    tags = lineage_tags(
+        SPEC,
+        {"test_set": ("/lakehouse/main/bench/test_set", 3)},
+        {"mlflow.run_id": run_id, "dagster.run_id": "none: bench"},
+    )
     version = register_version(client, NAME, uri, run_id, "bench", tags).version
-    gate(client, NAME, version, "auc", lambda v: evaluate_version(NAME, v, test, "classification", "auc"),
-         GateConfig(margin=0.001, floors={}))
+    gate(
+        client,
+        NAME,
+        version,
+        "auc",
+        lambda v: evaluate_version(NAME, v, test, "classification", "auc"),
+        GateConfig(margin=0.001, floors={}),
+    )
     return time.perf_counter() - started
 
 
@@ -88,9 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spark = session("bench-registry")
         stores = {
-            "sqlite": MLflowResource(tracking_uri=f"sqlite:///{state / 'mlflow.db'}", artifact_root=str(state / "artifacts"),
-                                     experiment="bench"),
-            "http server": MLflowResource(tracking_uri=f"http://127.0.0.1:{env['MLFLOW_SERVER_PORT']}", experiment="bench"),
+            "sqlite": MLflowResource(
+                tracking_uri=f"sqlite:///{state / 'mlflow.db'}",
+                artifact_root=str(state / "artifacts"),
+                experiment="bench",
+            ),
+            "http server": MLflowResource(
+                tracking_uri=f"http://127.0.0.1:{env['MLFLOW_SERVER_PORT']}", experiment="bench"
+            ),
         }
         logged = {}
         for label, store in stores.items():

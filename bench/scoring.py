@@ -72,8 +72,12 @@ def registered_model(spark, tmp: str, features_path: str) -> ResolvedModel:
     train = spark.read.format("delta").load(features_path).where(f"{EVENT_DATE} < '2013-02-01' AND {LABEL} IS NOT NULL")
     pipeline = build_pipeline(SPEC, "logistic_regression", {"regParam": 0.01, "elasticNetParam": 0.0, "maxIter": 50})
     with mlflow.start_run(experiment_id=experiment) as run:
-        info = mlflow.spark.log_model(pipeline.fit(train), artifact_path="model", signature=model_signature(SPEC),
-                                      pip_requirements=pip_requirements())
+        info = mlflow.spark.log_model(
+            pipeline.fit(train),
+            artifact_path="model",
+            signature=model_signature(SPEC),
+            pip_requirements=pip_requirements(),
+        )
     client = mlflow.MlflowClient()
     tags = lineage_tags(SPEC, {"features": (features_path, 0)}, {"dagster.run_id": "none: bench"})
     version = register_version(client, MODEL_NAME, info.model_uri, run.info.run_id, "bench", tags)
@@ -94,18 +98,24 @@ def throughput(spark, tmp: str, features_path: str, model: ResolvedModel, reps: 
             if name == "spark_udf" and not 1 <= rep <= udf_reps:
                 continue
             out = f"{tmp}/out-{name}-{rep}"
-            elapsed = timed(lambda: delta_io.write_partitions(
-                transform(spark.read.format("delta").load(features_path)), out, *YEAR))
+            elapsed = timed(
+                lambda: delta_io.write_partitions(transform(spark.read.format("delta").load(features_path)), out, *YEAR)
+            )
             if rep:
                 times[name].append(elapsed)
-            print(f"rep {rep} {name:<10} {elapsed:7.2f}s  {rows / elapsed:>10,.0f} rows/s"
-                  + ("" if rep else "  (warm-up)"), flush=True)
+            print(
+                f"rep {rep} {name:<10} {elapsed:7.2f}s  {rows / elapsed:>10,.0f} rows/s"
+                + ("" if rep else "  (warm-up)"),
+                flush=True,
+            )
         if rep:
             print(f"rep {rep} native / copy = {times['copy'][-1] / times['native'][-1]:.2f}", flush=True)
     median = {v: statistics.median(t) for v, t in times.items()}
     rate = {v: rows / t for v, t in median.items()}
-    print(f"\n{rows:,} rows. Median rows/s: copy {rate['copy']:,.0f}, native {rate['native']:,.0f}, "
-          f"spark_udf {rate['spark_udf']:,.0f}")
+    print(
+        f"\n{rows:,} rows. Median rows/s: copy {rate['copy']:,.0f}, native {rate['native']:,.0f}, "
+        f"spark_udf {rate['spark_udf']:,.0f}"
+    )
     print(f"native / copy      = {rate['native'] / rate['copy']:.2f}  (target >= 0.5)")
     print(f"native / spark_udf = {rate['native'] / rate['spark_udf']:.2f}  (target >= 3)\n", flush=True)
 
@@ -123,10 +133,12 @@ def maintenance(spark, tmp: str, predictions_path: str, reps: int = 5) -> None:
     version = spark.read.format("delta").load(predictions_path).select("model_version").first()[0]
     month = "event_date >= '2013-06-01' AND event_date < '2013-07-01'"
     queries = {
-        "month of one version (count, avg probability)": lambda df: df.where(f"{month} AND model_version = '{version}'")
-        .agg(F.count(F.lit(1)), F.avg("probability")).first(),
-        "one flight for a month": lambda df: df.where(f"{month} AND carrier = 'UA' AND flight = 1545")
-        .agg(F.count(F.lit(1))).first(),
+        "month of one version (count, avg probability)": lambda df: (
+            df.where(f"{month} AND model_version = '{version}'").agg(F.count(F.lit(1)), F.avg("probability")).first()
+        ),
+        "one flight for a month": lambda df: (
+            df.where(f"{month} AND carrier = 'UA' AND flight = 1545").agg(F.count(F.lit(1))).first()
+        ),
     }
     layouts = {
         "as written": None,
@@ -142,9 +154,11 @@ def maintenance(spark, tmp: str, predictions_path: str, reps: int = 5) -> None:
         for q, run in queries.items():
             run(table)  # warm: the first read pays for listing and the Delta snapshot
             query_times[q] = statistics.median(timed(lambda: run(table)) for _ in range(reps))
-        print(f"{layout:<28} files {file_count(spark, path):>5} ({size_mb(spark, path):.1f} MB)  "
-              f"maintenance {seconds:6.2f}s  " +
-              "  ".join(f"{q}: {t * 1000:6.0f} ms" for q, t in query_times.items()), flush=True)
+        print(
+            f"{layout:<28} files {file_count(spark, path):>5} ({size_mb(spark, path):.1f} MB)  "
+            f"maintenance {seconds:6.2f}s  " + "  ".join(f"{q}: {t * 1000:6.0f} ms" for q, t in query_times.items()),
+            flush=True,
+        )
 
 
 def backfill(month_days: int) -> None:
@@ -153,29 +167,60 @@ def backfill(month_days: int) -> None:
 
     start = date(2013, 1, 1)
     last = start + timedelta(days=month_days - 1)
-    tags = {"dagster/asset_partition_range_start": start.isoformat(),
-            "dagster/asset_partition_range_end": last.isoformat()}
+    tags = {
+        "dagster/asset_partition_range_start": start.isoformat(),
+        "dagster/asset_partition_range_end": last.isoformat(),
+    }
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     defs, instance, resources, state = build_world(Path(tempfile.mkdtemp(prefix="bench-backfill-")))
     daily, training = defs.resolve_job_def("daily_job"), defs.resolve_job_def("training_job")
-    assert daily.execute_in_process(instance=instance, tags=tags, run_config=quiet, asset_selection=[
-        AssetKey("raw_data"), AssetKey("validated_features"), AssetKey("quarantine")]).success
-    assert training.execute_in_process(instance=instance, run_config={**quiet, "ops": {
-        "splits": {"config": {"end_date": last.isoformat(), "train_days": month_days - 10, "validation_days": 5,
-                              "test_days": 5}},
-        "tuned_pipeline": {"config": {"n_trials": 1, "algorithms": ["logistic_regression"]}}}}).success
+    assert daily.execute_in_process(
+        instance=instance,
+        tags=tags,
+        run_config=quiet,
+        asset_selection=[AssetKey("raw_data"), AssetKey("validated_features"), AssetKey("quarantine")],
+    ).success
+    assert training.execute_in_process(
+        instance=instance,
+        run_config={
+            **quiet,
+            "ops": {
+                "splits": {
+                    "config": {
+                        "end_date": last.isoformat(),
+                        "train_days": month_days - 10,
+                        "validation_days": 5,
+                        "test_days": 5,
+                    }
+                },
+                "tuned_pipeline": {"config": {"n_trials": 1, "algorithms": ["logistic_regression"]}},
+            },
+        },
+    ).success
     selection = [AssetKey("batch_predictions")]
     path = resources["lakehouse"].table_path("batch_predictions")
-    one_run = timed(lambda: daily.execute_in_process(instance=instance, tags=tags, run_config=quiet,
-                                                     asset_selection=selection))
+    one_run = timed(
+        lambda: daily.execute_in_process(instance=instance, tags=tags, run_config=quiet, asset_selection=selection)
+    )
     spark = get_or_create_session()
     files_one_run = file_count(spark, path)
-    per_day = timed(lambda: [daily.execute_in_process(instance=instance, run_config=quiet, asset_selection=selection,
-                                                      partition_key=(start + timedelta(days=i)).isoformat())
-                             for i in range(month_days)])
-    print(f"{month_days} days of batch_predictions: one run {one_run:.1f}s ({files_one_run} files), "
-          f"{month_days} single-day runs {per_day:.1f}s ({file_count(spark, path)} files); "
-          f"ratio {per_day / one_run:.1f}x", flush=True)
+    per_day = timed(
+        lambda: [
+            daily.execute_in_process(
+                instance=instance,
+                run_config=quiet,
+                asset_selection=selection,
+                partition_key=(start + timedelta(days=i)).isoformat(),
+            )
+            for i in range(month_days)
+        ]
+    )
+    print(
+        f"{month_days} days of batch_predictions: one run {one_run:.1f}s ({files_one_run} files), "
+        f"{month_days} single-day runs {per_day:.1f}s ({file_count(spark, path)} files); "
+        f"ratio {per_day / one_run:.1f}x",
+        flush=True,
+    )
     shutil.rmtree(state, ignore_errors=True)
 
 
@@ -197,8 +242,11 @@ def main() -> None:
             if "throughput" not in args.skip:
                 throughput(spark, tmp, features_path, model, args.reps, args.udf_reps)
             else:
-                delta_io.write_partitions(score(spark.read.format("delta").load(features_path), load_model(model),
-                                                model, SPEC), predictions_path, *YEAR)
+                delta_io.write_partitions(
+                    score(spark.read.format("delta").load(features_path), load_model(model), model, SPEC),
+                    predictions_path,
+                    *YEAR,
+                )
             if "maintenance" not in args.skip:
                 maintenance(spark, tmp, predictions_path)
         if "backfill" not in args.skip:

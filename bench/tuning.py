@@ -62,9 +62,16 @@ def grid_search(spark, splits, space, points: int, metric: str):
 
 def tpe(splits, space_algorithms, metric, experiment_id, **kw):
     started = time.monotonic()
-    outcome = tune_and_log(SPEC, splits["train"], splits["validation"], splits["test"],
-                           TuningConfig(metric=metric, algorithms=space_algorithms, reports=False, **kw),
-                           experiment_id=experiment_id, tags={"bench": "tuning"}, progress=print)
+    outcome = tune_and_log(
+        SPEC,
+        splits["train"],
+        splits["validation"],
+        splits["test"],
+        TuningConfig(metric=metric, algorithms=space_algorithms, reports=False, **kw),
+        experiment_id=experiment_id,
+        tags={"bench": "tuning"},
+        progress=print,
+    )
     return outcome, time.monotonic() - started
 
 
@@ -73,8 +80,12 @@ def main() -> None:
     parser.add_argument("--end", default="2013-07-31")
     parser.add_argument("--train-days", type=int, default=45)
     parser.add_argument("--validation-days", type=int, default=14)
-    parser.add_argument("--points", type=int, default=3,
-                        help="grid values per hyperparameter: 3 is the least that puts a point inside each range")
+    parser.add_argument(
+        "--points",
+        type=int,
+        default=3,
+        help="grid values per hyperparameter: 3 is the least that puts a point inside each range",
+    )
     parser.add_argument("--tolerance", type=float, default=0.002)
     parser.add_argument("--parallel-trials", type=int, default=6)
     args = parser.parse_args()
@@ -93,24 +104,44 @@ def main() -> None:
     print(f"grid: {fits} fits, best {metric} {grid_best:.4f} ({grid_algorithm}) in {grid_time:.1f}s")
 
     target = grid_best - args.tolerance
-    outcome, _ = tpe(splits, tuple(space), metric, experiment_id, n_trials=10 * fits, seed=42,
-                     timeout_seconds=grid_time, target_value=target, study_name="tpe-vs-grid")
+    outcome, _ = tpe(
+        splits,
+        tuple(space),
+        metric,
+        experiment_id,
+        n_trials=10 * fits,
+        seed=42,
+        timeout_seconds=grid_time,
+        target_value=target,
+        study_name="tpe-vs-grid",
+    )
     trials = [t for t in outcome.trials if t["state"] == "COMPLETE"]
     reached = next((t for t in trials if t["value"] >= target), None)
     # Time to reach: from the first trial's start to the end of the first trial at the target.
     tpe_time = (reached["finished_at"] - trials[0]["started_at"]) if reached else float("nan")
     where = f"at trial {reached['number'] + 1} " if reached else ""
-    print(f"tpe: {len(trials)} trials, best {metric} {outcome.best_validation_value:.4f}; "
-          f"{'reached' if reached else 'did NOT reach'} {target:.4f} {where}in {tpe_time:.1f}s "
-          f"= {tpe_time / grid_time:.2f}x the grid's time (target <= 0.33x)")
+    print(
+        f"tpe: {len(trials)} trials, best {metric} {outcome.best_validation_value:.4f}; "
+        f"{'reached' if reached else 'did NOT reach'} {target:.4f} {where}in {tpe_time:.1f}s "
+        f"= {tpe_time / grid_time:.2f}x the grid's time (target <= 0.33x)"
+    )
 
     times = {}
     for parallelism in (1, 2):
-        _, times[parallelism] = tpe(splits, ("logistic_regression", "random_forest"), metric, experiment_id,
-                                    n_trials=args.parallel_trials, seed=1, parallelism=parallelism,
-                                    study_name=f"parallel-{parallelism}")
-    print(f"{args.parallel_trials} trials: 1 at a time {times[1]:.1f}s, 2 at a time {times[2]:.1f}s, "
-          f"speedup {times[1] / times[2]:.2f}x")
+        _, times[parallelism] = tpe(
+            splits,
+            ("logistic_regression", "random_forest"),
+            metric,
+            experiment_id,
+            n_trials=args.parallel_trials,
+            seed=1,
+            parallelism=parallelism,
+            study_name=f"parallel-{parallelism}",
+        )
+    print(
+        f"{args.parallel_trials} trials: 1 at a time {times[1]:.1f}s, 2 at a time {times[2]:.1f}s, "
+        f"speedup {times[1] / times[2]:.2f}x"
+    )
 
 
 if __name__ == "__main__":

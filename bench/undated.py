@@ -43,7 +43,11 @@ def gate_with_undated(source, start: date, end: date) -> bool:
     seen = raw_window(source, SPEC, start, end, undated=True).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         report, _ = undated.measure(seen, SPEC, start.isoformat())
-        return run_suite(undated.dated(seen), raw_suite(SPEC, days=(end - start).days)).with_result(report.outcome()).success
+        return (
+            run_suite(undated.dated(seen), raw_suite(SPEC, days=(end - start).days))
+            .with_result(report.outcome())
+            .success
+        )
     finally:
         seen.unpersist()
 
@@ -77,8 +81,10 @@ def main() -> None:
     median = {name: statistics.median(times) for name, times in samples.items()}
     print(f"\nsource rows: {source.count():,}; window {start}; medians of {args.reps}:")
     for name, value in median.items():
-        print(f"{name:<44} {value:7.2f}s  ({', '.join(f'{t:.2f}' for t in samples[name])})  "
-              f"{value / median[BEFORE]:5.2f}x before")
+        print(
+            f"{name:<44} {value:7.2f}s  ({', '.join(f'{t:.2f}' for t in samples[name])})  "
+            f"{value / median[BEFORE]:5.2f}x before"
+        )
 
 
 if __name__ == "__main__":

@@ -56,7 +56,13 @@ def build_world(state):
 
     quiet_environment()
     resources = local_resources(SPEC, state=state, master="local[2]", spark_conf=SPARK_CONF)
-    defs = Definitions(assets=project.assets, jobs=project.jobs, schedules=project.schedules,
-                       sensors=project.sensors, resources=resources, executor=project.executor)
+    defs = Definitions(
+        assets=project.assets,
+        jobs=project.jobs,
+        schedules=project.schedules,
+        sensors=project.sensors,
+        resources=resources,
+        executor=project.executor,
+    )
     (state / "dagster").mkdir(exist_ok=True)
     return defs, DagsterInstance.local_temp(str(state / "dagster")), resources, state
