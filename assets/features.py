@@ -13,7 +13,6 @@ from dagster import (
     AssetExecutionContext,
     AssetOut,
     BackfillPolicy,
-    Failure,
     MaterializeResult,
     MetadataValue,
     multi_asset,
@@ -21,25 +20,15 @@ from dagster import (
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
-from assets.checks import per_partition, suite_check_result
-from assets.common import (
-    SPEC,
-    daily_partitions,
-    day_materializations,
-    days_label,
-    days_of,
-    delta_metadata,
-    is_single_day,
-    partition_label,
-    partition_window,
-)
+from assets.common import SPEC, daily_partitions, window_of
+from assets.gate import daily_gate, suite_check_result
 from assets.ingest import raw_data
 from ml import quarantine as q
 from ml.dataset import EVENT_DATE
-from ml.delta_io import read_pinned, window_predicate, write_days, write_partitions
+from ml.days import days_label
 from ml.features import with_derived
 from ml.quality import feature_suite, run_suite_by_day, with_key_column
-from orchestration.resources import LakehouseResource, SparkResource
+from orchestration.lakehouse import LakehouseResource
 
 SUITE_CHECK = "feature_suite"
 BUDGET_CHECK = "quarantine_budget"
@@ -95,65 +84,43 @@ def reconciliation(counts: q.QuarantineCounts) -> dict:
                        description="Great Expectations suite derived from the dataset spec"),
     ],
 )
-def validated_features(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource):
+def validated_features(context: AssetExecutionContext, lakehouse: LakehouseResource):
     """Every day of the run is judged on its own: its quarantine budget, then the suite over the days that
     passed, which finds the days that fail it (ml.quality.run_suite_by_day). Days that pass are written even
     when another day of the range fails (the run then fails, and nothing downstream runs); a failed day keeps
     its previous rows. Each day gets its own check results."""
-    session = spark.spark_session
-    start, end = partition_window(context)
-    partition = partition_label(start, end)
-    days = days_of(start, end)
-    raw, raw_version = read_pinned(session, lakehouse.table_path("raw_data"))
-    annotated = q.annotate(with_derived(raw.where(window_predicate(start, end)), SPEC), SPEC)
+    window = window_of(context)
+    raw = lakehouse.read("raw_data")
+    annotated = q.annotate(with_derived(raw.frame.where(window.predicate()), SPEC), SPEC)
     annotated = annotated.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         by_day = q.count_by_day(annotated, SPEC)
-        counts = {d: by_day.get(d, q.QuarantineCounts(0, 0, 0, {})) for d in days}
-        budgets = {d: budget_check(counts[d], d.isoformat()) for d in days}
-        quarantined = q.quarantined_rows(annotated, SPEC, partition)
-        q_commit = write_partitions(quarantined, lakehouse.table_path("quarantine"), start, end)
-        passed = [d for d in days if budgets[d].passed]
-        verdicts, good, commit = {}, [], None
-        if passed:
-            kept = annotated if len(passed) == len(days) else annotated.where(F.col(EVENT_DATE).isin(passed))
-            features = q.good_rows(kept, SPEC)
-            verdicts = run_suite_by_day(with_key_column(features, SPEC), lambda n: feature_suite(SPEC, days=n), passed)
-            good = [d for d in passed if verdicts[d].outcome.success]
-            if good:
-                commit = write_days(features, lakehouse.table_path("validated_features"), start, end, good)
+        counts = {d: by_day.get(d, q.QuarantineCounts(0, 0, 0, {})) for d in window.days}
+        checks = {d: [budget_check(counts[d], d.isoformat())] for d in window.days}
+        quarantined = q.quarantined_rows(annotated, SPEC, window.label)
+        q_commit = lakehouse.write_window(quarantined, "quarantine", window, run_id=context.run.run_id)
+        total = q.total(list(counts.values()))
+        yield MaterializeResult(asset_key="quarantine", metadata=lakehouse.metadata(
+            q_commit, "quarantine", quarantined.schema, window, rows_by_rule=MetadataValue.json(total.by_rule)))
+        passed = [d for d in window.days if checks[d][0].passed]
+        features = q.good_rows(annotated if len(passed) == len(window.days)
+                               else annotated.where(F.col(EVENT_DATE).isin(passed)), SPEC)
+        verdicts = run_suite_by_day(with_key_column(features, SPEC), lambda n: feature_suite(SPEC, days=n),
+                                    passed) if passed else {}
+        for d, v in verdicts.items():
+            checks[d].append(suite_check_result(v.outcome, SUITE_CHECK, "validated_features", d.isoformat(),
+                                                validated_with=days_label(v.days)))
+
+        def reasons(failed):
+            return [f"{d}: {checks[d][0].description}" if not checks[d][0].passed else
+                    f"{days_label(verdicts[d].days)}: the feature suite failed: {checks[d][1].description}"
+                    for d in failed]
+
+        yield from daily_gate(
+            context, lakehouse, "validated_features", features, window, checks,
+            metadata={**raw.lineage, **reconciliation(total)},
+            day_metadata=lambda d: {**raw.lineage, "dagster/row_count": counts[d].kept, **reconciliation(counts[d])},
+            reasons=reasons, failure_metadata=raw.lineage,
+            note=f"Rows that broke a row-level rule are in quarantine (Delta v{q_commit.version}).")
     finally:
         annotated.unpersist()
-    total = q.total(list(counts.values()))
-    yield MaterializeResult(
-        asset_key="quarantine",
-        metadata=delta_metadata(q_commit, lakehouse.table_name("quarantine"), quarantined.schema,
-                                whole_output=is_single_day(start, end), partition=partition,
-                                rows_by_rule=MetadataValue.json(total.by_rule)),
-    )
-    suites = {d: suite_check_result(v.outcome, SUITE_CHECK, "validated_features", d.isoformat(), validated_with=days_label(v.days))
-              for d, v in verdicts.items()}
-    written = good if commit else []
-    table = lakehouse.table_name("validated_features")
-    if commit:
-        context.log.info(f"validated_features {partition}: {commit.rows_written} rows of {len(written)} day(s), "
-                         f"{total.quarantined} quarantined, Delta v{commit.version}")
-    yield from day_materializations(
-        "validated_features", days, written,
-        lambda: delta_metadata(commit, table, features.schema, whole_output=is_single_day(start, end), partition=partition,
-                               raw_data_delta_version=raw_version, **reconciliation(total)),
-        lambda d: delta_metadata(commit, table, features.schema, whole_output=False, partition=d.isoformat(),
-                                 raw_data_delta_version=raw_version, **{"dagster/row_count": counts[d].kept},
-                                 **reconciliation(counts[d])))
-    yield from per_partition(context, "validated_features", [(d.isoformat(), budgets[d]) for d in days]
-                             + [(d.isoformat(), suites[d]) for d in passed])
-    if len(written) < len(days):
-        failed = [f"{d}: {budgets[d].description}" for d in days if not budgets[d].passed]
-        failed += [f"{days_label(v.days)}: the feature suite failed: {suites[v.days[0]].description}"
-                   for v in {v.days: v for v in verdicts.values() if not v.outcome.success}.values()]
-        outcome = (f"The other {len(written)} day(s) were written (Delta v{commit.version})" if written
-                   else "Nothing was written to validated_features")
-        raise Failure(
-            description=f"validated_features {partition}: {'; '.join(failed)}. {outcome}; the failed day(s) keep "
-                        f"their previous rows. Rows that broke a row-level rule are in quarantine (Delta v{q_commit.version}).",
-            metadata={"raw_data_delta_version": raw_version, "failed_days": [d.isoformat() for d in days if d not in written]})

@@ -6,21 +6,18 @@ The metadata keys are plain (`metric_name`, `primary_metric`, `metrics_by_day`, 
 (drift) reads them back from the Dagster instance.
 """
 
-import json
-from datetime import timedelta
-
 from dagster import AssetExecutionContext, BackfillPolicy, MaterializeResult, MetadataValue, asset
 from pyspark.sql import functions as F
 
-from assets.common import (
-    SPEC, daily_partitions, delta_metadata, is_single_day, partition_label, partition_window, table_uri,
-)
+from assets import contracts as c
+from assets.common import SPEC, daily_partitions, window_of
 from assets.features import validated_features
 from assets.predictions import batch_predictions
-from ml.delta_io import current_version, days_predicate, read_pinned, replace_where, table_exists, window_predicate
+from ml.days import DayWindow
+from ml.delta_io import days_predicate
 from ml.metrics import TASK_METRICS
 from ml.performance import performance, with_labels
-from orchestration.resources import LakehouseResource, SparkResource
+from orchestration.lakehouse import LakehouseResource
 
 
 @asset(
@@ -31,56 +28,44 @@ from orchestration.resources import LakehouseResource, SparkResource
     kinds={"spark", "delta"},
     description="The task's metrics per day and model version, on the predictions whose labels have arrived.",
 )
-def model_performance(context: AssetExecutionContext, spark: SparkResource,
-                      lakehouse: LakehouseResource) -> MaterializeResult:
-    session = spark.spark_session
-    start, end = partition_window(context)
-    partition = partition_label(start, end)
-    window = window_predicate(start, end)
-    predictions, predictions_version = read_pinned(session, lakehouse.table_path("batch_predictions"))
-    features, features_version = read_pinned(session, lakehouse.table_path("validated_features"))
-    result = performance(with_labels(predictions.where(window), features.where(window), SPEC), SPEC)
+def model_performance(context: AssetExecutionContext, lakehouse: LakehouseResource) -> MaterializeResult:
+    window = window_of(context)
+    predictions, features = lakehouse.read("batch_predictions"), lakehouse.read("validated_features")
+    result = performance(with_labels(predictions.frame.where(window.predicate()),
+                                     features.frame.where(window.predicate()), SPEC), SPEC)
     groups = result.collect()  # one row per day and model version: small, whatever the number of predictions
     labelled = [g for g in groups if g.labelled_rows > 0]
-    days = [start + timedelta(days=i) for i in range((end - start).days)]
     labelled_days = sorted({g.event_date for g in labelled})
-    path = lakehouse.table_path("model_performance")
     summary = {
-        "partition": partition,
-        "metric_name": SPEC.metric,
-        **single_day_metric(labelled, is_single_day(start, end)),
-        "primary_metric_by_day": MetadataValue.json(by_day(labelled, lambda g: g.primary_metric)),
+        c.METRIC_NAME: SPEC.metric,
+        **single_day_metric(labelled, window),
+        c.PRIMARY_METRIC_BY_DAY: MetadataValue.json(by_day(labelled, lambda g: g.primary_metric)),
         "metrics_by_day": MetadataValue.json(by_day(labelled, lambda g: {
             **{m: g[m] for m in TASK_METRICS[SPEC.task]}, "labelled_rows": g.labelled_rows, "scored_rows": g.scored_rows})),
         "rows_with_labels": sum(g.labelled_rows for g in groups),
         "rows_without_labels": sum(g.scored_rows - g.labelled_rows for g in groups),
         "days_with_labels": MetadataValue.json([d.isoformat() for d in labelled_days]),
-        "days_without_labels": MetadataValue.json([d.isoformat() for d in days if d not in labelled_days]),
-        "batch_predictions_delta_version": predictions_version,
-        "validated_features_delta_version": features_version,
+        "days_without_labels": MetadataValue.json([d.isoformat() for d in window.days if d not in labelled_days]),
+        **predictions.lineage,
+        **features.lineage,
     }
     if not labelled:
-        context.log.info(f"model_performance {partition}: no labels yet, nothing written")
-        return MaterializeResult(metadata={
-            "dagster/uri": table_uri(path), "dagster/table_name": lakehouse.table_name("model_performance"),
-            "rows_written": 0, "delta_version": current_version(session, path) if table_exists(session, path) else -1,
-            **summary})
-    rows = session.createDataFrame(labelled, result.schema).withColumn("computed_at", F.current_timestamp())
-    commit = replace_where(rows, path, days_predicate(labelled_days),
-                           user_metadata=json.dumps({"dagster_run_id": context.run.run_id}))
-    context.log.info(f"model_performance {partition}: {len(labelled)} day/version rows, Delta v{commit.version}")
-    return MaterializeResult(metadata=delta_metadata(
-        commit, lakehouse.table_name("model_performance"), rows.schema, whole_output=is_single_day(start, end),
-        rows_written=len(labelled), **summary))
+        context.log.info(f"model_performance {window.label}: no labels yet, nothing written")
+        return MaterializeResult(metadata=lakehouse.unwritten_metadata("model_performance", window, **summary))
+    rows = lakehouse.session.createDataFrame(labelled, result.schema).withColumn("computed_at", F.current_timestamp())
+    commit = lakehouse.replace_rows(rows, "model_performance", days_predicate(labelled_days), run_id=context.run.run_id)
+    context.log.info(f"model_performance {window.label}: {len(labelled)} day/version rows, Delta v{commit.version}")
+    return MaterializeResult(metadata=lakehouse.metadata(
+        commit, "model_performance", rows.schema, window, rows_written=len(labelled), **summary))
 
 
-def single_day_metric(labelled: list, single_day: bool) -> dict:
+def single_day_metric(labelled: list, window: DayWindow) -> dict:
     """`primary_metric`, `model_version` and `primary_metric_by_version` for a one-day run (the schedule's case).
 
     Every write of batch_predictions replaces whole days with one model version, so a day has one version.
     A range run records the same metadata on each of its days, so there the values are per day only.
     """
-    if not single_day or not labelled:
+    if not window.single_day or not labelled:
         return {}
     metadata = {"primary_metric_by_version": MetadataValue.json({g.model_version: g.primary_metric for g in labelled})}
     if len(labelled) == 1:

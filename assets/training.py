@@ -7,16 +7,19 @@ from typing import Optional
 from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset
 from pydantic import Field
 
+from assets import contracts as c
 from assets.common import SPEC
-from ml.delta_io import read_pinned
+from assets.splits import SPLIT_TABLES
 from ml import registry
 from ml.registry import CHAMPION, CHALLENGER, GateConfig, gate, register_version
 from ml.scoring import evaluate_version
 from ml.search_space import ParamRange
 from ml.training import TuningConfig, tune_and_log
-from orchestration.resources import LakehouseResource, MLflowResource, OptunaResource, SparkResource
+from orchestration.lakehouse import LakehouseResource
+from orchestration.resources import MLflowResource, OptunaResource
 
-SPLIT_TABLES = ("train_set", "validation_set", "test_set")
+TUNING = TuningConfig()  # the defaults of the run config below
+GATE = GateConfig()
 
 
 class ParamRangeConfig(Config):
@@ -30,19 +33,21 @@ class ParamRangeConfig(Config):
 
 
 class TuningRunConfig(Config):
-    n_trials: int = Field(default=6, ge=1, description="Optuna trials in the study (a resumed study counts its earlier ones)")
-    seed: int = Field(default=42, description="TPE seed: same data, seed and space give the same trials (parallelism 1)")
-    algorithms: list[str] = Field(default_factory=list, description="empty: every algorithm of the task")
+    """ml.training.TuningConfig as Dagster run config: the defaults are TuningConfig's."""
+
+    n_trials: int = Field(default=TUNING.n_trials, ge=1, description="Optuna trials in the study (a resumed study counts its earlier ones)")
+    seed: int = Field(default=TUNING.seed, description="TPE seed: same data, seed and space give the same trials (parallelism 1)")
+    algorithms: list[str] = Field(default_factory=lambda: list(TUNING.algorithms), description="empty: every algorithm of the task")
     search_space: dict[str, dict[str, ParamRangeConfig]] = Field(
         default_factory=dict, description="overrides of the default ranges: {algorithm: {param: range}}")
-    metric: Optional[str] = Field(default=None, description="primary metric; empty: the dataset spec's")
-    validation: str = Field(default="holdout", description="holdout | kfold | time_series")
-    folds: int = Field(default=3, ge=2, description="folds for kfold and time_series")
-    prune: bool = Field(default=True, description="median pruner on the per-fold running mean")
-    parallelism: int = Field(default=1, ge=1, description="trials at once; keep well below n_trials (TPE learns from finished trials)")
-    startup_trials: int = Field(default=5, ge=1, description="random trials before TPE models the space")
-    timeout_seconds: Optional[float] = Field(default=None, description="stop starting trials after this long")
-    refit_on_train_and_validation: bool = False
+    metric: Optional[str] = Field(default=TUNING.metric, description="primary metric; empty: the dataset spec's")
+    validation: str = Field(default=TUNING.validation, description="holdout | kfold | time_series")
+    folds: int = Field(default=TUNING.folds, ge=2, description="folds for kfold and time_series")
+    prune: bool = Field(default=TUNING.prune, description="median pruner on the per-fold running mean")
+    parallelism: int = Field(default=TUNING.parallelism, ge=1, description="trials at once; keep well below n_trials (TPE learns from finished trials)")
+    startup_trials: int = Field(default=TUNING.startup_trials, ge=1, description="random trials before TPE models the space")
+    timeout_seconds: Optional[float] = Field(default=TUNING.timeout_seconds, description="stop starting trials after this long")
+    refit_on_train_and_validation: bool = TUNING.refit_on_train_and_validation
     study_name: Optional[str] = Field(default=None, description=(
         "empty: derived from the inputs' Delta versions and this config, so a rerun on the same data resumes the study"))
 
@@ -84,19 +89,19 @@ def trials_table(trials: list[dict], metric: str, url_of) -> str:
 
 
 @asset(
-    deps=list(SPLIT_TABLES),
+    ins={table: AssetIn() for table in SPLIT_TABLES},  # each the Delta version that the splits step wrote
     group_name="training",
     kinds={"spark", "mlflow", "optuna"},
     description="Spark ML pipeline tuned by an Optuna TPE study; every trial is a nested MLflow run.",
 )
-def tuned_pipeline(context: AssetExecutionContext, config: TuningRunConfig, spark: SparkResource,
-                   mlflow: MLflowResource, lakehouse: LakehouseResource, optuna: OptunaResource) -> Output[dict]:
-    session = spark.spark_session
-    frames, inputs = {}, {}
-    for table in SPLIT_TABLES:
-        path = lakehouse.table_path(table)
-        frames[table], version = read_pinned(session, path)
-        inputs[table] = (path, version)
+def tuned_pipeline(context: AssetExecutionContext, config: TuningRunConfig, mlflow: MLflowResource,
+                   lakehouse: LakehouseResource, optuna: OptunaResource, train_set: int, validation_set: int,
+                   test_set: int) -> Output[dict]:
+    """Trains on the split versions that the splits step wrote (passed as inputs), not on whatever the split
+    tables hold when this step starts: another run may have rewritten them since."""
+    versions = {"train_set": train_set, "validation_set": validation_set, "test_set": test_set}
+    frames = {t: lakehouse.read_at(t, v).frame for t, v in versions.items()}
+    inputs = {t: (lakehouse.table_path(t), v) for t, v in versions.items()}
     experiment_id = mlflow.experiment_id()
     outcome = tune_and_log(
         SPEC, frames["train_set"], frames["validation_set"], frames["test_set"],
@@ -132,19 +137,24 @@ def tuned_pipeline(context: AssetExecutionContext, config: TuningRunConfig, spar
             f"best_trial_validation_{outcome.metric}": outcome.best_validation_value,
             **{f"validation_{k}": v for k, v in outcome.validation_metrics.items()},
             **{f"test_{k}": v for k, v in outcome.test_metrics.items()},
-            **{f"{t}_delta_version": v for t, (_, v) in inputs.items()},
+            **{f"{t}_delta_version": v for t, v in versions.items()},
         },
     )
 
 
 class GateRunConfig(Config):
-    margin: float = Field(default=0.001, ge=0.0, description=(
+    """ml.registry.GateConfig as Dagster run config: the defaults are GateConfig's."""
+
+    margin: float = Field(default=GATE.margin, ge=0.0, description=(
         "the challenger must beat the champion by more than this: retraining on the same data moves the metric "
         "by ~1e-5 (row order changes tree sampling), which must not flip the champion"))
-    min_value: Optional[float] = Field(default=0.55, description=(
-        "floor, for higher-is-better metrics only (AUC, R2): a version below it is never promoted"))
-    max_value: Optional[float] = Field(default=None, description=(
-        "ceiling, for lower-is-better metrics only (RMSE, MAE): a version above it is never promoted"))
+    floors: dict[str, float] = Field(default_factory=lambda: dict(GATE.floors), description=(
+        "metric -> floor, for higher-is-better metrics (auc, r2): a version below its metric's floor is never promoted"))
+    ceilings: dict[str, float] = Field(default_factory=lambda: dict(GATE.ceilings), description=(
+        "metric -> ceiling, for lower-is-better metrics (rmse, mae, log_loss): a version above it is never promoted"))
+
+    def gate_config(self) -> GateConfig:
+        return GateConfig(margin=self.margin, floors=dict(self.floors), ceilings=dict(self.ceilings))
 
 
 @asset(
@@ -154,7 +164,7 @@ class GateRunConfig(Config):
     description="The tuned pipeline as a version of catalog.schema.model; @champion only if it beats the champion.",
 )
 def registered_model(context: AssetExecutionContext, config: GateRunConfig, tuned_pipeline: dict,
-                     spark: SparkResource, mlflow: MLflowResource, lakehouse: LakehouseResource) -> Output[dict]:
+                     mlflow: MLflowResource, lakehouse: LakehouseResource) -> Output[dict]:
     client = mlflow.client
     name = lakehouse.model_name
     run_id = tuned_pipeline["run_id"]
@@ -168,12 +178,12 @@ def registered_model(context: AssetExecutionContext, config: GateRunConfig, tune
     )
     context.log.info(f"registered {name} v{version.version}")
 
-    # Both versions are judged on the same, current test_set.
-    test_set, test_version = read_pinned(spark.spark_session, tuned_pipeline["inputs"]["test_set"]["path"])
+    # Both versions are judged on the same data: the test_set version this model was tuned with.
+    test = lakehouse.read_at("test_set", tuned_pipeline["inputs"]["test_set"]["delta_version"])
     metric = tuned_pipeline["metric"]
-    gate_config = GateConfig(config.margin, config.min_value, config.max_value)
+    gate_config = config.gate_config()
     decision = gate(client, name, version.version, metric,
-                    lambda v: evaluate_version(name, v, test_set, SPEC.task, metric),
+                    lambda v: evaluate_version(name, v, test.frame, SPEC.task, metric),
                     gate_config)
     aliases = client.get_registered_model(name).aliases
     context.log.info(f"gate: {'promoted' if decision.promoted else 'rejected'} v{version.version}: {decision.reason}")
@@ -181,22 +191,22 @@ def registered_model(context: AssetExecutionContext, config: GateRunConfig, tune
     return Output(
         {"name": name, "version": version.version, "promoted": decision.promoted},
         metadata={
-            "model_name": name,
-            "model_version": int(version.version),
+            c.MODEL_NAME: name,
+            c.MODEL_VERSION: int(version.version),
             "model_url": MetadataValue.url(model_url) if model_url else "",
             "mlflow_run_id": run_id,
             "aliases": MetadataValue.json({k: str(v) for k, v in aliases.items()}),
             "champion_version": str(aliases.get(CHAMPION, "")),
             "challenger_version": str(aliases.get(CHALLENGER, "")),
-            "gate_decision": "promoted" if decision.promoted else "rejected",
-            "gate_reason": decision.reason,
+            c.GATE_DECISION: "promoted" if decision.promoted else "rejected",
+            c.GATE_REASON: decision.reason,
             "gate_metric": metric,
             "gate_margin": config.margin,
             "gate_threshold": gate_config.threshold(metric),
-            "challenger_metric": decision.challenger_value,
+            c.CHALLENGER_METRIC: decision.challenger_value,
             "champion_metric": decision.champion_value if decision.champion_value is not None else "",
             "previous_champion_version": str(decision.champion_version or ""),
-            "test_set_delta_version": test_version,
+            "test_set_delta_version": test.version,
             "code_version": tags["code.version"],
             "dataset_spec_fingerprint": tags["dataset.spec_fingerprint"],
         },

@@ -52,6 +52,7 @@ def wide_spec(numeric: int) -> DatasetSpec:
         task="classification",
         numeric_features=tuple(f"n{i}" for i in range(numeric)),
         categorical_features=("c0", "c1", "c2"),
+        start_date="2024-01-01",
     )
 
 

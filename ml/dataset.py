@@ -42,10 +42,10 @@ class DatasetSpec:
     task: Task
     numeric_features: tuple[str, ...]
     categorical_features: tuple[str, ...]
+    start_date: str  # first daily partition (YYYY-MM-DD)
     leaky_columns: tuple[str, ...] = ()  # known only after the event: never used as features
     derived_columns: dict[str, str] = field(default_factory=dict)  # name -> Spark SQL expression over raw
     event_timezone: str = "UTC"  # the event date is the local date in this zone
-    start_date: str = "2013-01-01"  # first daily partition
     end_date: str | None = None  # exclusive; None for an open-ended stream
     model_name: str = "model"
     primary_metric: str | None = None

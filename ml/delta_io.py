@@ -103,13 +103,14 @@ def days_predicate(days: list[date], column: str = EVENT_DATE) -> str:
     return f"{column} IN ({', '.join(repr(d.isoformat()) for d in sorted(days))})"
 
 
-def write_days(df: DataFrame, path: str, start: date, end: date, days: list[date], column: str = EVENT_DATE) -> DeltaCommit:
+def write_days(df: DataFrame, path: str, start: date, end: date, days: list[date], column: str = EVENT_DATE,
+               user_metadata: str | None = None) -> DeltaCommit:
     """Write `df`'s rows of `days`, some or all of the window [start, end): the whole window when they are all of
     it, else those days only (a range run whose other days failed their checks: those keep their rows)."""
     if len(days) == (end - start).days:
-        return write_partitions(df, path, start, end, column)
+        return write_partitions(df, path, start, end, column, user_metadata=user_metadata)
     return replace_where(df.where(F.col(column).isin(days)), path, days_predicate(days, column), column,
-                         what=f"{path} {len(days)} days of [{start}, {end})")
+                         user_metadata=user_metadata, what=f"{path} {len(days)} days of [{start}, {end})")
 
 
 def replace_where(df: DataFrame, path: str, predicate: str, column: str = EVENT_DATE,

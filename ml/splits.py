@@ -12,6 +12,15 @@ from ml.dataset import EVENT_DATE, LABEL
 
 
 @dataclass(frozen=True)
+class SplitSizes:
+    """How many days each split covers, by default (the Dagster config and `make run` take these)."""
+
+    train_days: int = 120
+    validation_days: int = 30
+    test_days: int = 31
+
+
+@dataclass(frozen=True)
 class SplitWindow:
     """Three consecutive date ranges, each [start, end), ending the day after `end_date`."""
 

@@ -20,7 +20,6 @@ from pyspark.errors import ArithmeticException, DateTimeException, NumberFormatE
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from ml import delta_io
 from ml.dataset import EVENT_DATE, DatasetSpec
 from ml.quality import ExpectationOutcome
 from ml.quarantine import FAILED_RULES, quarantined_rows
@@ -104,20 +103,10 @@ def event_date_errors(spec: DatasetSpec):
             f"(Spark's try_ functions, e.g. try_to_date): such rows are then quarantined as {NO_PARTITION_DATE}.") from exc
 
 
-def store(quarantined: DataFrame, report: UndatedRows, path: str, source: str) -> delta_io.DeltaCommit | None:
-    """Replace the undated rows stored for `source` with this run's: a rerun, or another day's run over the same
-    source, replaces them and never duplicates them; a fixed source empties them.
-
-    None, with no commit, when there is nothing to store and nothing stored for the source (so that a clean
-    source adds no empty commit to the quarantine's history on every run).
-    """
-    predicate = f"{EVENT_DATE} IS NULL AND source_partition = '{_escaped(source)}'"
-    if not report.rows:
-        if not delta_io.table_exists(quarantined.sparkSession, path):
-            return None
-        if not delta_io.read_table(quarantined.sparkSession, path).where(predicate).limit(1).count():
-            return None
-    return delta_io.replace_where(quarantined, path, predicate, what=f"{path}, undated rows of {source}")
+def stored_predicate(source: str) -> str:
+    """The quarantine's undated rows of `source`: a run replaces them with its own, so a rerun, or another day's
+    run over the same source, never duplicates them, and a fixed source empties them."""
+    return f"{EVENT_DATE} IS NULL AND source_partition = '{_escaped(source)}'"
 
 
 def _escaped(text: str) -> str:

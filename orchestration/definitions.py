@@ -20,7 +20,7 @@ from assets.splits import splits
 from assets.training import registered_model, tuned_pipeline
 from orchestration.deployments import resources_for
 from orchestration.sensors import RetrainPolicy, build_retrain_sensor
-from orchestration.rollback import rollback_job
+from orchestration.rollback import promotion_tags, rollback_job
 
 daily_assets = AssetSelection.assets(raw_data, validated_features, batch_predictions, model_performance, feature_drift)  # + quarantine
 training_assets = AssetSelection.assets(splits, tuned_pipeline, registered_model)
@@ -31,7 +31,7 @@ daily_job = define_asset_job(
                 "(or a range, in one run).",
 )
 training_job = define_asset_job(
-    "training_job", selection=training_assets,
+    "training_job", selection=training_assets, tags=promotion_tags(SPEC),
     description="splits -> tuned_pipeline -> registered_model (champion/challenger gate).",
 )
 daily_schedule = build_schedule_from_partitioned_job(daily_job, hour_of_day=3)

@@ -14,7 +14,8 @@ from pathlib import Path
 from dagster import EnvVar
 
 from ml.dataset import DatasetSpec
-from orchestration.resources import LakehouseResource, MLflowResource, OptunaResource, SparkResource
+from orchestration.lakehouse import LakehouseResource
+from orchestration.resources import MLflowResource, OptunaResource, SparkResource
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,14 +41,15 @@ def local_resources(
 ) -> dict:
     state = (state or state_dir()).resolve()
     lakehouse_root = os.environ.get("FLIGHTLINE_LAKEHOUSE_ROOT", str(state / "lakehouse"))
+    spark = SparkResource(
+        master=master,
+        spark_config={**LOCAL_SPARK_CONF, "spark.sql.warehouse.dir": str(state / "spark-warehouse"), **(spark_conf or {})},
+    )
     return {
-        "spark": SparkResource(
-            master=master,
-            spark_config={**LOCAL_SPARK_CONF, "spark.sql.warehouse.dir": str(state / "spark-warehouse"), **(spark_conf or {})},
-        ),
+        "spark": spark,
         "mlflow": local_mlflow(spec, state),
         "lakehouse": LakehouseResource(
-            root=lakehouse_root, catalog="main", schema_name=spec.name, model=spec.model_name,
+            spark=spark, root=lakehouse_root, catalog="main", schema_name=spec.name, model=spec.model_name,
             staging_dir=str(state / "staging"), source_location=os.environ.get("FLIGHTLINE_SOURCE_LOCATION"),
         ),
         "optuna": OptunaResource(storage=f"sqlite:///{state / 'optuna' / 'studies.db'}"),
@@ -84,12 +86,13 @@ def spark_conf_from_env() -> dict[str, str]:
 
 def prod_resources(spec: DatasetSpec) -> dict:
     env = os.environ.get
+    spark = SparkResource(
+        master=env("FLIGHTLINE_SPARK_MASTER"),
+        remote=env("FLIGHTLINE_SPARK_REMOTE"),  # sc://... for Spark Connect / Databricks
+        spark_config={"spark.sql.session.timeZone": "UTC", **spark_conf_from_env()},
+    )
     return {
-        "spark": SparkResource(
-            master=env("FLIGHTLINE_SPARK_MASTER"),
-            remote=env("FLIGHTLINE_SPARK_REMOTE"),  # sc://... for Spark Connect / Databricks
-            spark_config={"spark.sql.session.timeZone": "UTC", **spark_conf_from_env()},
-        ),
+        "spark": spark,
         "mlflow": MLflowResource(
             tracking_uri=EnvVar("MLFLOW_TRACKING_URI"),
             registry_uri=env("MLFLOW_REGISTRY_URI"),  # databricks-uc, or uc:http://host:8080
@@ -97,6 +100,7 @@ def prod_resources(spec: DatasetSpec) -> dict:
             ui_url=env("FLIGHTLINE_MLFLOW_UI"),
         ),
         "lakehouse": LakehouseResource(
+            spark=spark,
             root=EnvVar("FLIGHTLINE_LAKEHOUSE_ROOT"),
             catalog=env("FLIGHTLINE_CATALOG", "main"),
             schema_name=env("FLIGHTLINE_SCHEMA", spec.name),

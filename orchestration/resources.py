@@ -1,4 +1,4 @@
-"""Resources: the SparkSession, the MLflow client, and where the lakehouse's tables live."""
+"""Resources: the SparkSession, the MLflow client and Optuna's storage (the lakehouse: orchestration/lakehouse.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import mlflow
 from dagster import ConfigurableResource, InitResourceContext
-from dagster_pyspark import LazyPySparkResource
+from dagster_pyspark import PySparkResource
 from mlflow.tracking import MlflowClient
 from pydantic import PrivateAttr
 from pyspark.sql import SparkSession
@@ -18,11 +18,13 @@ from pyspark.sql import SparkSession
 from ml.spark import get_or_create_session
 
 
-class SparkResource(LazyPySparkResource):
+class SparkResource(PySparkResource):
     """A Delta-enabled SparkSession, created on first use, one per process, never stopped between assets.
 
     `master` is `local[*]` by default, or a cluster URL (`spark://host:7077`, `k8s://...`); `remote` is a
     Spark Connect URL (`sc://host:15002`) and wins over `master`. `spark_config` is extra Spark conf.
+    dagster-pyspark's resource starts its session when a run starts; this one waits for the first asset
+    that asks (a run of the training job's registry steps alone never starts Spark).
     """
 
     master: Optional[str] = "local[*]"
@@ -30,21 +32,23 @@ class SparkResource(LazyPySparkResource):
     app_name: str = "flightline"
     spark_config: dict[str, Any] = {}
 
-    @classmethod
-    def _is_dagster_maintained(cls) -> bool:
-        return False
+    _session: Optional[SparkSession] = PrivateAttr(default=None)
 
-    def _init_session(self) -> None:
-        if self._spark_session is None:
-            self._spark_session = get_or_create_session(
-                master=self.master, remote=self.remote, app_name=self.app_name,
-                conf={k: str(v) for k, v in self.spark_config.items()},
-            )
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        """Nothing yet: the session starts on first use (`spark_session`)."""
 
     @property
     def spark_session(self) -> SparkSession:
-        self._init_session()
-        return self._spark_session
+        if self._session is None:
+            self._session = get_or_create_session(
+                master=self.master, remote=self.remote, app_name=self.app_name,
+                conf={k: str(v) for k, v in self.spark_config.items()},
+            )
+        return self._session
+
+    @property
+    def spark_context(self) -> Any:
+        return self.spark_session.sparkContext
 
 
 class MLflowUnreachableError(ConnectionError):
@@ -90,8 +94,12 @@ class MLflowResource(ConfigurableResource):
         timeout = min(5, self.http_timeout_seconds)
         try:
             urllib.request.urlopen(base.rstrip("/") + "/health", timeout=timeout)
-        except urllib.error.HTTPError:
-            return  # it answered: reachable (some servers have no /health)
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500:
+                return  # it answered: reachable (some servers have no /health)
+            raise MLflowUnreachableError(
+                f"MLflow {role} at {uri} is unavailable: HTTP {exc.code} {exc.reason} "
+                f"(GET {base.rstrip('/')}/health)") from exc
         except (urllib.error.URLError, OSError) as exc:
             raise MLflowUnreachableError(
                 f"MLflow {role} at {uri} is unreachable: {getattr(exc, 'reason', exc)} "
@@ -134,34 +142,3 @@ class OptunaResource(ConfigurableResource):
         if self.storage and self.storage.startswith("sqlite:///"):
             Path(self.storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         return self.storage
-
-
-class LakehouseResource(ConfigurableResource):
-    """Where tables live: a root path, plus the `catalog.schema` they are named under.
-
-    Each table is stored at `<root>/<catalog>/<schema>/<table>`, and named `catalog.schema.table` in
-    metadata, so that a metastore or Unity Catalog can take the names over in production.
-    """
-
-    root: str
-    catalog: str = "main"
-    schema_name: str = "flights"
-    model: str = "arrival_delay"
-    staging_dir: str  # scratch space for source files that need unpacking
-    source_location: Optional[str] = None  # replaces the dataset spec's default source (folder, path or table)
-
-    def replaced(self, **changes: Any) -> "LakehouseResource":
-        """A copy with some fields changed (Dagster does not honour pydantic's `model_copy(update=...)`)."""
-        return type(self)(**{**{name: getattr(self, name) for name in type(self).model_fields}, **changes})
-
-    def table_path(self, table: str) -> str:
-        if "://" in self.root:
-            return f"{self.root.rstrip('/')}/{self.catalog}/{self.schema_name}/{table}"
-        return str(Path(self.root).resolve() / self.catalog / self.schema_name / table)
-
-    def table_name(self, table: str) -> str:
-        return f"{self.catalog}.{self.schema_name}.{table}"
-
-    @property
-    def model_name(self) -> str:
-        return f"{self.catalog}.{self.schema_name}.{self.model}"

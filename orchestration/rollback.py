@@ -10,9 +10,15 @@ from dagster import AssetObservation, Config, MetadataValue, OpExecutionContext,
 from pydantic import Field
 
 from assets.common import SPEC
+from ml.dataset import DatasetSpec
 from ml.registry import CHALLENGER, CHAMPION, set_champion
+from ml.scoring import smoke_score
 from ml.training import model_signature
-from orchestration.resources import LakehouseResource, MLflowResource
+from orchestration.lakehouse import LakehouseResource
+from orchestration.resources import MLflowResource
+
+PROMOTION_TAG = "flightline/promotion"  # infra/dagster.yaml limits runs with one value of it to one at a time
+SAMPLE_ROWS = 100  # current features the version must score before it becomes @champion
 
 
 class RollbackConfig(Config):
@@ -21,12 +27,15 @@ class RollbackConfig(Config):
     reason: str = Field(min_length=1, description="why: an incident or ticket, recorded on the version")
 
 
-@op(description="Set @champion to the configured version; refuses a missing version or one scoring cannot feed.")
+@op(description="Set @champion to the configured version; refuses a missing version, one scoring cannot feed, and "
+                 "one that does not load and score a sample of the current features.")
 def set_champion_version(context: OpExecutionContext, config: RollbackConfig, mlflow: MLflowResource,
                          lakehouse: LakehouseResource) -> None:
     name = lakehouse.model_name
+    sample = lakehouse.read("validated_features").frame.limit(SAMPLE_ROWS)
     change = set_champion(mlflow.client, name, config.version, model_signature(SPEC),
-                          requested_by=config.requested_by, reason=config.reason, dagster_run_id=context.run_id)
+                          requested_by=config.requested_by, reason=config.reason, dagster_run_id=context.run_id,
+                          verify=lambda uri: smoke_score(uri, sample, SPEC))
     aliases = {k: str(v) for k, v in mlflow.client.get_registered_model(name).aliases.items()}
     context.log.info(f"@{CHAMPION} of {name}: v{change.previous_version or '-'} -> v{change.version} "
                      f"(by {change.requested_by}: {change.reason})")
@@ -44,6 +53,12 @@ def set_champion_version(context: OpExecutionContext, config: RollbackConfig, ml
     }))
 
 
-@job(description="Rollback / override: set @champion to a given version, recording who asked and why.")
+def promotion_tags(spec: DatasetSpec) -> dict[str, str]:
+    """The tag of the runs that move @champion (training, rollback): they queue one at a time per model."""
+    return {PROMOTION_TAG: spec.model_name}
+
+
+@job(tags=promotion_tags(SPEC),
+     description="Rollback / override: set @champion to a given version, recording who asked and why.")
 def rollback_job():
     set_champion_version()

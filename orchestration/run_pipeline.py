@@ -9,35 +9,46 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 
 import mlflow
 from dagster import AssetKey, DagsterEventType, DagsterInstance
 
+from assets import contracts as c
+from assets.contracts import FAILED_DAYS, WRITTEN_DAYS
+from ml.splits import SplitSizes
+from ml.training import TuningConfig
+
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
-PARTIAL = "day(s) were written"  # how a gated asset's failure says that it wrote the days that passed
 
 
 def held_by_the_gate(result) -> list[str]:
     """The failures of a run whose gated steps held some days back and wrote the others (empty if the run
-    succeeded, or if any step failed otherwise): the range goes on without those days, as a backfill would."""
+    succeeded, or if any step failed otherwise): the range goes on without those days, as a backfill would.
+
+    A gated step's Failure says so in its metadata (assets.gate: `failed_days`, `written_days`)."""
     failed = [e.step_key for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
-    messages = [re.sub(r"^[\w.]*Failure: ", "", result.failure_data_for_node(step).error.message.strip().splitlines()[0])
-                for step in failed]
-    return messages if messages and all(PARTIAL in m for m in messages) else []
+    held = []
+    for step in failed:
+        failure = result.failure_data_for_node(step).user_failure_data
+        metadata = failure.metadata if failure is not None else {}
+        written = metadata.get(WRITTEN_DAYS)
+        if FAILED_DAYS not in metadata or not (written and written.value):
+            return []  # a failure of another kind, or a gate that wrote nothing: the run cannot go on
+        held.append(failure.description)
+    return held
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--start", help="first partition (default: the dataset's first day)")
     parser.add_argument("--end", help="last partition, inclusive (default: the dataset's last day)")
-    parser.add_argument("--trials", type=int, default=6, help="Optuna trials")
-    parser.add_argument("--train-days", type=int, default=120)
-    parser.add_argument("--validation-days", type=int, default=30)
-    parser.add_argument("--test-days", type=int, default=31)
+    parser.add_argument("--trials", type=int, default=TuningConfig.n_trials, help="Optuna trials")
+    parser.add_argument("--train-days", type=int, default=SplitSizes.train_days)
+    parser.add_argument("--validation-days", type=int, default=SplitSizes.validation_days)
+    parser.add_argument("--test-days", type=int, default=SplitSizes.test_days)
     args = parser.parse_args(argv)
 
     from assets.common import daily_partitions
@@ -86,15 +97,15 @@ def main(argv: list[str] | None = None) -> int:
         raise_on_error=False))
 
     # From what the runs recorded: in prod the resources' fields are EnvVars, which only a run may read.
-    raw_uri = ingest.asset_materializations_for_node("raw_data")[0].metadata["dagster/uri"].value
+    raw_uri = ingest.asset_materializations_for_node("raw_data")[0].metadata[c.URI].value
     gate = trained.asset_materializations_for_node("registered_model")[0].metadata
     print("\nDone. The whole graph is materialized" + (", but for the days the gate held (below)." if held else "."))
     print(f"  Delta tables:      {os.path.dirname(raw_uri.removeprefix('file://'))}/  "
           f"(raw_data, validated_features, quarantine, train_set, validation_set, test_set, batch_predictions, "
           f"model_performance, drift_metrics)")
     print(f"  MLflow store:      {mlflow.get_tracking_uri()}")
-    print(f"  model:             {gate['model_name'].value} v{gate['model_version'].value}, gate "
-          f"{gate['gate_decision'].value}: {gate['gate_reason'].value}")
+    print(f"  model:             {gate[c.MODEL_NAME].value} v{gate[c.MODEL_VERSION].value}, gate "
+          f"{gate[c.GATE_DECISION].value}: {gate[c.GATE_REASON].value}")
     print(f"  Dagster instance:  {instance.root_directory}")
     print("  Open the UIs:      make ui         (Dagster, http://127.0.0.1:3000)")
     print("                     make mlflow-ui  (MLflow,  http://127.0.0.1:5000)")

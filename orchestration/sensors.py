@@ -26,6 +26,7 @@ from dagster import (
     sensor,
 )
 
+from assets import contracts as c
 from ml.metrics import HIGHER_IS_BETTER
 
 
@@ -47,7 +48,7 @@ def drift_signals(instance: DagsterInstance, lookback: int) -> dict[date, bool]:
     """day -> drifted, from `feature_drift`'s `drift_by_day` metadata; the latest materialization wins."""
     signals: dict[date, bool] = {}
     for record in instance.fetch_materializations(AssetKey("feature_drift"), limit=lookback).records:
-        for day, summary in (_metadata(record, "drift_by_day") or {}).items():
+        for day, summary in (_metadata(record, c.DRIFT_BY_DAY) or {}).items():
             signals.setdefault(date.fromisoformat(day), bool(summary["drifted"]))
     return signals
 
@@ -56,7 +57,7 @@ def test_metrics(instance: DagsterInstance, lookback: int) -> dict[str, float]:
     """model version -> its primary metric on the test set, as `registered_model` measured it at the gate."""
     metrics: dict[str, float] = {}
     for record in instance.fetch_materializations(AssetKey("registered_model"), limit=lookback).records:
-        version, value = _metadata(record, "model_version"), _metadata(record, "challenger_metric")
+        version, value = _metadata(record, c.MODEL_VERSION), _metadata(record, c.CHALLENGER_METRIC)
         if version is not None and isinstance(value, (int, float)):
             metrics.setdefault(str(version), float(value))
     return metrics
@@ -68,8 +69,8 @@ def performance_signals(instance: DagsterInstance, lookback: int, drop: float) -
     reference = test_metrics(instance, lookback)
     signals: dict[date, bool] = {}
     for record in instance.fetch_materializations(AssetKey("model_performance"), limit=lookback).records:
-        higher = HIGHER_IS_BETTER.get(_metadata(record, "metric_name") or "", True)
-        for day, by_version in (_metadata(record, "primary_metric_by_day") or {}).items():
+        higher = HIGHER_IS_BETTER.get(_metadata(record, c.METRIC_NAME) or "", True)
+        for day, by_version in (_metadata(record, c.PRIMARY_METRIC_BY_DAY) or {}).items():
             fell = [value < reference[v] * (1 - drop) if higher else value > reference[v] * (1 + drop)
                     for v, value in by_version.items() if value is not None and v in reference]
             if fell:

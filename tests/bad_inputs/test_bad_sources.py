@@ -18,7 +18,7 @@ from assets.performance import model_performance
 from assets.predictions import batch_predictions
 from ml import undated
 from ml.datasets.flights import package_data_dir
-from orchestration.resources import LakehouseResource
+from orchestration.lakehouse import LakehouseResource
 from orchestration.run_pipeline import held_by_the_gate
 from tests.conftest import build_world, table
 

@@ -50,7 +50,7 @@ def test_a_user_table_spec(spark, tmp_path):
     spec = DatasetSpec(
         name="orders", load_source=table_source("delta", path), source_description="orders",
         event_time="ts", key_columns=("order_id",), label_expr="amount", task="regression",
-        numeric_features=(), categorical_features=("channel",),
+        numeric_features=(), categorical_features=("channel",), start_date="2024-05-01",
     )
     assert spec.metric == "rmse"
     assert spec.load_source(spark, SourceContext(str(tmp_path))).count() == 2

@@ -11,7 +11,7 @@ def tiny_spec(task="classification"):
         name="tiny", load_source=table_source("delta", "/nonexistent"), source_description="tiny",
         event_time="ts", key_columns=("id", "event_date"),
         label_expr="label_raw", task=task,
-        numeric_features=("x1", "x2"), categorical_features=("color",), model_name="tiny_model",
+        numeric_features=("x1", "x2"), categorical_features=("color",), start_date="2024-01-01", model_name="tiny_model",
     )
 
 

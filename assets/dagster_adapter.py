@@ -1,0 +1,28 @@
+"""The one place that uses Dagster internals, because Dagster 1.13 has no public API for them.
+
+A range run (a single-run backfill) that yields an AssetCheckResult gets one evaluation with no partition, so
+the UI's per-partition check status would never show a failed day. An `AssetCheckEvaluation` per day, aimed at
+that day's latest materialization, needs the target materialization's storage id, which only the event log
+storage and a class under `dagster._core` carry. tests/unit/test_dagster_adapter.py fails loudly if an upgrade
+moves them.
+"""
+
+from __future__ import annotations
+
+from dagster import AssetExecutionContext, AssetKey, AssetRecordsFilter, DagsterEventType
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (  # no public equivalent in 1.13
+    AssetCheckEvaluationTargetMaterializationData,
+)
+
+
+def latest_materializations(context: AssetExecutionContext, key: AssetKey, partitions: set[str]) -> dict:
+    """partition -> the target of a check evaluation aimed at that partition's latest materialization."""
+    latest = context.instance.event_log_storage.get_latest_storage_id_by_partition(
+        key, DagsterEventType.ASSET_MATERIALIZATION, partitions)
+    if not latest:
+        return {}
+    records = {r.storage_id: r for r in context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=key, storage_ids=list(latest.values())), limit=len(latest)).records}
+    return {p: AssetCheckEvaluationTargetMaterializationData(storage_id=r.storage_id, run_id=r.run_id,
+                                                             timestamp=r.timestamp)
+            for p, storage_id in latest.items() if (r := records.get(storage_id)) is not None}
