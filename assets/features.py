@@ -6,6 +6,8 @@ quarantine budget, or days whose feature suite fails, are not written to validat
 downstream do not run for them. Check results are recorded per day, in range runs too.
 """
 
+import functools
+
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -61,9 +63,11 @@ def budget_check(counts: q.QuarantineCounts, partition: str) -> AssetCheckResult
     )
 
 
-def reconciliation(counts: q.QuarantineCounts) -> dict:
-    return {"raw_rows": counts.rows, "feature_rows": counts.kept, "quarantined_rows": counts.quarantined,
-            "unlabelled_rows": counts.unlabelled, "reconciles": counts.rows == counts.kept + counts.quarantined,
+def reconciliation(raw_rows: int, feature_rows: int, quarantined_rows: int, counts: q.QuarantineCounts) -> dict:
+    """raw rows read = feature rows written + quarantined rows written: three counts taken apart (the raw table as
+    read, and what the two writes committed), so that a row lost or duplicated on the way shows."""
+    return {"raw_rows": raw_rows, "feature_rows": feature_rows, "quarantined_rows": quarantined_rows,
+            "unlabelled_rows": counts.unlabelled, "reconciles": raw_rows == feature_rows + quarantined_rows,
             "quarantined_rows_by_rule": MetadataValue.json(counts.by_rule)}
 
 
@@ -116,10 +120,22 @@ def validated_features(context: AssetExecutionContext, lakehouse: LakehouseResou
                     f"{days_label(verdicts[d].days)}: the feature suite failed: {checks[d][1].description}"
                     for d in failed]
 
+        @functools.cache
+        def written_by_day(table, version):  # the rows a commit wrote, per day, read back at that version
+            frame = lakehouse.read_at(table, version).frame.where(window.predicate())
+            return {r[EVENT_DATE]: r["count"] for r in frame.groupBy(EVENT_DATE).count().collect()}
+
+        def day_reconciliation(commit, d):
+            features_by_day = written_by_day("validated_features", commit.version)
+            quarantined_by_day = written_by_day("quarantine", q_commit.version)
+            return reconciliation(counts[d].rows, features_by_day.get(d, 0), quarantined_by_day.get(d, 0), counts[d])
+
         yield from daily_gate(
             context, lakehouse, "validated_features", features, window, checks,
-            metadata={**raw.lineage, **reconciliation(total)},
-            day_metadata=lambda d: {**raw.lineage, "dagster/row_count": counts[d].kept, **reconciliation(counts[d])},
+            metadata=lambda commit: {**raw.lineage, **reconciliation(
+                total.rows, commit.rows_written, q_commit.rows_written or 0, total)},
+            day_metadata=lambda commit, d: {**raw.lineage, "dagster/row_count": counts[d].kept,
+                                            **day_reconciliation(commit, d)},
             reasons=reasons, failure_metadata=raw.lineage,
             note=f"Rows that broke a row-level rule are in quarantine (Delta v{q_commit.version}).")
     finally:

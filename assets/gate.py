@@ -30,19 +30,20 @@ from pyspark.sql import DataFrame
 from assets.contracts import FAILED_DAYS, WRITTEN_DAYS
 from assets.dagster_adapter import latest_materializations
 from ml.days import DayWindow
+from ml.delta_io import DeltaCommit
 from ml.quality import SuiteOutcome
 from orchestration.lakehouse import LakehouseResource
 
 
 def daily_gate(context: AssetExecutionContext, lakehouse: LakehouseResource, table: str, rows: DataFrame,
                window: DayWindow, checks: Mapping[date, Sequence[AssetCheckResult]], *,
-               metadata: dict, day_metadata: Callable[[date], dict],
+               metadata: Callable[[DeltaCommit], dict], day_metadata: Callable[[DeltaCommit, date], dict],
                reasons: Callable[[list[date]], list[str]], note: str = "",
                all_failed: Callable[[], str | None] = lambda: None, failure_metadata: dict | None = None) -> Iterator:
     """Write the days of `window` whose `checks` all passed, and record the run's outcome.
 
-    - `metadata`: the domain metadata of a run that wrote every day; `day_metadata(day)`: a written day's own,
-      when other days failed (it should hold the day's `dagster/row_count`).
+    - `metadata(commit)`: the domain metadata of a run that wrote every day; `day_metadata(commit, day)`: a written
+      day's own, when other days failed (it should hold the day's `dagster/row_count`).
     - `reasons(failed_days)`: why they failed, one phrase per reason (a reason shared by several days once);
       `note`: a sentence appended to the failure (where the rejected rows went); `all_failed()`: a message of its
       own for a run where nothing passed, or None.
@@ -55,11 +56,11 @@ def daily_gate(context: AssetExecutionContext, lakehouse: LakehouseResource, tab
                          f"Delta v{commit.version}")
     if passed and len(passed) == len(days):  # one MaterializeResult, which Dagster records on every day
         yield MaterializeResult(asset_key=table, metadata=lakehouse.metadata(commit, table, rows.schema, window,
-                                                                             **metadata))
+                                                                             **metadata(commit)))
     else:  # only the days written, each with its own metadata; the run fails below
         for d in passed:
             yield AssetMaterialization(asset_key=table, partition=d.isoformat(), metadata=lakehouse.metadata(
-                commit, table, rows.schema, window, **{**day_metadata(d), "partition": d.isoformat()}))
+                commit, table, rows.schema, window, **{**day_metadata(commit, d), "partition": d.isoformat()}))
     yield from per_partition(context, table, [(d.isoformat(), c) for d in days for c in checks[d]])
     failed = [d for d in days if d not in passed]
     if not failed:

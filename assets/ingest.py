@@ -68,9 +68,9 @@ def raw_data(context: AssetExecutionContext, lakehouse: LakehouseResource):
                   if report.rows else "")
         yield from daily_gate(
             context, lakehouse, "raw_data", rows, window, {d: [c] for d, c in checks.items()},
-            metadata={"source": SPEC.source_description, "ignored_columns": ", ".join(contract.ignored_columns),
-                      **undated_meta},
-            day_metadata=lambda d: {"source": SPEC.source_description, "dagster/row_count": report.rows_by_day[d]},
+            metadata=lambda _: {"source": SPEC.source_description, "ignored_columns": ", ".join(contract.ignored_columns),
+                                **undated_meta},
+            day_metadata=lambda _, d: {"source": SPEC.source_description, "dagster/row_count": report.rows_by_day[d]},
             reasons=reasons, note=stored.strip(), all_failed=all_failed)
     finally:
         seen.unpersist()
