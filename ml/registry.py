@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from ml.dataset import DatasetSpec
 from ml.metrics import HIGHER_IS_BETTER, is_better
-from ml.scoring import SignatureMismatchError, signature_problems
+from ml.scoring import ModelLoadError, SignatureMismatchError, signature_problems
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -321,12 +321,17 @@ def gate(
 
 
 def set_champion(client: MlflowClient, name: str, version: int | str, expected: ModelSignature,
-                 requested_by: str, reason: str, dagster_run_id: str = "") -> ChampionChange:
+                 requested_by: str, reason: str, dagster_run_id: str = "",
+                 verify: Callable[[str], object] | None = None) -> ChampionChange:
     """Rollback or override: point @champion at an existing version, by hand, bypassing the gate.
 
     Refused, with @champion unchanged: an empty `requested_by` or `reason`, a version that does not exist,
     and a version whose signature scoring cannot feed (`expected` is what scoring gives a model: the dataset
     spec's features and their types). Who asked, why, and the previous champion are tagged on the version.
+    A version whose model files cannot be read is refused with ModelLoadError. `verify(uri)`, if given, is
+    called with `models:/<name>/<version>` after the signature check and before any tag or alias changes
+    (e.g. `lambda uri: ml.scoring.smoke_score(uri, features.limit(100), spec)`: the version loads and
+    scores); whatever it raises propagates, and nothing has changed.
 
     Compare-and-set: @champion is read first and again right before it is moved; if another gate or rollback
     moved it in between, ChampionMovedError is raised naming both versions, @champion stays where the other
@@ -341,11 +346,20 @@ def set_champion(client: MlflowClient, name: str, version: int | str, expected: 
     target_v = str(target.version)
     import mlflow
 
-    problems = signature_problems(mlflow.models.get_model_info(f"models:/{name}/{target_v}").signature, expected)
+    uri = f"models:/{name}/{target_v}"
+    try:
+        info = mlflow.models.get_model_info(uri)
+    except Exception as exc:  # its MLmodel file is gone or unreadable: the artifacts are missing or damaged
+        cause = str(exc).strip()[:500].rstrip(".")
+        raise ModelLoadError(f"model {uri} cannot be loaded: {type(exc).__name__}: {cause}. "
+                             f"Its artifacts are missing or damaged: it cannot be @{CHAMPION}.") from exc
+    problems = signature_problems(info.signature, expected)
     if problems:
         raise SignatureMismatchError(
             f"{name} v{target_v} cannot be @{CHAMPION}: its signature does not match what scoring gives it: "
             + "; ".join(problems))
+    if verify is not None:
+        verify(uri)
     _check_champion_unmoved(client, name, previous_v, target_v)
     tags = {
         "champion.set_by": requested_by,

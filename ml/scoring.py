@@ -10,6 +10,7 @@ Two scorers, picked by name:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import mlflow
@@ -21,6 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from ml.dataset import EVENT_DATE, DatasetSpec
+from ml.delta_io import java_message
 from ml.metrics import evaluate
 
 SCORERS = ("native", "spark_udf")
@@ -29,6 +31,10 @@ NUMERIC_TYPES = {"tinyint", "smallint", "int", "bigint", "float", "double"}
 
 class SignatureMismatchError(ValueError):
     pass
+
+
+class ModelLoadError(ValueError):
+    """A registered model that cannot be loaded (artifacts missing or damaged) or cannot score a sample."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,37 @@ def signature_problems(signature: ModelSignature | None, expected: ModelSignatur
 
 def load_model(model: ResolvedModel) -> PipelineModel:
     return mlflow.spark.load_model(model.uri)
+
+
+def smoke_score(model_uri: str, sample: DataFrame, spec: DatasetSpec) -> int:
+    """Load `model_uri` as scoring does and score `sample` (current feature rows; the caller limits it, e.g. 100);
+    the number of rows scored. Before @champion moves (a rollback), this proves the version can actually serve.
+
+    ModelLoadError names the URI and the cause if the artifacts are missing or damaged, the transform fails, or
+    a row gets no finite prediction. The predictions are collected, so every stage really ran (a count alone
+    lets Spark prune the model's columns away).
+    """
+    try:
+        pipeline = mlflow.spark.load_model(model_uri)
+    except Exception as exc:
+        cause = java_message(exc).rstrip(".")
+        raise ModelLoadError(f"model {model_uri} cannot be loaded: {type(exc).__name__}: {cause}. "
+                             "Its artifacts are missing or damaged: it cannot serve.") from exc
+    columns = [F.col("prediction").cast("double").alias("prediction")]
+    if spec.task == "classification":
+        columns.append(vector_to_array(F.col("probability"))[1].alias("probability"))
+    try:
+        rows = pipeline.transform(sample).select(*columns).collect()
+    except Exception as exc:
+        raise ModelLoadError(f"model {model_uri} loads but cannot score the sample: {type(exc).__name__}: "
+                             f"{java_message(exc)}") from exc
+    if not rows:
+        raise ModelLoadError(f"model {model_uri}: the sample has no rows, so nothing shows that it can score")
+    unscored = sum(1 for r in rows if any(v is None or not math.isfinite(v) for v in r))
+    if unscored:
+        raise ModelLoadError(f"model {model_uri} scored the sample, but {unscored} of {len(rows)} rows got no finite "
+                             "prediction")
+    return len(rows)
 
 
 def evaluate_version(name: str, version: str, data: DataFrame, task: str, metric: str) -> float:

@@ -3,6 +3,8 @@
 import dataclasses
 import math
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -25,7 +27,7 @@ from ml.registry import (
     set_alias,
     set_champion,
 )
-from ml.scoring import SignatureMismatchError, evaluate_version
+from ml.scoring import ModelLoadError, SignatureMismatchError, evaluate_version, smoke_score
 from ml.training import model_signature
 from tests.unit.tiny import log_tiny_model, tiny_lineage, tiny_spec
 
@@ -489,3 +491,79 @@ def test_rollback_without_who_or_why_is_refused(models, mlflow_store, NAME):
     with pytest.raises(ValueError, match=re.escape(f"setting @champion of {NAME} needs who asks (requested_by) and why (reason)")):
         set_champion(client, NAME, v1, EXPECTED, requested_by="alice", reason=" ")
     assert aliases(client, NAME) == {CHAMPION: v2, CHALLENGER: v3}
+
+
+# --- rollback proves that the version loads and scores ------------------------------------------------------------
+
+def test_rollback_verifies_that_the_version_loads_and_scores(models, mlflow_store, NAME):
+    client = mlflow_store.client
+    v1, v2, v3 = champion_with_history(client, NAME, models["classification"]["good"])
+    sample = models["classification"]["test"].limit(100)
+    verified = []
+
+    def verify(uri):
+        verified.append((uri, smoke_score(uri, sample, tiny_spec())))
+
+    change = set_champion(client, NAME, v1, EXPECTED, requested_by="alice", reason="INC-44", verify=verify)
+
+    assert verified == [(f"models:/{NAME}/{v1}", sample.count())]  # every test row got a finite prediction
+    assert (change.version, change.previous_version) == (v1, v2)
+    assert aliases(client, NAME) == {CHAMPION: v1, CHALLENGER: v3}
+
+
+def model_files(client, name, version) -> Path:
+    """The folder holding a version's model files (MLmodel, sparkml/, ...) in the local artifact store: the
+    `model` folder of its run's artifacts (log_tiny_model logs it there)."""
+    from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
+
+    source = client.get_model_version(name, version).source
+    folder = Path(RunsArtifactRepository.get_underlying_uri(source).removeprefix("file://"))
+    assert (folder / "MLmodel").is_file() and (folder / "sparkml").is_dir()
+    return folder
+
+
+@pytest.mark.parametrize("damage", ["model data deleted", "whole folder deleted"])
+def test_rollback_to_a_version_whose_artifacts_are_gone_is_refused(spark, models, mlflow_store, NAME, damage):
+    client = mlflow_store.client
+    v1, v2, v3 = champion_with_history(client, NAME, models["classification"]["good"])
+    v4 = register(client, NAME, log_tiny_model(spark, mlflow_store.experiment_id()))  # its own files, to delete
+    folder = model_files(client, NAME, v4)
+    shutil.rmtree(folder / "sparkml" if damage == "model data deleted" else folder)
+    sample = models["classification"]["test"].limit(100)
+    verified = []
+
+    def verify(uri):
+        verified.append(uri)
+        return smoke_score(uri, sample, tiny_spec())
+
+    with pytest.raises(ModelLoadError) as raised:
+        set_champion(client, NAME, v4, EXPECTED, requested_by="alice", reason="INC-45", verify=verify)
+
+    uri = f"models:/{NAME}/{v4}"
+    if damage == "model data deleted":  # MLmodel is there, so the signature check passes; loading fails
+        assert verified == [uri]
+        assert re.fullmatch(re.escape(f"model {uri} cannot be loaded: AnalysisException: [PATH_NOT_FOUND] Path does not "
+                                      "exist: file:/") + r"\S+/sparkml/metadata\. SQLSTATE: 42K03" +
+                            re.escape(". Its artifacts are missing or damaged: it cannot serve."), str(raised.value))
+    else:  # not even MLmodel: refused before verify
+        assert verified == []
+        assert str(raised.value) == (
+            f"model {uri} cannot be loaded: MlflowException: Failed to download artifacts from path 'MLmodel', please "
+            "ensure that the path is correct. Its artifacts are missing or damaged: it cannot be @champion.")
+    assert aliases(client, NAME) == {CHAMPION: v2, CHALLENGER: v3}
+    assert not [k for k in client.get_model_version(NAME, v4).tags if k.startswith("champion.")]
+
+
+def test_a_sample_the_model_cannot_score_is_a_model_load_error(models, mlflow_store, NAME):
+    client = mlflow_store.client
+    v1 = register(client, NAME, models["classification"]["good"])
+    uri = f"models:/{NAME}/{v1}"
+    test = models["classification"]["test"]
+    assert smoke_score(uri, test.limit(7), tiny_spec()) == 7
+    with pytest.raises(ModelLoadError) as raised:
+        smoke_score(uri, test.drop("x1").limit(7), tiny_spec())
+    assert str(raised.value).startswith(f"model {uri} loads but cannot score the sample: ")
+    assert "IllegalArgumentException: [FIELD_NOT_FOUND] No such struct field `x1`" in str(raised.value)
+    with pytest.raises(ModelLoadError) as raised:
+        smoke_score(uri, test.limit(0), tiny_spec())
+    assert str(raised.value) == f"model {uri}: the sample has no rows, so nothing shows that it can score"
