@@ -13,11 +13,11 @@ import functools
 import math
 import re
 import subprocess
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Mapping
 
 from mlflow.exceptions import MlflowException
 from mlflow.models.signature import ModelSignature
@@ -73,11 +73,14 @@ class GateConfig:
             checked = {}
             for metric, limit in dict(limits or {}).items():
                 if metric not in HIGHER_IS_BETTER:
-                    raise ValueError(f"gate {kind} for unknown metric {metric!r}: the metrics are {sorted(HIGHER_IS_BETTER)}")
+                    raise ValueError(
+                        f"gate {kind} for unknown metric {metric!r}: the metrics are {sorted(HIGHER_IS_BETTER)}"
+                    )
                 if HIGHER_IS_BETTER[metric] != higher:
                     raise ValueError(
                         f"gate {kind} for {metric!r}: {metric} is {'lower' if higher else 'higher'}-is-better, so it takes "
-                        f"a {'ceiling' if higher else 'floor'}, not a {kind}")
+                        f"a {'ceiling' if higher else 'floor'}, not a {kind}"
+                    )
                 try:
                     checked[metric] = float(limit)
                 except (TypeError, ValueError):
@@ -141,7 +144,11 @@ def set_alias(client: MlflowClient, name: str, alias: str, version: str) -> None
 def code_version() -> str:
     try:
         return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True,
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
             cwd=Path(__file__).resolve().parent,
         ).stdout.strip()
     except Exception:
@@ -151,16 +158,21 @@ def code_version() -> str:
 def lineage_tags(spec: DatasetSpec, inputs: Mapping[str, tuple[str, int]], ids: Mapping[str, str]) -> dict[str, str]:
     """Tags linking a run or a model version to what made it: `ids` (MLflow/Dagster run ids), the dataset
     spec's hash, the code version, and each input table's path and Delta version."""
-    tags = {**ids, "dataset.name": spec.name, "dataset.spec_fingerprint": spec.fingerprint(),
-            "code.version": code_version()}
+    tags = {
+        **ids,
+        "dataset.name": spec.name,
+        "dataset.spec_fingerprint": spec.fingerprint(),
+        "code.version": code_version(),
+    }
     for table, (path, version) in inputs.items():
         tags[f"input.{table}.path"] = path
         tags[f"input.{table}.delta_version"] = str(version)
     return {k: str(v) for k, v in tags.items()}
 
 
-def register_version(client: MlflowClient, name: str, model_uri: str, run_id: str, description: str,
-                     tags: Mapping[str, str]):
+def register_version(
+    client: MlflowClient, name: str, model_uri: str, run_id: str, description: str, tags: Mapping[str, str]
+):
     """A new model version with its description and lineage tags.
 
     Refused before anything is written: a name that is not `catalog.schema.model`, a model without a
@@ -195,7 +207,9 @@ def champion_version(client: MlflowClient, name: str):
         # sqlite and the MLflow server say INVALID_PARAMETER_VALUE "alias ... not found"; a missing model is
         # RESOURCE_DOES_NOT_EXIST.
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(exc).lower():
-            raise NoChampionError(f"model {name} has no version with the alias @{CHAMPION}: run the training job first") from exc
+            raise NoChampionError(
+                f"model {name} has no version with the alias @{CHAMPION}: run the training job first"
+            ) from exc
         raise
 
 
@@ -216,11 +230,13 @@ def model_version(client: MlflowClient, name: str, version: int | str):
             raise
         existing = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
         raise ModelVersionNotFoundError(
-            f"model {name} has no version {version} (its versions: {existing or 'none'})") from exc
+            f"model {name} has no version {version} (its versions: {existing or 'none'})"
+        ) from exc
 
 
-def decide(metric: str, challenger_value: float, champion: str | None, champion_value: float | None,
-           config: GateConfig) -> tuple[bool, str]:
+def decide(
+    metric: str, challenger_value: float, champion: str | None, champion_value: float | None, config: GateConfig
+) -> tuple[bool, str]:
     """(promoted, reason): the absolute threshold first, then the comparison with the champion."""
     floor, ceiling = config.floors.get(metric), config.ceilings.get(metric)
     if floor is not None and challenger_value < floor:
@@ -230,8 +246,10 @@ def decide(metric: str, challenger_value: float, champion: str | None, champion_
     if champion is None:
         return True, f"first version to pass the thresholds ({metric} {challenger_value:.6f})"
     better = is_better(challenger_value, champion_value, metric, config.margin)
-    return better, (f"{metric} {challenger_value:.6f} {'beats' if better else 'does not beat'} champion v{champion} "
-                    f"({champion_value:.6f}) by more than {config.margin}")
+    return better, (
+        f"{metric} {challenger_value:.6f} {'beats' if better else 'does not beat'} champion v{champion} "
+        f"({champion_value:.6f}) by more than {config.margin}"
+    )
 
 
 GATE_ROUNDS = 3  # evaluations against a champion that moved meanwhile, before the gate gives up
@@ -277,24 +295,34 @@ def gate(
             champion_value = value_of(champion_v) if champion_v else None
         except Exception as exc:
             reason = f"evaluation failed: {type(exc).__name__}: {exc}"[:4000]
-            _tag(client, name, challenger_version, {"gate.decision": "failed", "gate.reason": reason,
-                                                    "gate.metric": metric, "gate.rounds": str(rounds)})
+            _tag(
+                client,
+                name,
+                challenger_version,
+                {"gate.decision": "failed", "gate.reason": reason, "gate.metric": metric, "gate.rounds": str(rounds)},
+            )
             raise GateEvaluationError(
                 f"gate for {name} v{challenger_version}: {reason}; the aliases are unchanged "
-                f"(@champion: {'v' + champion_v if champion_v else 'none'})") from exc
+                f"(@champion: {'v' + champion_v if champion_v else 'none'})"
+            ) from exc
 
         promoted, reason = decide(metric, challenger_value, champion_v, champion_value, config)
-        _tag(client, name, challenger_version, {
-            "gate.decision": "promoted" if promoted else "rejected",
-            "gate.reason": reason,
-            "gate.metric": metric,
-            "gate.challenger_value": f"{challenger_value:.6f}",
-            "gate.champion_version": champion_v or "",
-            "gate.champion_value": "" if champion_value is None else f"{champion_value:.6f}",
-            "gate.margin": str(config.margin),
-            "gate.threshold": config.threshold(metric),
-            "gate.rounds": str(rounds),
-        })
+        _tag(
+            client,
+            name,
+            challenger_version,
+            {
+                "gate.decision": "promoted" if promoted else "rejected",
+                "gate.reason": reason,
+                "gate.metric": metric,
+                "gate.challenger_value": f"{challenger_value:.6f}",
+                "gate.champion_version": champion_v or "",
+                "gate.champion_value": "" if champion_value is None else f"{champion_value:.6f}",
+                "gate.margin": str(config.margin),
+                "gate.threshold": config.threshold(metric),
+                "gate.rounds": str(rounds),
+            },
+        )
         now = _champion_v(client, name)  # compare ...
         if now == champion_v:
             if promoted:  # ... and set
@@ -302,8 +330,9 @@ def gate(
                 _drop_alias(client, name, CHALLENGER)  # the last loser no longer challenges the new champion
             else:
                 set_alias(client, name, CHALLENGER, challenger_version)
-            return GateDecision(promoted, reason, metric, challenger_version, challenger_value, champion_v,
-                                champion_value, rounds)
+            return GateDecision(
+                promoted, reason, metric, challenger_version, challenger_value, champion_v, champion_value, rounds
+            )
         champion_v = now
         seen.append(now)
         if now == challenger_version:
@@ -313,16 +342,28 @@ def gate(
         why = f"@champion was set to v{challenger_version} itself by someone else during the gate ({path})"
     else:
         why = f"@champion moved during each of the {GATE_ROUNDS} evaluation rounds ({path})"
-    _tag(client, name, challenger_version, {"gate.decision": "conflict", "gate.reason": why, "gate.metric": metric,
-                                            "gate.rounds": str(len(seen) - 1)})
+    _tag(
+        client,
+        name,
+        challenger_version,
+        {"gate.decision": "conflict", "gate.reason": why, "gate.metric": metric, "gate.rounds": str(len(seen) - 1)},
+    )
     raise GateConflictError(
         f"gate for {name} v{challenger_version}: {why}: another gate or a rollback is moving it; the gate moved no "
-        f"alias (@champion: {'v' + champion_v if champion_v else 'none'}). Run the gate again once it is done.")
+        f"alias (@champion: {'v' + champion_v if champion_v else 'none'}). Run the gate again once it is done."
+    )
 
 
-def set_champion(client: MlflowClient, name: str, version: int | str, expected: ModelSignature,
-                 requested_by: str, reason: str, dagster_run_id: str = "",
-                 verify: Callable[[str], object] | None = None) -> ChampionChange:
+def set_champion(
+    client: MlflowClient,
+    name: str,
+    version: int | str,
+    expected: ModelSignature,
+    requested_by: str,
+    reason: str,
+    dagster_run_id: str = "",
+    verify: Callable[[str], object] | None = None,
+) -> ChampionChange:
     """Rollback or override: point @champion at an existing version, by hand, bypassing the gate.
 
     Refused, with @champion unchanged: an empty `requested_by` or `reason`, a version that does not exist,
@@ -351,13 +392,16 @@ def set_champion(client: MlflowClient, name: str, version: int | str, expected: 
         info = mlflow.models.get_model_info(uri)
     except Exception as exc:  # its MLmodel file is gone or unreadable: the artifacts are missing or damaged
         cause = str(exc).strip()[:500].rstrip(".")
-        raise ModelLoadError(f"model {uri} cannot be loaded: {type(exc).__name__}: {cause}. "
-                             f"Its artifacts are missing or damaged: it cannot be @{CHAMPION}.") from exc
+        raise ModelLoadError(
+            f"model {uri} cannot be loaded: {type(exc).__name__}: {cause}. "
+            f"Its artifacts are missing or damaged: it cannot be @{CHAMPION}."
+        ) from exc
     problems = signature_problems(info.signature, expected)
     if problems:
         raise SignatureMismatchError(
             f"{name} v{target_v} cannot be @{CHAMPION}: its signature does not match what scoring gives it: "
-            + "; ".join(problems))
+            + "; ".join(problems)
+        )
     if verify is not None:
         verify(uri)
     _check_champion_unmoved(client, name, previous_v, target_v)
@@ -365,7 +409,7 @@ def set_champion(client: MlflowClient, name: str, version: int | str, expected: 
         "champion.set_by": requested_by,
         "champion.reason": reason,
         "champion.previous_version": previous_v or "",
-        "champion.set_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "champion.set_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "champion.dagster_run_id": dagster_run_id,
     }
     before = dict(client.get_model_version(name, target_v).tags)
@@ -392,11 +436,13 @@ def _check_champion_unmoved(client: MlflowClient, name: str, previous_v: str | N
         raise ChampionMovedError(
             f"@{CHAMPION} of {name} moved from {'v' + previous_v if previous_v else 'none'} to "
             f"{'v' + now if now else 'none'} while it was being set to v{target_v} (another gate or rollback ran "
-            f"meanwhile): it was left at {'v' + now if now else 'none'}. Check why, then ask again.")
+            f"meanwhile): it was left at {'v' + now if now else 'none'}. Check why, then ask again."
+        )
 
 
-def _restore_tags(client: MlflowClient, name: str, version: str, before: Mapping[str, str],
-                  written: Mapping[str, str]) -> None:
+def _restore_tags(
+    client: MlflowClient, name: str, version: str, before: Mapping[str, str], written: Mapping[str, str]
+) -> None:
     for key in written:
         if key in before:
             client.set_model_version_tag(name, version, key, before[key])

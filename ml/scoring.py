@@ -107,22 +107,26 @@ def smoke_score(model_uri: str, sample: DataFrame, spec: DatasetSpec) -> int:
         pipeline = mlflow.spark.load_model(model_uri)
     except Exception as exc:
         cause = java_message(exc).rstrip(".")
-        raise ModelLoadError(f"model {model_uri} cannot be loaded: {type(exc).__name__}: {cause}. "
-                             "Its artifacts are missing or damaged: it cannot serve.") from exc
+        raise ModelLoadError(
+            f"model {model_uri} cannot be loaded: {type(exc).__name__}: {cause}. "
+            "Its artifacts are missing or damaged: it cannot serve."
+        ) from exc
     columns = [F.col("prediction").cast("double").alias("prediction")]
     if spec.task == "classification":
         columns.append(vector_to_array(F.col("probability"))[1].alias("probability"))
     try:
         rows = pipeline.transform(sample).select(*columns).collect()
     except Exception as exc:
-        raise ModelLoadError(f"model {model_uri} loads but cannot score the sample: {type(exc).__name__}: "
-                             f"{java_message(exc)}") from exc
+        raise ModelLoadError(
+            f"model {model_uri} loads but cannot score the sample: {type(exc).__name__}: {java_message(exc)}"
+        ) from exc
     if not rows:
         raise ModelLoadError(f"model {model_uri}: the sample has no rows, so nothing shows that it can score")
     unscored = sum(1 for r in rows if any(v is None or not math.isfinite(v) for v in r))
     if unscored:
-        raise ModelLoadError(f"model {model_uri} scored the sample, but {unscored} of {len(rows)} rows got no finite "
-                             "prediction")
+        raise ModelLoadError(
+            f"model {model_uri} scored the sample, but {unscored} of {len(rows)} rows got no finite prediction"
+        )
     return len(rows)
 
 

@@ -7,10 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from ml.metrics import evaluate
 from mlflow import MlflowClient
 
+from ml.metrics import evaluate
 from ml.registry import (
     CHALLENGER,
     CHAMPION,
@@ -63,26 +62,43 @@ def aliases(client, name):
 
 # --- registration ---------------------------------------------------------------------------------------------
 
+
 def test_a_version_carries_its_lineage_and_description(models, mlflow_store, NAME):
     client = mlflow_store.client
     uri, run_id, _ = models["classification"]["good"]
     v = register(client, NAME, models["classification"]["good"])
     version = client.get_model_version(NAME, v)
     assert version.run_id == run_id and version.description == f"tiny model of run {run_id}"
-    assert {k: version.tags[k] for k in ("mlflow.run_id", "dagster.run_id", "dataset.name", "dataset.spec_fingerprint",
-                                         "input.test_set.path", "input.test_set.delta_version")} == {
-        "mlflow.run_id": run_id, "dagster.run_id": "dagster-run-1", "dataset.name": "tiny",
-        "dataset.spec_fingerprint": tiny_spec().fingerprint(), "input.test_set.path": "/lakehouse/main/tiny/test_set",
-        "input.test_set.delta_version": "3"}
+    assert {
+        k: version.tags[k]
+        for k in (
+            "mlflow.run_id",
+            "dagster.run_id",
+            "dataset.name",
+            "dataset.spec_fingerprint",
+            "input.test_set.path",
+            "input.test_set.delta_version",
+        )
+    } == {
+        "mlflow.run_id": run_id,
+        "dagster.run_id": "dagster-run-1",
+        "dataset.name": "tiny",
+        "dataset.spec_fingerprint": tiny_spec().fingerprint(),
+        "input.test_set.path": "/lakehouse/main/tiny/test_set",
+        "input.test_set.delta_version": "3",
+    }
     assert re.fullmatch(r"[0-9a-f]{40}", version.tags["code.version"])  # the git sha of this checkout
     assert client.get_registered_model(NAME).description == f"{NAME}, trained and gated by the flightline pipeline"
 
 
-@pytest.mark.parametrize("drop, named", [
-    ("dagster.run_id", "['dagster.run_id']"),
-    ("code.version", "['code.version']"),
-    ("input.test_set.delta_version", "['input.<table>.delta_version']"),
-])
+@pytest.mark.parametrize(
+    "drop, named",
+    [
+        ("dagster.run_id", "['dagster.run_id']"),
+        ("code.version", "['code.version']"),
+        ("input.test_set.delta_version", "['input.<table>.delta_version']"),
+    ],
+)
 def test_a_version_without_its_lineage_is_refused(models, mlflow_store, NAME, drop, named):
     _, run_id, _ = models["classification"]["good"]
     tags = {k: v for k, v in tiny_lineage(run_id).items() if k != drop}
@@ -99,7 +115,9 @@ def test_a_model_without_signature_is_refused(spark, models, mlflow_store, NAME)
     _, _, fitted = models["classification"]["good"]
     with mlflow.start_run(experiment_id=mlflow_store.experiment_id()) as run:
         info = mlflow.spark.log_model(fitted, artifact_path="model", pip_requirements=pip_requirements())
-    with pytest.raises(ValueError, match=re.escape(f"model {info.model_uri} has no signature: Unity Catalog requires one")):
+    with pytest.raises(
+        ValueError, match=re.escape(f"model {info.model_uri} has no signature: Unity Catalog requires one")
+    ):
         register_version(mlflow_store.client, NAME, info.model_uri, run.info.run_id, "d", tiny_lineage(run.info.run_id))
     assert mlflow_store.client.search_model_versions(f"name='{NAME}'") == []
 
@@ -125,48 +143,89 @@ def test_reserved_aliases_are_refused(models, mlflow_store, NAME, alias):
 
 # --- the gate's configuration --------------------------------------------------------------------------------------
 
+
 def test_the_gate_defaults_are_the_pipelines_and_a_floor_is_per_metric():
     config = GateConfig()
     assert (config.margin, dict(config.floors), dict(config.ceilings)) == (0.001, {"auc": 0.55}, {})
     assert [config.threshold(m) for m in ("auc", "pr_auc", "r2", "rmse", "log_loss")] == [
-        "auc >= 0.55", "none", "none", "none", "none"]
+        "auc >= 0.55",
+        "none",
+        "none",
+        "none",
+        "none",
+    ]
     both = GateConfig(margin=0.0, floors={"auc": 0.6, "r2": 0.5}, ceilings={"rmse": 1, "log_loss": 0.69})
     assert [both.threshold(m) for m in ("auc", "r2", "rmse", "log_loss", "f1", "mae")] == [
-        "auc >= 0.6", "r2 >= 0.5", "rmse <= 1.0", "log_loss <= 0.69", "none", "none"]
-    assert hash(both) == hash(GateConfig(margin=0.0, floors={"r2": 0.5, "auc": 0.6}, ceilings={"log_loss": 0.69, "rmse": 1.0}))
+        "auc >= 0.6",
+        "r2 >= 0.5",
+        "rmse <= 1.0",
+        "log_loss <= 0.69",
+        "none",
+        "none",
+    ]
+    assert hash(both) == hash(
+        GateConfig(margin=0.0, floors={"r2": 0.5, "auc": 0.6}, ceilings={"log_loss": 0.69, "rmse": 1.0})
+    )
     with pytest.raises(TypeError):
         both.floors["auc"] = 0.0  # read-only: a frozen config's limits cannot change behind the gate's back
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"floors": {"rmse": 1.0}}, "gate floor for 'rmse': rmse is lower-is-better, so it takes a ceiling, not a floor"),
-    ({"floors": {"log_loss": 0.7}}, "gate floor for 'log_loss': log_loss is lower-is-better, so it takes a ceiling, not a floor"),
-    ({"ceilings": {"auc": 0.9}}, "gate ceiling for 'auc': auc is higher-is-better, so it takes a floor, not a ceiling"),
-    ({"ceilings": {"r2": 0.9}}, "gate ceiling for 'r2': r2 is higher-is-better, so it takes a floor, not a ceiling"),
-    ({"floors": {"accuracy": 0.9}}, "gate floor for unknown metric 'accuracy': the metrics are "
-                                    "['auc', 'f1', 'log_loss', 'mae', 'pr_auc', 'r2', 'rmse']"),
-    ({"ceilings": {"mse": 2.0}}, "gate ceiling for unknown metric 'mse': the metrics are "
-                                 "['auc', 'f1', 'log_loss', 'mae', 'pr_auc', 'r2', 'rmse']"),
-    ({"floors": {"auc": "high"}}, "gate floor for 'auc' is 'high', not a finite number"),
-    ({"ceilings": {"rmse": math.inf}}, "gate ceiling for 'rmse' is inf, not a finite number"),
-    ({"margin": -0.01}, "gate margin is -0.01: it must be a finite number >= 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            {"floors": {"rmse": 1.0}},
+            "gate floor for 'rmse': rmse is lower-is-better, so it takes a ceiling, not a floor",
+        ),
+        (
+            {"floors": {"log_loss": 0.7}},
+            "gate floor for 'log_loss': log_loss is lower-is-better, so it takes a ceiling, not a floor",
+        ),
+        (
+            {"ceilings": {"auc": 0.9}},
+            "gate ceiling for 'auc': auc is higher-is-better, so it takes a floor, not a ceiling",
+        ),
+        (
+            {"ceilings": {"r2": 0.9}},
+            "gate ceiling for 'r2': r2 is higher-is-better, so it takes a floor, not a ceiling",
+        ),
+        (
+            {"floors": {"accuracy": 0.9}},
+            "gate floor for unknown metric 'accuracy': the metrics are "
+            "['auc', 'f1', 'log_loss', 'mae', 'pr_auc', 'r2', 'rmse']",
+        ),
+        (
+            {"ceilings": {"mse": 2.0}},
+            "gate ceiling for unknown metric 'mse': the metrics are "
+            "['auc', 'f1', 'log_loss', 'mae', 'pr_auc', 'r2', 'rmse']",
+        ),
+        ({"floors": {"auc": "high"}}, "gate floor for 'auc' is 'high', not a finite number"),
+        ({"ceilings": {"rmse": math.inf}}, "gate ceiling for 'rmse' is inf, not a finite number"),
+        ({"margin": -0.01}, "gate margin is -0.01: it must be a finite number >= 0"),
+    ],
+)
 def test_a_misplaced_or_unknown_gate_limit_is_refused(kwargs, message):
     with pytest.raises(ValueError) as raised:
         GateConfig(**kwargs)
     assert str(raised.value) == message
 
 
-@pytest.mark.parametrize("task, metric, value", [
-    ("regression", "r2", 0.30),  # below the AUC floor's number: still no floor for R2
-    ("regression", "rmse", 5.0),
-    ("classification", "pr_auc", 0.40),
-])
+@pytest.mark.parametrize(
+    "task, metric, value",
+    [
+        ("regression", "r2", 0.30),  # below the AUC floor's number: still no floor for R2
+        ("regression", "rmse", 5.0),
+        ("classification", "pr_auc", 0.40),
+    ],
+)
 def test_the_default_auc_floor_does_not_apply_to_other_metrics(models, mlflow_store, NAME, task, metric, value):
     client = mlflow_store.client
     v1 = register(client, NAME, models[task]["good"])
     decision = gate(client, NAME, v1, metric, {v1: value}.__getitem__, GateConfig())
-    assert (decision.promoted, decision.reason) == (True, f"first version to pass the thresholds ({metric} {value:.6f})")
+    assert (decision.promoted, decision.reason) == (
+        True,
+        f"first version to pass the thresholds ({metric} {value:.6f})",
+    )
     assert aliases(client, NAME) == {CHAMPION: v1}
     assert client.get_model_version(NAME, v1).tags["gate.threshold"] == "none"
     v2 = register(client, NAME, models[task]["good"])
@@ -200,8 +259,9 @@ PAIRS = [
 
 
 @pytest.mark.parametrize("task, metric, config, champion_value, challenger_value, promoted", PAIRS)
-def test_only_a_challenger_better_by_more_than_the_margin_is_promoted(models, mlflow_store, NAME, task, metric, config,
-                                                                      champion_value, challenger_value, promoted):
+def test_only_a_challenger_better_by_more_than_the_margin_is_promoted(
+    models, mlflow_store, NAME, task, metric, config, champion_value, challenger_value, promoted
+):
     client = mlflow_store.client
     v1 = register(client, NAME, models[task]["good"])
     v2 = register(client, NAME, models[task]["good"])
@@ -211,7 +271,11 @@ def test_only_a_challenger_better_by_more_than_the_margin_is_promoted(models, ml
     decision = gate(client, NAME, v2, metric, values.__getitem__, config)
 
     assert decision.promoted is promoted
-    assert (decision.champion_version, decision.champion_value, decision.challenger_value) == (v1, champion_value, challenger_value)
+    assert (decision.champion_version, decision.champion_value, decision.challenger_value) == (
+        v1,
+        champion_value,
+        challenger_value,
+    )
     below_floor = metric in config.floors and challenger_value < config.floors[metric]
     above_ceiling = metric in config.ceilings and challenger_value > config.ceilings[metric]
     if below_floor:
@@ -220,27 +284,48 @@ def test_only_a_challenger_better_by_more_than_the_margin_is_promoted(models, ml
         assert decision.reason == f"{metric} {challenger_value:.6f} is above the ceiling {config.ceilings[metric]}"
     else:
         verdict = "beats" if promoted else "does not beat"
-        assert decision.reason == (f"{metric} {challenger_value:.6f} {verdict} champion v{v1} ({champion_value:.6f}) "
-                                   f"by more than {config.margin}")
+        assert decision.reason == (
+            f"{metric} {challenger_value:.6f} {verdict} champion v{v1} ({champion_value:.6f}) "
+            f"by more than {config.margin}"
+        )
     assert aliases(client, NAME) == ({CHAMPION: v2} if promoted else {CHAMPION: v1, CHALLENGER: v2})
     tags = client.get_model_version(NAME, v2).tags
-    assert {k: tags[k] for k in ("gate.decision", "gate.reason", "gate.metric", "gate.challenger_value",
-                                 "gate.champion_version", "gate.champion_value")} == {
-        "gate.decision": "promoted" if promoted else "rejected", "gate.reason": decision.reason, "gate.metric": metric,
-        "gate.challenger_value": f"{challenger_value:.6f}", "gate.champion_version": v1,
-        "gate.champion_value": f"{champion_value:.6f}"}
+    assert {
+        k: tags[k]
+        for k in (
+            "gate.decision",
+            "gate.reason",
+            "gate.metric",
+            "gate.challenger_value",
+            "gate.champion_version",
+            "gate.champion_value",
+        )
+    } == {
+        "gate.decision": "promoted" if promoted else "rejected",
+        "gate.reason": decision.reason,
+        "gate.metric": metric,
+        "gate.challenger_value": f"{challenger_value:.6f}",
+        "gate.champion_version": v1,
+        "gate.champion_value": f"{champion_value:.6f}",
+    }
 
 
-@pytest.mark.parametrize("task, metric, config, first, second", [
-    ("classification", "auc", GateConfig(margin=0.0, floors={"auc": 0.55}), 0.54, 0.56),
-    ("regression", "rmse", GateConfig(margin=0.0, floors={}, ceilings={"rmse": 1.0}), 1.2, 0.9),
-])
-def test_the_first_version_is_promoted_only_if_it_passes_the_threshold(models, mlflow_store, NAME, task, metric, config,
-                                                                       first, second):
+@pytest.mark.parametrize(
+    "task, metric, config, first, second",
+    [
+        ("classification", "auc", GateConfig(margin=0.0, floors={"auc": 0.55}), 0.54, 0.56),
+        ("regression", "rmse", GateConfig(margin=0.0, floors={}, ceilings={"rmse": 1.0}), 1.2, 0.9),
+    ],
+)
+def test_the_first_version_is_promoted_only_if_it_passes_the_threshold(
+    models, mlflow_store, NAME, task, metric, config, first, second
+):
     client = mlflow_store.client
     v1, v2 = register(client, NAME, models[task]["good"]), register(client, NAME, models[task]["good"])
     values = {v1: first, v2: second}
-    with pytest.raises(NoChampionError, match=f"model {NAME} has no version with the alias @champion: run the training job first"):
+    with pytest.raises(
+        NoChampionError, match=f"model {NAME} has no version with the alias @champion: run the training job first"
+    ):
         champion_version(client, NAME)
     rejected = gate(client, NAME, v1, metric, values.__getitem__, config)
     assert not rejected.promoted and rejected.champion_version is None
@@ -250,14 +335,30 @@ def test_the_first_version_is_promoted_only_if_it_passes_the_threshold(models, m
     assert aliases(client, NAME) == {CHAMPION: v2}
 
 
-@pytest.mark.parametrize("task, metric, old, new, champion_value, challenger_value", [
-    ("classification", "auc", GateConfig(margin=0.0, floors={"auc": 0.55}), GateConfig(margin=0.0, floors={"auc": 0.65}),
-     0.60, 0.62),
-    ("regression", "rmse", GateConfig(margin=0.0, floors={}, ceilings={"rmse": 1.0}),
-     GateConfig(margin=0.0, floors={}, ceilings={"rmse": 0.7}), 0.90, 0.80),
-])
-def test_a_better_challenger_that_misses_a_stricter_threshold_is_not_promoted(models, mlflow_store, NAME, task, metric,
-                                                                              old, new, champion_value, challenger_value):
+@pytest.mark.parametrize(
+    "task, metric, old, new, champion_value, challenger_value",
+    [
+        (
+            "classification",
+            "auc",
+            GateConfig(margin=0.0, floors={"auc": 0.55}),
+            GateConfig(margin=0.0, floors={"auc": 0.65}),
+            0.60,
+            0.62,
+        ),
+        (
+            "regression",
+            "rmse",
+            GateConfig(margin=0.0, floors={}, ceilings={"rmse": 1.0}),
+            GateConfig(margin=0.0, floors={}, ceilings={"rmse": 0.7}),
+            0.90,
+            0.80,
+        ),
+    ],
+)
+def test_a_better_challenger_that_misses_a_stricter_threshold_is_not_promoted(
+    models, mlflow_store, NAME, task, metric, old, new, champion_value, challenger_value
+):
     client = mlflow_store.client
     v1, v2 = register(client, NAME, models[task]["good"]), register(client, NAME, models[task]["good"])
     values = {v1: champion_value, v2: challenger_value}
@@ -271,11 +372,14 @@ def broken(version):
     raise OSError("test_set is unreadable")
 
 
-@pytest.mark.parametrize("failure, message", [
-    ("challenger raises", "OSError: test_set is unreadable"),
-    ("champion raises", "OSError: test_set is unreadable"),
-    ("challenger gives NaN", "auc of v3 is nan, not a finite number (is the test set empty?)"),
-])
+@pytest.mark.parametrize(
+    "failure, message",
+    [
+        ("challenger raises", "OSError: test_set is unreadable"),
+        ("champion raises", "OSError: test_set is unreadable"),
+        ("challenger gives NaN", "auc of v3 is nan, not a finite number (is the test set empty?)"),
+    ],
+)
 def test_a_failing_evaluation_moves_no_alias(models, mlflow_store, NAME, failure, message):
     client = mlflow_store.client
     v1, v2, v3 = (register(client, NAME, models["classification"]["good"]) for _ in range(3))
@@ -291,15 +395,18 @@ def test_a_failing_evaluation_moves_no_alias(models, mlflow_store, NAME, failure
 
     with pytest.raises(GateEvaluationError) as raised:
         gate(client, NAME, v3, "auc", evaluate_version, CLS)
-    assert str(raised.value) == (f"gate for {NAME} v{v3}: evaluation failed: "
-                                 f"{'ValueError: ' if 'NaN' in failure else ''}{message}; "
-                                 f"the aliases are unchanged (@champion: v{v1})")
+    assert str(raised.value) == (
+        f"gate for {NAME} v{v3}: evaluation failed: "
+        f"{'ValueError: ' if 'NaN' in failure else ''}{message}; "
+        f"the aliases are unchanged (@champion: v{v1})"
+    )
     assert aliases(client, NAME) == before
     tags = client.get_model_version(NAME, v3).tags
     assert tags["gate.decision"] == "failed" and message in tags["gate.reason"]
 
 
 # --- compare-and-set: @champion moved by someone else during the gate --------------------------------------------
+
 
 def test_the_gate_judges_again_when_the_champion_moves_during_the_evaluation(models, mlflow_store, NAME):
     client = mlflow_store.client
@@ -317,14 +424,25 @@ def test_the_gate_judges_again_when_the_champion_moves_during_the_evaluation(mod
     decision = gate(client, NAME, v3, "auc", evaluate_version, CLS)
 
     assert evaluated == [v3, v1, v2]  # v3 beat v1, but v1 was no longer the champion: judged again, v3 once only
-    assert (decision.promoted, decision.rounds, decision.champion_version, decision.champion_value) == (False, 2, v2, 0.90)
+    assert (decision.promoted, decision.rounds, decision.champion_version, decision.champion_value) == (
+        False,
+        2,
+        v2,
+        0.90,
+    )
     assert decision.reason == f"auc 0.800000 does not beat champion v{v2} (0.900000) by more than 0.01"
     assert aliases(client, NAME) == {CHAMPION: v2, CHALLENGER: v3}
     tags = client.get_model_version(NAME, v3).tags
-    assert {k: tags[k] for k in ("gate.decision", "gate.rounds", "gate.champion_version", "gate.champion_value",
-                                 "gate.reason")} == {
-        "gate.decision": "rejected", "gate.rounds": "2", "gate.champion_version": v2, "gate.champion_value": "0.900000",
-        "gate.reason": decision.reason}
+    assert {
+        k: tags[k]
+        for k in ("gate.decision", "gate.rounds", "gate.champion_version", "gate.champion_value", "gate.reason")
+    } == {
+        "gate.decision": "rejected",
+        "gate.rounds": "2",
+        "gate.champion_version": v2,
+        "gate.champion_value": "0.900000",
+        "gate.reason": decision.reason,
+    }
     assert client.get_model_version(NAME, v1).tags["gate.rounds"] == "1"
 
 
@@ -348,12 +466,16 @@ def test_the_gate_gives_up_when_the_champion_moves_every_round(models, mlflow_st
     assert str(raised.value) == (
         f"gate for {NAME} v{v5}: @champion moved during each of the 3 evaluation rounds (v{v1} -> v{v3} -> v{v4} -> v{v1}): "
         f"another gate or a rollback is moving it; the gate moved no alias (@champion: v{v1}). "
-        "Run the gate again once it is done.")
+        "Run the gate again once it is done."
+    )
     assert evaluated == [v5, v1, v3, v4]
     assert aliases(client, NAME) == {CHAMPION: v1}  # the other writer's last move; no @challenger, no promotion
     tags = client.get_model_version(NAME, v5).tags
     assert (tags["gate.decision"], tags["gate.rounds"]) == ("conflict", "3")
-    assert tags["gate.reason"] == f"@champion moved during each of the 3 evaluation rounds (v{v1} -> v{v3} -> v{v4} -> v{v1})"
+    assert (
+        tags["gate.reason"]
+        == f"@champion moved during each of the 3 evaluation rounds (v{v1} -> v{v3} -> v{v4} -> v{v1})"
+    )
 
 
 class RacingClient(MlflowClient):
@@ -383,11 +505,14 @@ def test_rollback_refuses_to_overwrite_a_champion_moved_meanwhile(models, mlflow
 
     assert str(raised.value) == (
         f"@champion of {NAME} moved from v{v2} to v{v4} while it was being set to v{v1} (another gate or rollback ran "
-        f"meanwhile): it was left at v{v4}. Check why, then ask again.")
+        f"meanwhile): it was left at v{v4}. Check why, then ask again."
+    )
     assert aliases(client, NAME) == {CHAMPION: v4, CHALLENGER: v3}
     tags = client.get_model_version(NAME, v1).tags
     assert tags["champion.reason"] == "an earlier rollback"  # the tags written were taken back
-    assert not {"champion.set_by", "champion.previous_version", "champion.set_at", "champion.dagster_run_id"} & set(tags)
+    assert not {"champion.set_by", "champion.previous_version", "champion.set_at", "champion.dagster_run_id"} & set(
+        tags
+    )
 
     change = set_champion(racing, NAME, v1, EXPECTED, requested_by="alice", reason="INC-43")  # nobody races now
     assert (change.version, change.previous_version) == (v1, v4)
@@ -396,11 +521,14 @@ def test_rollback_refuses_to_overwrite_a_champion_moved_meanwhile(models, mlflow
 
 # --- the gate, on real models evaluated on a real test set ------------------------------------------------------
 
+
 @pytest.mark.parametrize("task, metric", [("classification", "auc"), ("regression", "rmse")])
 def test_the_gate_on_real_evaluations_keeps_the_better_model(models, mlflow_store, NAME, task, metric):
     client = mlflow_store.client
     test = models[task]["test"]
-    truth = {kind: evaluate(models[task][kind][2].transform(test), task, (metric,))[metric] for kind in ("good", "weak")}
+    truth = {
+        kind: evaluate(models[task][kind][2].transform(test), task, (metric,))[metric] for kind in ("good", "weak")
+    }
     assert truth["good"] != truth["weak"]
 
     def evaluate_registered(v):
@@ -439,17 +567,29 @@ def test_rollback_sets_the_champion_and_records_who_and_why(models, mlflow_store
     client = mlflow_store.client
     v1, v2, v3 = champion_with_history(client, NAME, models["classification"]["good"])
 
-    change = set_champion(client, NAME, int(v1), EXPECTED, requested_by="alice@example.com", reason="INC-42: v2 drifts",
-                          dagster_run_id="run-9")
+    change = set_champion(
+        client,
+        NAME,
+        int(v1),
+        EXPECTED,
+        requested_by="alice@example.com",
+        reason="INC-42: v2 drifts",
+        dagster_run_id="run-9",
+    )
 
     assert (change.version, change.previous_version) == (v1, v2)
     assert str(champion_version(client, NAME).version) == v1  # what batch_predictions resolves
     assert aliases(client, NAME) == {CHAMPION: v1, CHALLENGER: v3}
     tags = client.get_model_version(NAME, v1).tags
-    assert {k: tags[k] for k in ("champion.set_by", "champion.reason", "champion.previous_version",
-                                 "champion.dagster_run_id")} == {
-        "champion.set_by": "alice@example.com", "champion.reason": "INC-42: v2 drifts",
-        "champion.previous_version": v2, "champion.dagster_run_id": "run-9"}
+    assert {
+        k: tags[k]
+        for k in ("champion.set_by", "champion.reason", "champion.previous_version", "champion.dagster_run_id")
+    } == {
+        "champion.set_by": "alice@example.com",
+        "champion.reason": "INC-42: v2 drifts",
+        "champion.previous_version": v2,
+        "champion.dagster_run_id": "run-9",
+    }
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", tags["champion.set_at"])
 
     # An override to the rejected challenger: it stops being @challenger.
@@ -460,10 +600,13 @@ def test_rollback_sets_the_champion_and_records_who_and_why(models, mlflow_store
 def test_rollback_to_a_missing_version_is_refused(models, mlflow_store, NAME):
     client = mlflow_store.client
     v1, v2, v3 = champion_with_history(client, NAME, models["classification"]["good"])
-    with pytest.raises(ModelVersionNotFoundError,
-                       match=re.escape(f"model {NAME} has no version 7 (its versions: [{v1}, {v2}, {v3}])")):
+    with pytest.raises(
+        ModelVersionNotFoundError, match=re.escape(f"model {NAME} has no version 7 (its versions: [{v1}, {v2}, {v3}])")
+    ):
         set_champion(client, NAME, 7, EXPECTED, requested_by="alice", reason="typo")
-    with pytest.raises(ModelVersionNotFoundError, match=re.escape("model main.tiny.nothing_here has no version 1 (its versions: none)")):
+    with pytest.raises(
+        ModelVersionNotFoundError, match=re.escape("model main.tiny.nothing_here has no version 1 (its versions: none)")
+    ):
         set_champion(client, "main.tiny.nothing_here", 1, EXPECTED, requested_by="alice", reason="typo")
     assert aliases(client, NAME) == {CHAMPION: v2, CHALLENGER: v3}
 
@@ -480,7 +623,8 @@ def test_rollback_to_a_version_scoring_cannot_feed_is_refused(spark, models, mlf
 
     assert str(raised.value) == (
         f"{NAME} v{v4} cannot be @champion: its signature does not match what scoring gives it: "
-        "it expects columns ['colour'] that scoring does not give (it gives ['color', 'x1', 'x2'])")
+        "it expects columns ['colour'] that scoring does not give (it gives ['color', 'x1', 'x2'])"
+    )
     assert aliases(client, NAME) == {CHAMPION: v2, CHALLENGER: v3}
     assert "champion.set_by" not in client.get_model_version(NAME, v4).tags
 
@@ -488,12 +632,15 @@ def test_rollback_to_a_version_scoring_cannot_feed_is_refused(spark, models, mlf
 def test_rollback_without_who_or_why_is_refused(models, mlflow_store, NAME):
     client = mlflow_store.client
     v1, v2, v3 = champion_with_history(client, NAME, models["classification"]["good"])
-    with pytest.raises(ValueError, match=re.escape(f"setting @champion of {NAME} needs who asks (requested_by) and why (reason)")):
+    with pytest.raises(
+        ValueError, match=re.escape(f"setting @champion of {NAME} needs who asks (requested_by) and why (reason)")
+    ):
         set_champion(client, NAME, v1, EXPECTED, requested_by="alice", reason=" ")
     assert aliases(client, NAME) == {CHAMPION: v2, CHALLENGER: v3}
 
 
 # --- rollback proves that the version loads and scores ------------------------------------------------------------
+
 
 def test_rollback_verifies_that_the_version_loads_and_scores(models, mlflow_store, NAME):
     client = mlflow_store.client
@@ -542,14 +689,18 @@ def test_rollback_to_a_version_whose_artifacts_are_gone_is_refused(spark, models
     uri = f"models:/{NAME}/{v4}"
     if damage == "model data deleted":  # MLmodel is there, so the signature check passes; loading fails
         assert verified == [uri]
-        assert re.fullmatch(re.escape(f"model {uri} cannot be loaded: AnalysisException: [PATH_NOT_FOUND] Path does not "
-                                      "exist: file:/") + r"\S+/sparkml/metadata\. SQLSTATE: 42K03" +
-                            re.escape(". Its artifacts are missing or damaged: it cannot serve."), str(raised.value))
+        assert re.fullmatch(
+            re.escape(f"model {uri} cannot be loaded: AnalysisException: [PATH_NOT_FOUND] Path does not exist: file:/")
+            + r"\S+/sparkml/metadata\. SQLSTATE: 42K03"
+            + re.escape(". Its artifacts are missing or damaged: it cannot serve."),
+            str(raised.value),
+        )
     else:  # not even MLmodel: refused before verify
         assert verified == []
         assert str(raised.value) == (
             f"model {uri} cannot be loaded: MlflowException: Failed to download artifacts from path 'MLmodel', please "
-            "ensure that the path is correct. Its artifacts are missing or damaged: it cannot be @champion.")
+            "ensure that the path is correct. Its artifacts are missing or damaged: it cannot be @champion."
+        )
     assert aliases(client, NAME) == {CHAMPION: v2, CHALLENGER: v3}
     assert not [k for k in client.get_model_version(NAME, v4).tags if k.startswith("champion.")]
 
