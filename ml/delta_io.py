@@ -255,20 +255,32 @@ def retry_on_conflict(write: Callable[[], None], what: str, attempts: int = WRIT
             attempt += 1
 
 
-def overwrite_table(df: DataFrame, path: str, user_metadata: str | None = None) -> DeltaCommit:
+def overwrite_table(
+    df: DataFrame, path: str, user_metadata: str | None = None, attempts: int = WRITE_ATTEMPTS
+) -> DeltaCommit:
     """Replace a whole (unpartitioned) table with `df`, schema included, in one commit. A path that holds
-    files but no Delta log, or a table whose log is damaged, is refused as for replace_where."""
+    files but no Delta log, or a table whose log is damaged, is refused as for replace_where.
+
+    As for replace_where: retryable commit conflicts (another writer committed meanwhile) are retried
+    (`retry_on_conflict`, counted in `conflict_retries`), and a write id in the commit's userMetadata finds
+    this write's own commit, not a concurrent writer's later one.
+    """
+    tag = with_write_id(user_metadata)
     spark = df.sparkSession
     refuse_non_delta(spark, path)
-    writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-    if user_metadata:
-        writer = writer.option("userMetadata", user_metadata)
+    writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").option("userMetadata", tag)
     try:
-        writer.save(path)
+        retries = retry_on_conflict(lambda: writer.save(path), what=f"{path} (whole table)", attempts=attempts)
     except (Py4JJavaError, CapturedException):
         check_log(spark, path)
         raise
-    return last_commit(spark, path)
+    commit = last_commit(spark, path, user_metadata=tag)
+    if commit is None:  # not expected (an overwrite always commits), but never someone else's commit
+        raise DeltaTableError(
+            f"Delta table {path}: the overwrite returned, but its commit (write id in {tag}) is not among the last "
+            f"{HISTORY_SEARCHED} commits"
+        )
+    return DeltaCommit(**{**commit.__dict__, "conflict_retries": retries})
 
 
 def last_commit(spark: SparkSession, path: str, user_metadata: str | None = None) -> DeltaCommit | None:
