@@ -11,9 +11,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import stat
 import zipfile
 import zlib
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -55,12 +56,19 @@ def package_data_dir() -> Path:
 
 
 def staged_csv(archive: Path, staging_dir: str) -> Path:
-    """Unzip the CSV once into the staging folder (Spark cannot read a zip); streamed, never held in memory."""
+    """Unzip the CSV once into the staging folder (Spark cannot read a zip); streamed, never held in memory.
+
+    The archive's first member is staged under `<staging>/flights/<archive size>-<CRC>/`. A hostile member is
+    refused, with SourceFileError naming it, before anything is read or written: an absolute name, a `..`
+    component, a symbolic link, or any name that would resolve outside that folder (zip slip); so an existing
+    file outside is never taken for the staged copy either.
+    """
     try:
         with zipfile.ZipFile(archive) as zf:
             info = zf.infolist()[0]
             digest = f"{archive.stat().st_size}-{info.CRC:08x}"
-            target = Path(staging_dir) / "flights" / digest / info.filename
+            folder = Path(staging_dir) / "flights" / digest
+            target = folder / _safe_member_name(archive, info, folder)
             if target.exists() and target.stat().st_size == info.file_size:
                 return target
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -71,6 +79,30 @@ def staged_csv(archive: Path, staging_dir: str) -> Path:
             return target
     except (zipfile.BadZipFile, EOFError, IndexError, zlib.error) as exc:
         raise SourceFileError(f"source file {archive} is not a readable zip archive ({exc}): nothing was read") from exc
+
+
+def _safe_member_name(archive: Path, info: zipfile.ZipInfo, folder: Path) -> str:
+    """The member's name, if staging it under `folder` stays inside `folder`; else SourceFileError naming it."""
+    name = info.filename
+    parts = name.replace("\\", "/").split("/")
+
+    def refuse(why: str) -> SourceFileError:
+        return SourceFileError(
+            f"source file {archive}: member {name!r} {why}; it was refused, nothing was read or written"
+        )
+
+    if name.startswith(("/", "\\")) or PureWindowsPath(name).drive:
+        raise refuse("has an absolute path")
+    if ".." in parts:
+        raise refuse("has a '..' component in its path")
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise refuse("is a symbolic link")
+    if info.is_dir() or not parts[-1]:
+        raise refuse("is a folder, not a file")
+    base = folder.resolve()
+    if not (base / name).resolve().is_relative_to(base):  # e.g. a link planted inside the staging folder
+        raise refuse(f"would be written outside the staging folder {folder}")
+    return name
 
 
 def csv_with_contract_types(spark: SparkSession, path: Path, types: dict[str, str]) -> DataFrame:
