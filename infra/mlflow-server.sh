@@ -6,7 +6,8 @@
 # Environment (all optional):
 #   MLFLOW_SERVER_PORT         port (default 5001; 5000 is `make mlflow-ui`)
 #   MLFLOW_SERVER_BACKEND_URI  database for runs and the registry (default sqlite:///<state>/mlflow-server/mlflow.db;
-#                              a postgresql://user:pass@host/db URI works once a driver, psycopg2, is installed)
+#                              a postgresql://user:pass@host/db URI works once a driver, psycopg2, is installed).
+#                              Handed to the server through its environment, never on a command line (`ps`).
 #   MLFLOW_SERVER_WORKERS      server worker processes (default 1: the machine is small)
 #   FLIGHTLINE_STATE_DIR       state folder (default <repo>/.state); the server keeps everything under
 #                              <state>/mlflow-server/: artifacts/, server.pid, server.log
@@ -60,9 +61,13 @@ start() {
   # setsid: a session and process group of its own, so `stop` ends the server and its workers together.
   # The shell records its own pid (= the group id) and then becomes the server.
   rm -f "$PIDFILE"
+  # The back-end store URI goes through the environment (MLFLOW_BACKEND_STORE_URI, the envvar of mlflow server's
+  # --backend-store-uri), never argv: a PostgreSQL URI holds the password, and any user sees argv in `ps`.
+  # `export` is a shell builtin, so no process ever has it on its command line.
+  export MLFLOW_BACKEND_STORE_URI=$BACKEND
   setsid bash -c 'printf "%s\n%s\n" $$ "$1" >"$2"; shift 2; exec "$@"' _ "$PORT" "$PIDFILE" \
     "$MLFLOW" server --host 127.0.0.1 --port "$PORT" --workers "$WORKERS" \
-    --backend-store-uri "$BACKEND" --serve-artifacts --artifacts-destination "$DIR/artifacts" \
+    --serve-artifacts --artifacts-destination "$DIR/artifacts" \
     >"$LOG" 2>&1 </dev/null &
   local waited=0
   for _ in $(seq 1 50); do [[ -s $PIDFILE ]] && break; sleep 0.1; done

@@ -52,8 +52,10 @@ password() {
   if [[ -n ${FLIGHTLINE_PG_PASSWORD:-} ]]; then echo "$FLIGHTLINE_PG_PASSWORD"; return; fi
   if [[ ! -s $PASSWORD_FILE ]]; then
     mkdir -p "$STATE"
+    # umask 077 before the file exists: it is 0600 from its creation, never readable by others for an instant.
     (umask 077 && head -c 18 /dev/urandom | base64 | tr '+/' '-_' >"$PASSWORD_FILE")
   fi
+  chmod 600 "$PASSWORD_FILE" 2>/dev/null || true  # one written by an older version of this script: 0600 too
   cat "$PASSWORD_FILE"
 }
 
@@ -71,9 +73,11 @@ init_cluster() {
     fi
   fi
   local pwfile
-  pwfile=$(mktemp)
+  # 0600 from its creation (mktemp under umask 077) and for its whole life: as root, initdb runs as `postgres`, so
+  # the file is given to `postgres` rather than opened to everyone. It is deleted right after initdb.
+  pwfile=$(umask 077 && mktemp)
+  if [[ $(id -u) == 0 ]]; then chown postgres: "$pwfile"; fi
   password >"$pwfile"
-  chmod 644 "$pwfile"  # initdb, running as `postgres`, reads it; it is deleted right after
   as_owner "$(pg_bin)/initdb" -D "$DATA" -U "$PGUSER_NAME" --pwfile="$pwfile" --auth=scram-sha-256 \
     --encoding=UTF8 --locale=C.UTF-8 >"$DIR/initdb.log" 2>&1 || { rm -f "$pwfile"; cat "$DIR/initdb.log" >&2; return 1; }
   rm -f "$pwfile"

@@ -6,6 +6,7 @@ does; the test checks what each service holds, then stops them and checks that n
 import json
 import os
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -122,6 +123,35 @@ def test_start_is_idempotent_and_writes_the_prod_environment(stack):
     assert env["FLIGHTLINE_SPARK_MASTER"].startswith("spark://127.0.0.1:")
     assert env["FLIGHTLINE_DAGSTER_PG_URL"].startswith("postgresql+psycopg2://flightline:")
     assert stack["script"]("status").returncode == 0
+
+
+def test_no_process_has_the_database_password_on_its_command_line_and_its_files_are_private(stack, pipeline_run):
+    """While every service runs (and after the pipeline's runs): any local user can read each process's argv."""
+    state = stack["state"]
+    password = (state / "postgres.password").read_text().strip()
+    assert len(password) >= 16 and password in stack["env"]["FLIGHTLINE_DAGSTER_PG_URL"]
+    leaks = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                argv = (proc / "cmdline").read_bytes()
+            except OSError:  # gone meanwhile
+                continue
+            if password.encode() in argv:
+                leaks.append(f"{proc.name}: {argv.replace(bytes(1), b' ').decode(errors='replace')}")
+    assert leaks == []
+    servers = [p for p in Path("/proc").iterdir() if p.name.isdigit() and b"mlflow" in _argv(p) and b"server" in _argv(p)]
+    assert servers, "no mlflow server process found: the check above proved nothing"
+    for secret in ("postgres.password", "infra.env"):
+        assert stat.S_IMODE((state / secret).stat().st_mode) == 0o600, secret
+    assert not list(state.glob("infra.env.*"))  # stack.sh's temporary env file was renamed, none is left
+
+
+def _argv(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def test_dagster_runs_and_events_are_in_postgres(stack, dagster_instance):
