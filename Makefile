@@ -15,7 +15,7 @@ export PYTHONPATH := $(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 .PHONY: help install java jars run test lint ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model bench-event-storage bench-tuning bench-drift bench-drift-wide bench-scoring bench-undated \
-	infra-up infra-down infra-status test-infra test-e2e chromium
+	infra-up infra-down infra-status test-infra test-e2e test-reliability chromium
 
 help:
 	@echo "make run        install everything and materialize the whole graph on NYC flights 2013"
@@ -28,6 +28,7 @@ help:
 	@echo "make infra-down stop them"
 	@echo "make test-infra start them on free ports, materialize the whole graph through them, check, stop"
 	@echo "make test-e2e   dagster dev driven by headless Chromium: graph, a partition launched from the UI, checks"
+	@echo "make test-reliability  real processes: two writers racing on one table, writers SIGKILLed mid-write"
 	@echo "make clean      delete the local state (.state: lakehouse, MLflow store, Dagster instance)"
 
 java:
@@ -87,6 +88,11 @@ infra-status:
 # Not in `make test`: starts its own stack (free ports, a temporary state folder) and runs the whole graph on it.
 test-infra: jars
 	@source infra/java-env.sh && $(PY) -m pytest -m infra tests/infra $(PYTEST_ARGS)
+
+# Not in `make test` (a few minutes: each test starts JVMs of its own): writer processes racing on one table,
+# and killed with SIGKILL in the middle of a write.
+test-reliability: jars
+	@source infra/java-env.sh && $(PY) -m pytest -m reliability tests/reliability $(PYTEST_ARGS)
 
 chromium:
 	@bash infra/ensure-chromium.sh

@@ -12,6 +12,8 @@ from delta.tables import DeltaTable
 from ml.datasets.flights import SPEC
 from orchestration.deployments import REPO_ROOT, local_resources
 
+pytestmark = pytest.mark.reliability
+
 ROUNDS = 8
 DAYS = ("2013-01-01", "2013-01-02")
 ROWS = 3

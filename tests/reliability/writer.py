@@ -1,7 +1,7 @@
 """One writer process of tests/reliability/test_concurrent_writers.py: writes one day of one table, many times,
 through the lakehouse boundary, and prints each commit's version as JSON lines.
 
-    python -m tests.reliability.writer STATE_DIR DAY ROUNDS [--unlocked]
+    python -m tests.reliability.writer STATE_DIR DAY ROUNDS [--unlocked] [--overwrite]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ TINY_SPARK = {"spark.sql.shuffle.partitions": "1", "spark.default.parallelism": 
 ROWS = 3
 
 
-def main(state: str, day: str, rounds: int, unlocked: bool = False) -> None:
+def main(state: str, day: str, rounds: int, unlocked: bool = False, overwrite: bool = False) -> None:
     from pathlib import Path
 
     lakehouse = local_resources(SPEC, state=Path(state), master="local[1]", spark_conf=TINY_SPARK)["lakehouse"]
@@ -31,7 +31,9 @@ def main(state: str, day: str, rounds: int, unlocked: bool = False) -> None:
     for n in range(rounds):
         frame = lakehouse.session.createDataFrame(
             [(first, n, i) for i in range(ROWS)], "event_date DATE, round INT, i INT")
-        if unlocked:  # the control: Delta alone, without the boundary's writer lock
+        if overwrite:  # a whole-table overwrite, as the splits are written
+            commit = lakehouse.overwrite(frame, "overwritten", run_id=f"{day}-{n}")
+        elif unlocked:  # the control: Delta alone, without the boundary's writer lock
             commit = delta_io.write_days(frame, lakehouse.table_path("contended"), window.start, window.end, window.days,
                                          user_metadata=json.dumps({"dagster_run_id": f"{day}-{n}"}))
         else:
@@ -41,4 +43,5 @@ def main(state: str, day: str, rounds: int, unlocked: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), unlocked="--unlocked" in sys.argv[4:])
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), unlocked="--unlocked" in sys.argv[4:],
+         overwrite="--overwrite" in sys.argv[4:])
