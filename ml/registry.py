@@ -93,6 +93,9 @@ class GateConfig:
     def __hash__(self) -> int:
         return hash((self.margin, frozenset(self.floors.items()), frozenset(self.ceilings.items())))
 
+    def __reduce__(self):  # picklable (a mappingproxy is not), e.g. for Dagster's multiprocess executor
+        return (GateConfig, (self.margin, dict(self.floors), dict(self.ceilings)))
+
     def threshold(self, metric: str) -> str:
         """The absolute threshold that applies to `metric`, in words."""
         if self.floors.get(metric) is not None:

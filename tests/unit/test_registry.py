@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -168,6 +169,8 @@ def test_the_gate_defaults_are_the_pipelines_and_a_floor_is_per_metric():
     )
     with pytest.raises(TypeError):
         both.floors["auc"] = 0.0  # read-only: a frozen config's limits cannot change behind the gate's back
+    again = pickle.loads(pickle.dumps(both))
+    assert again == both and again.floors == {"auc": 0.6, "r2": 0.5} and again.threshold("rmse") == "rmse <= 1.0"
 
 
 @pytest.mark.parametrize(
