@@ -5,6 +5,7 @@ does; the test checks what each service holds, then stops them and checks that n
 
 import json
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -206,6 +207,43 @@ def test_the_tables_hold_every_source_row(stack, pipeline_run):
     assert count["raw_data"] == sum(expected.values())
     assert count["validated_features"] + count["quarantine"] == count["raw_data"]
     assert count["batch_predictions"] == count["validated_features"]
+
+
+def listening(pids: set[int]) -> dict[int, set[str]]:
+    """pid -> the local addresses (host:port) its TCP sockets listen on, from `ss -ltnpH`."""
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    found: dict[int, set[str]] = {}
+    for line in out.splitlines():
+        fields = line.split()
+        local = fields[3]
+        for pid in (int(p) for p in re.findall(r"pid=(\d+)", line)):
+            if pid in pids:
+                found.setdefault(pid, set()).add(local)
+    return found
+
+
+def group_members(leader: int) -> set[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "-g", str(leader)], capture_output=True, text=True).stdout
+    return {int(p) for p in out.split()}
+
+
+def test_every_service_listens_on_loopback_only(stack, pipeline_run):
+    """PostgreSQL, the MLflow server (and its workers), the Spark master and both workers: every listening socket of
+    theirs is on 127.0.0.1 (or ::1), none on 0.0.0.0 or an outside address."""
+    state, env = stack["state"], stack["env"]
+    leaders = {"mlflow": int((state / "mlflow-server" / "server.pid").read_text().split()[0]),
+               "postgres": int((state / "postgres" / "data" / "postmaster.pid").read_text().split()[0])}
+    leaders.update({f: int((state / "spark-cluster" / f"{f}.pid").read_text()) for f in ("master", "worker-1", "worker-2")})
+    by_service = {name: listening(group_members(pid) | {pid}) for name, pid in leaders.items()}
+    addresses = {name: sorted(a for found in pids.values() for a in found) for name, pids in by_service.items()}
+    assert all(addresses.values()), addresses  # each service was found listening: the check below is not vacuous
+    assert env["MLFLOW_TRACKING_URI"].rsplit(":", 1)[1].strip("/") in {a.rsplit(":", 1)[1] for a in addresses["mlflow"]}
+    assert env["FLIGHTLINE_SPARK_MASTER"].rsplit(":", 1)[1] in {a.rsplit(":", 1)[1] for a in addresses["master"]}
+    loopback = ("127.0.0.1", "[::1]", "[::ffff:127.0.0.1]")  # the last: a JVM's IPv6 socket bound to 127.0.0.1
+    outside = {name: [a for a in found if a.rsplit(":", 1)[0] not in loopback]
+               for name, found in addresses.items()}
+    assert outside == {name: [] for name in addresses}, addresses
+    print(f"\nlistening: {addresses}")
 
 
 def test_stop_ends_every_service_and_only_them(stack, pipeline_run):
