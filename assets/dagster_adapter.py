@@ -18,11 +18,20 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (  # n
 def latest_materializations(context: AssetExecutionContext, key: AssetKey, partitions: set[str]) -> dict:
     """partition -> the target of a check evaluation aimed at that partition's latest materialization."""
     latest = context.instance.event_log_storage.get_latest_storage_id_by_partition(
-        key, DagsterEventType.ASSET_MATERIALIZATION, partitions)
+        key, DagsterEventType.ASSET_MATERIALIZATION, partitions
+    )
     if not latest:
         return {}
-    records = {r.storage_id: r for r in context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=key, storage_ids=list(latest.values())), limit=len(latest)).records}
-    return {p: AssetCheckEvaluationTargetMaterializationData(storage_id=r.storage_id, run_id=r.run_id,
-                                                             timestamp=r.timestamp)
-            for p, storage_id in latest.items() if (r := records.get(storage_id)) is not None}
+    records = {
+        r.storage_id: r
+        for r in context.instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=key, storage_ids=list(latest.values())), limit=len(latest)
+        ).records
+    }
+    return {
+        p: AssetCheckEvaluationTargetMaterializationData(
+            storage_id=r.storage_id, run_id=r.run_id, timestamp=r.timestamp
+        )
+        for p, storage_id in latest.items()
+        if (r := records.get(storage_id)) is not None
+    }

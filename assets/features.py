@@ -43,9 +43,15 @@ def budget_check(counts: q.QuarantineCounts, partition: str) -> AssetCheckResult
     if counts.rows == 0:
         description = f"raw_data has no rows for {partition}: materialize raw_data for it first"
     else:
-        description = None if passed else (
-            f"{counts.quarantined} of {counts.rows} rows ({counts.fraction:.2%}) broke row-level rules, over the "
-            f"budget of {SPEC.max_quarantine_fraction:.2%}: " + ", ".join(f"{k}: {v}" for k, v in counts.by_rule.items()))
+        description = (
+            None
+            if passed
+            else (
+                f"{counts.quarantined} of {counts.rows} rows ({counts.fraction:.2%}) broke row-level rules, over the "
+                f"budget of {SPEC.max_quarantine_fraction:.2%}: "
+                + ", ".join(f"{k}: {v}" for k, v in counts.by_rule.items())
+            )
+        )
     return AssetCheckResult(
         asset_key="validated_features",
         check_name=BUDGET_CHECK,
@@ -66,26 +72,47 @@ def budget_check(counts: q.QuarantineCounts, partition: str) -> AssetCheckResult
 def reconciliation(raw_rows: int, feature_rows: int, quarantined_rows: int, counts: q.QuarantineCounts) -> dict:
     """raw rows read = feature rows written + quarantined rows written: three counts taken apart (the raw table as
     read, and what the two writes committed), so that a row lost or duplicated on the way shows."""
-    return {"raw_rows": raw_rows, "feature_rows": feature_rows, "quarantined_rows": quarantined_rows,
-            "unlabelled_rows": counts.unlabelled, "reconciles": raw_rows == feature_rows + quarantined_rows,
-            "quarantined_rows_by_rule": MetadataValue.json(counts.by_rule)}
+    return {
+        "raw_rows": raw_rows,
+        "feature_rows": feature_rows,
+        "quarantined_rows": quarantined_rows,
+        "unlabelled_rows": counts.unlabelled,
+        "reconciles": raw_rows == feature_rows + quarantined_rows,
+        "quarantined_rows_by_rule": MetadataValue.json(counts.by_rule),
+    }
 
 
 @multi_asset(
     outs={
-        "validated_features": AssetOut(kinds={"spark", "delta", "great_expectations"}, group_name="daily",
-                                       description="Cleaned, typed features and the label (NULL while unknown)."),
-        "quarantine": AssetOut(kinds={"spark", "delta"}, group_name="daily",
-                               description="Rows that broke a row-level rule, with the rules and the raw record."),
+        "validated_features": AssetOut(
+            kinds={"spark", "delta", "great_expectations"},
+            group_name="daily",
+            description="Cleaned, typed features and the label (NULL while unknown).",
+        ),
+        "quarantine": AssetOut(
+            kinds={"spark", "delta"},
+            group_name="daily",
+            description="Rows that broke a row-level rule, with the rules and the raw record.",
+        ),
     },
     deps=[raw_data],
     partitions_def=daily_partitions,
     backfill_policy=BackfillPolicy.single_run(),
     check_specs=[
-        AssetCheckSpec(BUDGET_CHECK, asset="validated_features", blocking=True, partitions_def=daily_partitions,
-                       description="quarantined share of the partition within the spec's budget"),
-        AssetCheckSpec(SUITE_CHECK, asset="validated_features", blocking=True, partitions_def=daily_partitions,
-                       description="Great Expectations suite derived from the dataset spec"),
+        AssetCheckSpec(
+            BUDGET_CHECK,
+            asset="validated_features",
+            blocking=True,
+            partitions_def=daily_partitions,
+            description="quarantined share of the partition within the spec's budget",
+        ),
+        AssetCheckSpec(
+            SUITE_CHECK,
+            asset="validated_features",
+            blocking=True,
+            partitions_def=daily_partitions,
+            description="Great Expectations suite derived from the dataset spec",
+        ),
     ],
 )
 def validated_features(context: AssetExecutionContext, lakehouse: LakehouseResource):
@@ -104,21 +131,35 @@ def validated_features(context: AssetExecutionContext, lakehouse: LakehouseResou
         quarantined = q.quarantined_rows(annotated, SPEC, window.label)
         q_commit = lakehouse.write_window(quarantined, "quarantine", window, run_id=context.run.run_id)
         total = q.total(list(counts.values()))
-        yield MaterializeResult(asset_key="quarantine", metadata=lakehouse.metadata(
-            q_commit, "quarantine", quarantined.schema, window, rows_by_rule=MetadataValue.json(total.by_rule)))
+        yield MaterializeResult(
+            asset_key="quarantine",
+            metadata=lakehouse.metadata(
+                q_commit, "quarantine", quarantined.schema, window, rows_by_rule=MetadataValue.json(total.by_rule)
+            ),
+        )
         passed = [d for d in window.days if checks[d][0].passed]
-        features = q.good_rows(annotated if len(passed) == len(window.days)
-                               else annotated.where(F.col(EVENT_DATE).isin(passed)), SPEC)
-        verdicts = run_suite_by_day(with_key_column(features, SPEC), lambda n: feature_suite(SPEC, days=n),
-                                    passed) if passed else {}
+        features = q.good_rows(
+            annotated if len(passed) == len(window.days) else annotated.where(F.col(EVENT_DATE).isin(passed)), SPEC
+        )
+        verdicts = (
+            run_suite_by_day(with_key_column(features, SPEC), lambda n: feature_suite(SPEC, days=n), passed)
+            if passed
+            else {}
+        )
         for d, v in verdicts.items():
-            checks[d].append(suite_check_result(v.outcome, SUITE_CHECK, "validated_features", d.isoformat(),
-                                                validated_with=days_label(v.days)))
+            checks[d].append(
+                suite_check_result(
+                    v.outcome, SUITE_CHECK, "validated_features", d.isoformat(), validated_with=days_label(v.days)
+                )
+            )
 
         def reasons(failed):
-            return [f"{d}: {checks[d][0].description}" if not checks[d][0].passed else
-                    f"{days_label(verdicts[d].days)}: the feature suite failed: {checks[d][1].description}"
-                    for d in failed]
+            return [
+                f"{d}: {checks[d][0].description}"
+                if not checks[d][0].passed
+                else f"{days_label(verdicts[d].days)}: the feature suite failed: {checks[d][1].description}"
+                for d in failed
+            ]
 
         @functools.cache
         def written_by_day(table, version):  # the rows a commit wrote, per day, read back at that version
@@ -131,12 +172,24 @@ def validated_features(context: AssetExecutionContext, lakehouse: LakehouseResou
             return reconciliation(counts[d].rows, features_by_day.get(d, 0), quarantined_by_day.get(d, 0), counts[d])
 
         yield from daily_gate(
-            context, lakehouse, "validated_features", features, window, checks,
-            metadata=lambda commit: {**raw.lineage, **reconciliation(
-                total.rows, commit.rows_written, q_commit.rows_written or 0, total)},
-            day_metadata=lambda commit, d: {**raw.lineage, "dagster/row_count": counts[d].kept,
-                                            **day_reconciliation(commit, d)},
-            reasons=reasons, failure_metadata=raw.lineage,
-            note=f"Rows that broke a row-level rule are in quarantine (Delta v{q_commit.version}).")
+            context,
+            lakehouse,
+            "validated_features",
+            features,
+            window,
+            checks,
+            metadata=lambda commit: {
+                **raw.lineage,
+                **reconciliation(total.rows, commit.rows_written, q_commit.rows_written or 0, total),
+            },
+            day_metadata=lambda commit, d: {
+                **raw.lineage,
+                "dagster/row_count": counts[d].kept,
+                **day_reconciliation(commit, d),
+            },
+            reasons=reasons,
+            failure_metadata=raw.lineage,
+            note=f"Rows that broke a row-level rule are in quarantine (Delta v{q_commit.version}).",
+        )
     finally:
         annotated.unpersist()

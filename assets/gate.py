@@ -35,11 +35,21 @@ from ml.quality import SuiteOutcome
 from orchestration.lakehouse import LakehouseResource
 
 
-def daily_gate(context: AssetExecutionContext, lakehouse: LakehouseResource, table: str, rows: DataFrame,
-               window: DayWindow, checks: Mapping[date, Sequence[AssetCheckResult]], *,
-               metadata: Callable[[DeltaCommit], dict], day_metadata: Callable[[DeltaCommit, date], dict],
-               reasons: Callable[[list[date]], list[str]], note: str = "",
-               all_failed: Callable[[], str | None] = lambda: None, failure_metadata: dict | None = None) -> Iterator:
+def daily_gate(
+    context: AssetExecutionContext,
+    lakehouse: LakehouseResource,
+    table: str,
+    rows: DataFrame,
+    window: DayWindow,
+    checks: Mapping[date, Sequence[AssetCheckResult]],
+    *,
+    metadata: Callable[[DeltaCommit], dict],
+    day_metadata: Callable[[DeltaCommit, date], dict],
+    reasons: Callable[[list[date]], list[str]],
+    note: str = "",
+    all_failed: Callable[[], str | None] = lambda: None,
+    failure_metadata: dict | None = None,
+) -> Iterator:
     """Write the days of `window` whose `checks` all passed, and record the run's outcome.
 
     - `metadata(commit)`: the domain metadata of a run that wrote every day; `day_metadata(commit, day)`: a written
@@ -52,32 +62,50 @@ def daily_gate(context: AssetExecutionContext, lakehouse: LakehouseResource, tab
     passed = [d for d in days if all(c.passed for c in checks[d])]
     commit = lakehouse.write_window(rows, table, window, passed, run_id=context.run.run_id) if passed else None
     if commit:
-        context.log.info(f"{table} {window.label}: {commit.rows_written} rows of {len(passed)} day(s), "
-                         f"Delta v{commit.version}")
+        context.log.info(
+            f"{table} {window.label}: {commit.rows_written} rows of {len(passed)} day(s), Delta v{commit.version}"
+        )
     if passed and len(passed) == len(days):  # one MaterializeResult, which Dagster records on every day
-        yield MaterializeResult(asset_key=table, metadata=lakehouse.metadata(commit, table, rows.schema, window,
-                                                                             **metadata(commit)))
+        yield MaterializeResult(
+            asset_key=table, metadata=lakehouse.metadata(commit, table, rows.schema, window, **metadata(commit))
+        )
     else:  # only the days written, each with its own metadata; the run fails below
         for d in passed:
-            yield AssetMaterialization(asset_key=table, partition=d.isoformat(), metadata=lakehouse.metadata(
-                commit, table, rows.schema, window, **{**day_metadata(commit, d), "partition": d.isoformat()}))
+            yield AssetMaterialization(
+                asset_key=table,
+                partition=d.isoformat(),
+                metadata=lakehouse.metadata(
+                    commit, table, rows.schema, window, **{**day_metadata(commit, d), "partition": d.isoformat()}
+                ),
+            )
     yield from per_partition(context, table, [(d.isoformat(), c) for d in days for c in checks[d]])
     failed = [d for d in days if d not in passed]
     if not failed:
         return
     message = None if passed else all_failed()
     if message is None:
-        outcome = (f"The other {len(passed)} day(s) were written (Delta v{commit.version})" if passed
-                   else f"Nothing was written to {table}")
-        message = (f"{table} {window.label}: {'; '.join(dict.fromkeys(reasons(failed)))}. {outcome}; "
-                   f"the failed day(s) keep their previous rows.{' ' + note if note else ''}")
-    raise Failure(description=message, metadata={
-        FAILED_DAYS: [d.isoformat() for d in failed], WRITTEN_DAYS: [d.isoformat() for d in passed],
-        **(failure_metadata or {})})
+        outcome = (
+            f"The other {len(passed)} day(s) were written (Delta v{commit.version})"
+            if passed
+            else f"Nothing was written to {table}"
+        )
+        message = (
+            f"{table} {window.label}: {'; '.join(dict.fromkeys(reasons(failed)))}. {outcome}; "
+            f"the failed day(s) keep their previous rows.{' ' + note if note else ''}"
+        )
+    raise Failure(
+        description=message,
+        metadata={
+            FAILED_DAYS: [d.isoformat() for d in failed],
+            WRITTEN_DAYS: [d.isoformat() for d in passed],
+            **(failure_metadata or {}),
+        },
+    )
 
 
-def suite_check_result(outcome: SuiteOutcome, check_name: str, asset: str, partition: str,
-                       **extra_metadata) -> AssetCheckResult:
+def suite_check_result(
+    outcome: SuiteOutcome, check_name: str, asset: str, partition: str, **extra_metadata
+) -> AssetCheckResult:
     """A Great Expectations outcome as a check result an ops engineer can read."""
     failures = outcome.failures
     return AssetCheckResult(
@@ -91,11 +119,19 @@ def suite_check_result(outcome: SuiteOutcome, check_name: str, asset: str, parti
             "partition": partition,
             "expectations_evaluated": outcome.evaluated,
             "expectations_failed": len(failures),
-            "failed_expectations": MetadataValue.json([
-                {"expectation": f.expectation, "column": f.column, "observed_value": f.observed_value,
-                 "unexpected_count": f.unexpected_count, "unexpected_percent": f.unexpected_percent,
-                 "sample_unexpected": f.sample_unexpected}
-                for f in failures]),
+            "failed_expectations": MetadataValue.json(
+                [
+                    {
+                        "expectation": f.expectation,
+                        "column": f.column,
+                        "observed_value": f.observed_value,
+                        "unexpected_count": f.unexpected_count,
+                        "unexpected_percent": f.unexpected_percent,
+                        "sample_unexpected": f.sample_unexpected,
+                    }
+                    for f in failures
+                ]
+            ),
             **extra_metadata,
         },
     )
@@ -112,8 +148,13 @@ def per_partition(context: AssetExecutionContext, asset: str, results: list[tupl
         yield Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(AssetCheckKey(key, name)))
     for partition, r in results:
         yield AssetCheckEvaluation(
-            asset_key=key, check_name=r.check_name, passed=r.passed, metadata=r.metadata, severity=r.severity,
-            description=r.description, partition=partition,
+            asset_key=key,
+            check_name=r.check_name,
+            passed=r.passed,
+            metadata=r.metadata,
+            severity=r.severity,
+            description=r.description,
+            partition=partition,
             blocking=context.assets_def.get_spec_for_check_key(AssetCheckKey(key, r.check_name)).blocking,
             target_materialization_data=targets.get(partition),
         )

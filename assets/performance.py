@@ -31,8 +31,9 @@ from orchestration.lakehouse import LakehouseResource
 def model_performance(context: AssetExecutionContext, lakehouse: LakehouseResource) -> MaterializeResult:
     window = window_of(context)
     predictions, features = lakehouse.read("batch_predictions"), lakehouse.read("validated_features")
-    result = performance(with_labels(predictions.frame.where(window.predicate()),
-                                     features.frame.where(window.predicate()), SPEC), SPEC)
+    result = performance(
+        with_labels(predictions.frame.where(window.predicate()), features.frame.where(window.predicate()), SPEC), SPEC
+    )
     groups = result.collect()  # one row per day and model version: small, whatever the number of predictions
     labelled = [g for g in groups if g.labelled_rows > 0]
     labelled_days = sorted({g.event_date for g in labelled})
@@ -40,8 +41,16 @@ def model_performance(context: AssetExecutionContext, lakehouse: LakehouseResour
         c.METRIC_NAME: SPEC.metric,
         **single_day_metric(labelled, window),
         c.PRIMARY_METRIC_BY_DAY: MetadataValue.json(by_day(labelled, lambda g: g.primary_metric)),
-        "metrics_by_day": MetadataValue.json(by_day(labelled, lambda g: {
-            **{m: g[m] for m in TASK_METRICS[SPEC.task]}, "labelled_rows": g.labelled_rows, "scored_rows": g.scored_rows})),
+        "metrics_by_day": MetadataValue.json(
+            by_day(
+                labelled,
+                lambda g: {
+                    **{m: g[m] for m in TASK_METRICS[SPEC.task]},
+                    "labelled_rows": g.labelled_rows,
+                    "scored_rows": g.scored_rows,
+                },
+            )
+        ),
         "rows_with_labels": sum(g.labelled_rows for g in groups),
         "rows_without_labels": sum(g.scored_rows - g.labelled_rows for g in groups),
         "days_with_labels": MetadataValue.json([d.isoformat() for d in labelled_days]),
@@ -55,8 +64,11 @@ def model_performance(context: AssetExecutionContext, lakehouse: LakehouseResour
     rows = lakehouse.session.createDataFrame(labelled, result.schema).withColumn("computed_at", F.current_timestamp())
     commit = lakehouse.replace_rows(rows, "model_performance", days_predicate(labelled_days), run_id=context.run.run_id)
     context.log.info(f"model_performance {window.label}: {len(labelled)} day/version rows, Delta v{commit.version}")
-    return MaterializeResult(metadata=lakehouse.metadata(
-        commit, "model_performance", rows.schema, window, rows_written=len(labelled), **summary))
+    return MaterializeResult(
+        metadata=lakehouse.metadata(
+            commit, "model_performance", rows.schema, window, rows_written=len(labelled), **summary
+        )
+    )
 
 
 def single_day_metric(labelled: list, window: DayWindow) -> dict:

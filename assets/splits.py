@@ -1,7 +1,6 @@
 """train_set, validation_set, test_set: a time-based split of the labelled features over a configured window."""
 
 from datetime import date, timedelta
-from typing import Optional
 
 from dagster import AssetExecutionContext, AssetOut, Config, Output, multi_asset
 from pydantic import Field
@@ -18,8 +17,9 @@ SPLIT_TABLES = tuple(f"{name}_set" for name in SPLITS)
 class SplitConfig(Config):
     """The training window: the last train + validation + test days up to and including `end_date`."""
 
-    end_date: Optional[str] = Field(default=None, description=(
-        "last day of the test range (YYYY-MM-DD); empty: the dataset spec's last day"))
+    end_date: str | None = Field(
+        default=None, description=("last day of the test range (YYYY-MM-DD); empty: the dataset spec's last day")
+    )
     train_days: int = Field(default=SplitSizes.train_days, ge=1)
     validation_days: int = Field(default=SplitSizes.validation_days, ge=1)
     test_days: int = Field(default=SplitSizes.test_days, ge=1)
@@ -46,8 +46,12 @@ class SplitConfig(Config):
 def splits(context: AssetExecutionContext, config: SplitConfig, lakehouse: LakehouseResource):
     window = config.window()
     features = lakehouse.read("validated_features")
-    empty = [f"{name}_set [{s}, {e})" for name, n in split_counts(features.frame, window).items()
-             for s, e in [window.ranges()[name]] if n == 0]
+    empty = [
+        f"{name}_set [{s}, {e})"
+        for name, n in split_counts(features.frame, window).items()
+        for s, e in [window.ranges()[name]]
+        if n == 0
+    ]
     if empty:  # checked before writing, so the previous splits stay as they were
         raise ValueError(
             f"no labelled rows in {', '.join(empty)} of validated_features v{features.version}: "
@@ -55,11 +59,22 @@ def splits(context: AssetExecutionContext, config: SplitConfig, lakehouse: Lakeh
         )
     for name, frame in time_splits(features.frame, window).items():
         table = f"{name}_set"
-        commit = lakehouse.overwrite(frame, table, run_id=context.run.run_id, window=window.as_dict(),
-                                     **features.lineage)
+        commit = lakehouse.overwrite(
+            frame, table, run_id=context.run.run_id, window=window.as_dict(), **features.lineage
+        )
         context.log.info(f"{table}: {commit.rows_written} rows, Delta v{commit.version}")
         start, end = window.ranges()[name]
         # The value is the Delta version written: training reads that version, whatever the table holds later.
-        yield Output(commit.version, output_name=table, metadata=lakehouse.metadata(
-            commit, table, frame.schema, window_start=start.isoformat(), window_end_exclusive=end.isoformat(),
-            spec_fingerprint=SPEC.fingerprint(), **features.lineage))
+        yield Output(
+            commit.version,
+            output_name=table,
+            metadata=lakehouse.metadata(
+                commit,
+                table,
+                frame.schema,
+                window_start=start.isoformat(),
+                window_end_exclusive=end.isoformat(),
+                spec_fingerprint=SPEC.fingerprint(),
+                **features.lineage,
+            ),
+        )

@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-from typing import Optional
 
 from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset
 from pydantic import Field
@@ -11,7 +10,7 @@ from assets import contracts as c
 from assets.common import SPEC
 from assets.splits import SPLIT_TABLES
 from ml import registry
-from ml.registry import CHAMPION, CHALLENGER, GateConfig, gate, register_version
+from ml.registry import CHALLENGER, CHAMPION, GateConfig, gate, register_version
 from ml.scoring import evaluate_version
 from ml.search_space import ParamRange
 from ml.training import TuningConfig, tune_and_log
@@ -24,57 +23,105 @@ GATE = GateConfig()
 
 class ParamRangeConfig(Config):
     kind: str = Field(description="float | int | categorical | fixed")
-    low: Optional[float] = None
-    high: Optional[float] = None
+    low: float | None = None
+    high: float | None = None
     log: bool = False
-    step: Optional[float] = None
+    step: float | None = None
     choices: list[float] = Field(default_factory=list, description="for categorical")
-    value: Optional[float] = Field(default=None, description="for fixed")
+    value: float | None = Field(default=None, description="for fixed")
 
 
 class TuningRunConfig(Config):
     """ml.training.TuningConfig as Dagster run config: the defaults are TuningConfig's."""
 
-    n_trials: int = Field(default=TUNING.n_trials, ge=1, description="Optuna trials in the study (a resumed study counts its earlier ones)")
-    seed: int = Field(default=TUNING.seed, description="TPE seed: same data, seed and space give the same trials (parallelism 1)")
-    algorithms: list[str] = Field(default_factory=lambda: list(TUNING.algorithms), description="empty: every algorithm of the task")
+    n_trials: int = Field(
+        default=TUNING.n_trials,
+        ge=1,
+        description="Optuna trials in the study (a resumed study counts its earlier ones)",
+    )
+    seed: int = Field(
+        default=TUNING.seed, description="TPE seed: same data, seed and space give the same trials (parallelism 1)"
+    )
+    algorithms: list[str] = Field(
+        default_factory=lambda: list(TUNING.algorithms), description="empty: every algorithm of the task"
+    )
     search_space: dict[str, dict[str, ParamRangeConfig]] = Field(
-        default_factory=dict, description="overrides of the default ranges: {algorithm: {param: range}}")
-    metric: Optional[str] = Field(default=TUNING.metric, description="primary metric; empty: the dataset spec's")
+        default_factory=dict, description="overrides of the default ranges: {algorithm: {param: range}}"
+    )
+    metric: str | None = Field(default=TUNING.metric, description="primary metric; empty: the dataset spec's")
     validation: str = Field(default=TUNING.validation, description="holdout | kfold | time_series")
     folds: int = Field(default=TUNING.folds, ge=2, description="folds for kfold and time_series")
     prune: bool = Field(default=TUNING.prune, description="median pruner on the per-fold running mean")
-    parallelism: int = Field(default=TUNING.parallelism, ge=1, description="trials at once; keep well below n_trials (TPE learns from finished trials)")
-    startup_trials: int = Field(default=TUNING.startup_trials, ge=1, description="random trials before TPE models the space")
-    timeout_seconds: Optional[float] = Field(default=TUNING.timeout_seconds, description="stop starting trials after this long")
+    parallelism: int = Field(
+        default=TUNING.parallelism,
+        ge=1,
+        description="trials at once; keep well below n_trials (TPE learns from finished trials)",
+    )
+    startup_trials: int = Field(
+        default=TUNING.startup_trials, ge=1, description="random trials before TPE models the space"
+    )
+    timeout_seconds: float | None = Field(
+        default=TUNING.timeout_seconds, description="stop starting trials after this long"
+    )
     refit_on_train_and_validation: bool = TUNING.refit_on_train_and_validation
-    study_name: Optional[str] = Field(default=None, description=(
-        "empty: derived from the inputs' Delta versions and this config, so a rerun on the same data resumes the study"))
+    study_name: str | None = Field(
+        default=None,
+        description=(
+            "empty: derived from the inputs' Delta versions and this config, so a rerun on the same data resumes the study"
+        ),
+    )
 
-    def tuning(self, study_name: str, storage: Optional[str]) -> TuningConfig:
-        space = {a: {p: ParamRange(kind=r.kind, low=r.low, high=r.high, log=r.log, step=r.step,
-                                   choices=tuple(r.choices), value=r.value) for p, r in ps.items()}
-                 for a, ps in self.search_space.items()}
+    def tuning(self, study_name: str, storage: str | None) -> TuningConfig:
+        space = {
+            a: {
+                p: ParamRange(
+                    kind=r.kind, low=r.low, high=r.high, log=r.log, step=r.step, choices=tuple(r.choices), value=r.value
+                )
+                for p, r in ps.items()
+            }
+            for a, ps in self.search_space.items()
+        }
         return TuningConfig(
-            n_trials=self.n_trials, seed=self.seed, algorithms=tuple(self.algorithms), search_space=space,
-            metric=self.metric, validation=self.validation, folds=self.folds, prune=self.prune,
-            parallelism=self.parallelism, refit_on_train_and_validation=self.refit_on_train_and_validation,
-            startup_trials=self.startup_trials, timeout_seconds=self.timeout_seconds, storage=storage,
-            study_name=study_name)
+            n_trials=self.n_trials,
+            seed=self.seed,
+            algorithms=tuple(self.algorithms),
+            search_space=space,
+            metric=self.metric,
+            validation=self.validation,
+            folds=self.folds,
+            prune=self.prune,
+            parallelism=self.parallelism,
+            refit_on_train_and_validation=self.refit_on_train_and_validation,
+            startup_trials=self.startup_trials,
+            timeout_seconds=self.timeout_seconds,
+            storage=storage,
+            study_name=study_name,
+        )
 
     def default_study_name(self, inputs: dict[str, tuple[str, int]]) -> str:
         """Same inputs and same search config -> same study, so a rerun resumes (n_trials and parallelism may change)."""
-        key = json.dumps({"inputs": inputs, "config": self.model_dump(exclude={"n_trials", "parallelism", "timeout_seconds", "study_name"}),
-                          "spec": SPEC.fingerprint()}, sort_keys=True, default=str)
+        key = json.dumps(
+            {
+                "inputs": inputs,
+                "config": self.model_dump(exclude={"n_trials", "parallelism", "timeout_seconds", "study_name"}),
+                "spec": SPEC.fingerprint(),
+            },
+            sort_keys=True,
+            default=str,
+        )
         return f"{SPEC.model_name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
 def lineage_tags(context: AssetExecutionContext, inputs: dict[str, tuple[str, int]]) -> dict[str, str]:
-    return registry.lineage_tags(SPEC, inputs, {
-        "dagster.run_id": context.run.run_id,
-        "dagster.asset_key": context.asset_key.to_user_string(),
-        "dagster.partition": context.partition_key if context.has_partition_key else "",
-    })
+    return registry.lineage_tags(
+        SPEC,
+        inputs,
+        {
+            "dagster.run_id": context.run.run_id,
+            "dagster.asset_key": context.asset_key.to_user_string(),
+            "dagster.partition": context.partition_key if context.has_partition_key else "",
+        },
+    )
 
 
 def trials_table(trials: list[dict], metric: str, url_of) -> str:
@@ -94,9 +141,16 @@ def trials_table(trials: list[dict], metric: str, url_of) -> str:
     kinds={"spark", "mlflow", "optuna"},
     description="Spark ML pipeline tuned by an Optuna TPE study; every trial is a nested MLflow run.",
 )
-def tuned_pipeline(context: AssetExecutionContext, config: TuningRunConfig, mlflow: MLflowResource,
-                   lakehouse: LakehouseResource, optuna: OptunaResource, train_set: int, validation_set: int,
-                   test_set: int) -> Output[dict]:
+def tuned_pipeline(
+    context: AssetExecutionContext,
+    config: TuningRunConfig,
+    mlflow: MLflowResource,
+    lakehouse: LakehouseResource,
+    optuna: OptunaResource,
+    train_set: int,
+    validation_set: int,
+    test_set: int,
+) -> Output[dict]:
     """Trains on the split versions that the splits step wrote (passed as inputs), not on whatever the split
     tables hold when this step starts: another run may have rewritten them since."""
     versions = {"train_set": train_set, "validation_set": validation_set, "test_set": test_set}
@@ -104,7 +158,10 @@ def tuned_pipeline(context: AssetExecutionContext, config: TuningRunConfig, mlfl
     inputs = {t: (lakehouse.table_path(t), v) for t, v in versions.items()}
     experiment_id = mlflow.experiment_id()
     outcome = tune_and_log(
-        SPEC, frames["train_set"], frames["validation_set"], frames["test_set"],
+        SPEC,
+        frames["train_set"],
+        frames["validation_set"],
+        frames["test_set"],
         config.tuning(config.study_name or config.default_study_name(inputs), optuna.url()),
         experiment_id=experiment_id,
         tags=lineage_tags(context, inputs),
@@ -130,8 +187,9 @@ def tuned_pipeline(context: AssetExecutionContext, config: TuningRunConfig, mlfl
             "n_pruned_trials": outcome.n_pruned,
             "n_new_trials": outcome.n_new_trials,
             "validation_strategy": config.validation,
-            "trials": MetadataValue.md(trials_table(outcome.trials, outcome.metric,
-                                                    lambda run_id: mlflow.run_url(experiment_id, run_id))),
+            "trials": MetadataValue.md(
+                trials_table(outcome.trials, outcome.metric, lambda run_id: mlflow.run_url(experiment_id, run_id))
+            ),
             "best_algorithm": outcome.best_algorithm,
             "best_params": MetadataValue.json(outcome.best_params),
             f"best_trial_validation_{outcome.metric}": outcome.best_validation_value,
@@ -145,13 +203,26 @@ def tuned_pipeline(context: AssetExecutionContext, config: TuningRunConfig, mlfl
 class GateRunConfig(Config):
     """ml.registry.GateConfig as Dagster run config: the defaults are GateConfig's."""
 
-    margin: float = Field(default=GATE.margin, ge=0.0, description=(
-        "the challenger must beat the champion by more than this: retraining on the same data moves the metric "
-        "by ~1e-5 (row order changes tree sampling), which must not flip the champion"))
-    floors: dict[str, float] = Field(default_factory=lambda: dict(GATE.floors), description=(
-        "metric -> floor, for higher-is-better metrics (auc, r2): a version below its metric's floor is never promoted"))
-    ceilings: dict[str, float] = Field(default_factory=lambda: dict(GATE.ceilings), description=(
-        "metric -> ceiling, for lower-is-better metrics (rmse, mae, log_loss): a version above it is never promoted"))
+    margin: float = Field(
+        default=GATE.margin,
+        ge=0.0,
+        description=(
+            "the challenger must beat the champion by more than this: retraining on the same data moves the metric "
+            "by ~1e-5 (row order changes tree sampling), which must not flip the champion"
+        ),
+    )
+    floors: dict[str, float] = Field(
+        default_factory=lambda: dict(GATE.floors),
+        description=(
+            "metric -> floor, for higher-is-better metrics (auc, r2): a version below its metric's floor is never promoted"
+        ),
+    )
+    ceilings: dict[str, float] = Field(
+        default_factory=lambda: dict(GATE.ceilings),
+        description=(
+            "metric -> ceiling, for lower-is-better metrics (rmse, mae, log_loss): a version above it is never promoted"
+        ),
+    )
 
     def gate_config(self) -> GateConfig:
         return GateConfig(margin=self.margin, floors=dict(self.floors), ceilings=dict(self.ceilings))
@@ -163,8 +234,13 @@ class GateRunConfig(Config):
     kinds={"mlflow"},
     description="The tuned pipeline as a version of catalog.schema.model; @champion only if it beats the champion.",
 )
-def registered_model(context: AssetExecutionContext, config: GateRunConfig, tuned_pipeline: dict,
-                     mlflow: MLflowResource, lakehouse: LakehouseResource) -> Output[dict]:
+def registered_model(
+    context: AssetExecutionContext,
+    config: GateRunConfig,
+    tuned_pipeline: dict,
+    mlflow: MLflowResource,
+    lakehouse: LakehouseResource,
+) -> Output[dict]:
     client = mlflow.client
     name = lakehouse.model_name
     run_id = tuned_pipeline["run_id"]
@@ -172,9 +248,15 @@ def registered_model(context: AssetExecutionContext, config: GateRunConfig, tune
     tags = registry.lineage_tags(SPEC, inputs, {"mlflow.run_id": run_id, "dagster.run_id": context.run.run_id})
     trained_on = ", ".join(f"{t} v{v}" for t, (_, v) in inputs.items())
     version = register_version(
-        client, name, tuned_pipeline["model_uri"], run_id, tags=tags,
-        description=(f"Trained by MLflow run {run_id} in Dagster run {context.run.run_id} on {trained_on} "
-                     f"(dataset {SPEC.name}, spec {tags['dataset.spec_fingerprint']}, code {tags['code.version'][:12]})."),
+        client,
+        name,
+        tuned_pipeline["model_uri"],
+        run_id,
+        tags=tags,
+        description=(
+            f"Trained by MLflow run {run_id} in Dagster run {context.run.run_id} on {trained_on} "
+            f"(dataset {SPEC.name}, spec {tags['dataset.spec_fingerprint']}, code {tags['code.version'][:12]})."
+        ),
     )
     context.log.info(f"registered {name} v{version.version}")
 
@@ -182,9 +264,14 @@ def registered_model(context: AssetExecutionContext, config: GateRunConfig, tune
     test = lakehouse.read_at("test_set", tuned_pipeline["inputs"]["test_set"]["delta_version"])
     metric = tuned_pipeline["metric"]
     gate_config = config.gate_config()
-    decision = gate(client, name, version.version, metric,
-                    lambda v: evaluate_version(name, v, test.frame, SPEC.task, metric),
-                    gate_config)
+    decision = gate(
+        client,
+        name,
+        version.version,
+        metric,
+        lambda v: evaluate_version(name, v, test.frame, SPEC.task, metric),
+        gate_config,
+    )
     aliases = client.get_registered_model(name).aliases
     context.log.info(f"gate: {'promoted' if decision.promoted else 'rejected'} v{version.version}: {decision.reason}")
     model_url = mlflow.model_url(name, version.version)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -88,11 +89,7 @@ class DatasetSpec:
 
     def fingerprint(self) -> str:
         """A short hash of everything that shapes the data and the model: recorded with every model version."""
-        payload = {
-            k: v
-            for k, v in self.__dict__.items()
-            if k not in ("load_source",)
-        }
+        payload = {k: v for k, v in self.__dict__.items() if k not in ("load_source",)}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -30,12 +30,12 @@ class DayWindow:
     def predicate(self, column: str = EVENT_DATE) -> str:
         return f"{column} >= '{self.start.isoformat()}' AND {column} < '{self.end.isoformat()}'"
 
-    def widened(self, days_before: int) -> "DayWindow":
+    def widened(self, days_before: int) -> DayWindow:
         """The same end, `days_before` more days at the start (a trailing window)."""
         return DayWindow(self.start - timedelta(days=days_before), self.end)
 
     @classmethod
-    def of_days(cls, days) -> "DayWindow":
+    def of_days(cls, days) -> DayWindow:
         """The window from the first to the last of `days` (consecutive, sorted)."""
         return cls(days[0], days[-1] + timedelta(days=1))
 
@@ -43,4 +43,3 @@ class DayWindow:
 def days_label(days) -> str:
     """The label of consecutive days, as DayWindow.label gives it."""
     return DayWindow.of_days(days).label
-

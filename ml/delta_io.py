@@ -12,10 +12,10 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
-from typing import Callable
 
 from delta.exceptions import (  # importing delta.exceptions also turns the JVM's conflicts into these classes
     ConcurrentAppendException,
@@ -40,8 +40,12 @@ log = logging.getLogger(__name__)
 # Optimistic-concurrency conflicts that a fresh attempt resolves: the commit lost a race, nothing was written.
 # ConcurrentTransactionException (the same idempotent txn id twice) is left out: retrying it would be a bug.
 RETRYABLE_CONFLICTS = (
-    ConcurrentAppendException, ConcurrentDeleteReadException, ConcurrentDeleteDeleteException,
-    ConcurrentWriteException, MetadataChangedException, ProtocolChangedException,
+    ConcurrentAppendException,
+    ConcurrentDeleteReadException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentWriteException,
+    MetadataChangedException,
+    ProtocolChangedException,
 )
 WRITE_ATTEMPTS = 4
 HISTORY_SEARCHED = 100  # commits searched for a write's own: far more than writers that can race it
@@ -88,33 +92,61 @@ def window_predicate(start: date, end: date, column: str = EVENT_DATE) -> str:
     return f"{column} >= '{start.isoformat()}' AND {column} < '{end.isoformat()}'"
 
 
-def write_partitions(df: DataFrame, path: str, start: date, end: date, column: str = EVENT_DATE,
-                     user_metadata: str | None = None, attempts: int = WRITE_ATTEMPTS) -> DeltaCommit:
+def write_partitions(
+    df: DataFrame,
+    path: str,
+    start: date,
+    end: date,
+    column: str = EVENT_DATE,
+    user_metadata: str | None = None,
+    attempts: int = WRITE_ATTEMPTS,
+) -> DeltaCommit:
     """Replace the daily partitions [start, end) of a Delta table with `df`, atomically.
 
     `replaceWhere` makes a rerun replace the partitions instead of adding rows, and Delta refuses rows
     outside the window, so a partition's write can never touch its neighbours.
     """
-    return replace_where(df, path, window_predicate(start, end, column), column, user_metadata, attempts,
-                         what=f"{path} [{start}, {end})")
+    return replace_where(
+        df, path, window_predicate(start, end, column), column, user_metadata, attempts, what=f"{path} [{start}, {end})"
+    )
 
 
 def days_predicate(days: list[date], column: str = EVENT_DATE) -> str:
     return f"{column} IN ({', '.join(repr(d.isoformat()) for d in sorted(days))})"
 
 
-def write_days(df: DataFrame, path: str, start: date, end: date, days: list[date], column: str = EVENT_DATE,
-               user_metadata: str | None = None) -> DeltaCommit:
+def write_days(
+    df: DataFrame,
+    path: str,
+    start: date,
+    end: date,
+    days: list[date],
+    column: str = EVENT_DATE,
+    user_metadata: str | None = None,
+) -> DeltaCommit:
     """Write `df`'s rows of `days`, some or all of the window [start, end): the whole window when they are all of
     it, else those days only (a range run whose other days failed their checks: those keep their rows)."""
     if len(days) == (end - start).days:
         return write_partitions(df, path, start, end, column, user_metadata=user_metadata)
-    return replace_where(df.where(F.col(column).isin(days)), path, days_predicate(days, column), column,
-                         user_metadata=user_metadata, what=f"{path} {len(days)} days of [{start}, {end})")
+    return replace_where(
+        df.where(F.col(column).isin(days)),
+        path,
+        days_predicate(days, column),
+        column,
+        user_metadata=user_metadata,
+        what=f"{path} {len(days)} days of [{start}, {end})",
+    )
 
 
-def replace_where(df: DataFrame, path: str, predicate: str, column: str = EVENT_DATE,
-                  user_metadata: str | None = None, attempts: int = WRITE_ATTEMPTS, what: str | None = None) -> DeltaCommit:
+def replace_where(
+    df: DataFrame,
+    path: str,
+    predicate: str,
+    column: str = EVENT_DATE,
+    user_metadata: str | None = None,
+    attempts: int = WRITE_ATTEMPTS,
+    what: str | None = None,
+) -> DeltaCommit:
     """Replace the rows matching `predicate` (a condition on the partition column) with `df`, in one commit.
 
     `user_metadata` is stored in the commit (e.g. the Dagster run that wrote it), so Delta's history leads
@@ -132,7 +164,9 @@ def replace_where(df: DataFrame, path: str, predicate: str, column: str = EVENT_
         .partitionBy(column)
     )
     try:
-        retries = retry_on_conflict(lambda: writer.save(path), what=what or f"{path} where {predicate}", attempts=attempts)
+        retries = retry_on_conflict(
+            lambda: writer.save(path), what=what or f"{path} where {predicate}", attempts=attempts
+        )
     except (Py4JJavaError, CapturedException) as exc:
         error = refusal(exc, df, path, predicate, column) if isinstance(exc, AnalysisException) else None
         if error is None:
@@ -157,24 +191,30 @@ def refusal(exc: AnalysisException, df: DataFrame, path: str, predicate: str, co
             f"Delta table {path} refused the write: its schema differs from the rows written: "
             f"{'; '.join(problems) or condition}. Nothing was written. The table was written with another schema "
             "(an older version of the pipeline, or a dataset spec whose types changed): restore the spec, or migrate "
-            "the table (rewrite it with the new schema, or move it aside and rematerialize every partition).")
+            "the table (rewrite it with the new schema, or move it aside and rematerialize every partition)."
+        )
     if condition == REPLACE_WHERE_REFUSAL:
         outside = df.where(~F.coalesce(F.expr(predicate), F.lit(False)))
         values = [r[0] for r in outside.select(column).distinct().limit(SAMPLES).collect()]
         return ReplaceWhereMismatchError(
             f"Delta table {path} refused the write: rows have {column} outside the partitions being replaced "
             f"({predicate}), e.g. {column} = {[str(v) for v in values]}. Nothing was written. Each write may only "
-            f"hold rows of the partitions it replaces: filter the rows to the window before writing.")
+            f"hold rows of the partitions it replaces: filter the rows to the window before writing."
+        )
     return None
 
 
-def schema_differences(table: StructType, written: StructType, table_partitions: list[str],
-                       written_partitions: list[str]) -> list[str]:
+def schema_differences(
+    table: StructType, written: StructType, table_partitions: list[str], written_partitions: list[str]
+) -> list[str]:
     """Each difference between a table's schema and the rows written, naming the column, expected vs found."""
     expected = {f.name: f.dataType.simpleString() for f in table.fields}
     found = {f.name: f.dataType.simpleString() for f in written.fields}
-    problems = [f"column '{c}' is {found[c].upper()} in the rows written, the table has {expected[c].upper()}"
-                for c in found if c in expected and found[c] != expected[c]]
+    problems = [
+        f"column '{c}' is {found[c].upper()} in the rows written, the table has {expected[c].upper()}"
+        for c in found
+        if c in expected and found[c] != expected[c]
+    ]
     problems += [f"column '{c}' ({found[c].upper()}) is not in the table" for c in found if c not in expected]
     if table_partitions != written_partitions:
         problems.append(f"the table is partitioned by {table_partitions}, the rows written by {written_partitions}")
@@ -198,7 +238,8 @@ def refuse_non_delta(spark: SparkSession, path: str, partition_column: str | Non
         raise NotADeltaTableError(
             f"{path} holds files but is not a Delta table (it has no _delta_log): nothing was read or written. "
             f"Found {stray[:SAMPLES]}. Move the folder aside (or, if it is a table of this pipeline whose log was lost, "
-            "restore _delta_log from a backup), then rematerialize.")
+            "restore _delta_log from a backup), then rematerialize."
+        )
 
 
 def stray_entries(spark: SparkSession, path: str, partition_column: str | None = None) -> list[str]:
@@ -232,8 +273,9 @@ def with_write_id(user_metadata: str | None) -> str:
     return json.dumps({**fields, "write_id": str(uuid.uuid4())})
 
 
-def retry_on_conflict(write: Callable[[], None], what: str, attempts: int = WRITE_ATTEMPTS,
-                      base_delay: float = 0.5) -> int:
+def retry_on_conflict(
+    write: Callable[[], None], what: str, attempts: int = WRITE_ATTEMPTS, base_delay: float = 0.5
+) -> int:
     """Run `write` until it commits, at most `attempts` times; return how many conflicts it retried.
 
     Only Delta's retryable commit conflicts are retried (a failed attempt commits nothing, so trying again
@@ -249,8 +291,14 @@ def retry_on_conflict(write: Callable[[], None], what: str, attempts: int = WRIT
             if attempt >= attempts:
                 raise
             delay = base_delay * 2 ** (attempt - 1) * (1 + random.random())
-            log.warning("Delta commit conflict writing %s (attempt %d of %d, retrying in %.1f s): %s",
-                        what, attempt, attempts, delay, type(exc).__name__)
+            log.warning(
+                "Delta commit conflict writing %s (attempt %d of %d, retrying in %.1f s): %s",
+                what,
+                attempt,
+                attempts,
+                delay,
+                type(exc).__name__,
+            )
             time.sleep(delay)
             attempt += 1
 
@@ -335,7 +383,8 @@ def log_errors(path: str):
         raise CorruptDeltaLogError(
             f"Delta table {path}: its transaction log (_delta_log) cannot be read: {java_message(exc)}. Nothing was "
             "read or written. Restore _delta_log from a backup; if the table can be rebuilt from its upstream, move the "
-            "folder aside and rematerialize every partition.") from exc
+            "folder aside and rematerialize every partition."
+        ) from exc
 
 
 def java_message(exc: Exception) -> str:

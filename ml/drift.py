@@ -46,7 +46,7 @@ class ReferenceProfile:
         return json.dumps({"rows": self.rows, "features": {k: asdict(v) for k, v in self.features.items()}}, indent=1)
 
     @classmethod
-    def from_json(cls, text: str) -> "ReferenceProfile":
+    def from_json(cls, text: str) -> ReferenceProfile:
         data = json.loads(text)
         return cls(data["rows"], {k: FeatureProfile(**v) for k, v in data["features"].items()})
 
@@ -113,9 +113,15 @@ def _code_counts(df: DataFrame, profiles: list[FeatureProfile], by: list[str]) -
 
     One explode + count per group of `_passes`, unioned into one job: each pass re-reads only `by` and its
     own features. Codes name their feature, so no two passes share a (group, code)."""
-    return reduce(DataFrame.unionAll, [
-        df.select(*by, F.explode(F.array(*[_bucket_code(profiles[i], i) for i in indexes])).alias("code"))
-        .groupBy(*by, "code").count() for indexes in _passes(profiles)])
+    return reduce(
+        DataFrame.unionAll,
+        [
+            df.select(*by, F.explode(F.array(*[_bucket_code(profiles[i], i) for i in indexes])).alias("code"))
+            .groupBy(*by, "code")
+            .count()
+            for indexes in _passes(profiles)
+        ],
+    )
 
 
 def _bucket_counts(df: DataFrame, profiles: list[FeatureProfile], by: list[str]) -> list[dict[str, Any]]:
@@ -124,7 +130,7 @@ def _bucket_counts(df: DataFrame, profiles: list[FeatureProfile], by: list[str])
     for *key, code, count in _code_counts(df, profiles, by).collect():  # groups x buckets rows, not data rows
         profile, position = profiles[code // 1000], code % 1000
         bucket = NULL if position == 999 else OTHER if position == 998 else profile.buckets[position]
-        groups.setdefault(tuple(key), dict(zip(by, key)))[f"{profile.name}\u241f{bucket}"] = count
+        groups.setdefault(tuple(key), dict(zip(by, key, strict=True)))[f"{profile.name}\u241f{bucket}"] = count
     first = profiles[0].name
     for row in groups.values():  # every row lands in exactly one bucket of each feature
         row["__rows"] = sum(v for k, v in row.items() if k.startswith(f"{first}\u241f"))
@@ -147,20 +153,26 @@ def build_profile(df: DataFrame, spec: DatasetSpec, bins: int = 10, top_values: 
     profiles: list[FeatureProfile] = []
     if nums:
         cuts = df.approxQuantile(nums, [i / bins for i in range(1, bins)], 0.001)
-        for name, edges in zip(nums, cuts):
+        for name, edges in zip(nums, cuts, strict=True):
             edges = sorted(set(edges))  # discrete features (day of week) repeat edges
             profiles.append(FeatureProfile(name, "numeric", [str(i) for i in range(len(edges) + 1)], {}, edges))
     if cats:
-        pairs = df.select(F.explode(F.array(*[F.struct(F.lit(c).alias("f"), F.col(c).alias("v")) for c in cats])).alias("p"))
+        pairs = df.select(
+            F.explode(F.array(*[F.struct(F.lit(c).alias("f"), F.col(c).alias("v")) for c in cats])).alias("p")
+        )
         counts = pairs.where(F.col("p.v").isNotNull()).groupBy("p.f", "p.v").count().collect()  # distinct values only
         for name in cats:
             ranked = sorted(((r["count"], r["v"]) for r in counts if r["f"] == name), reverse=True)[:top_values]
             profiles.append(FeatureProfile(name, "categorical", sorted(v for _, v in ranked), {}))
     row = _bucket_counts(df, profiles, [])[0]
     shares = _shares(row)
-    return ReferenceProfile(row["__rows"], {
-        p.name: FeatureProfile(p.name, p.kind, p.buckets, {**_all_buckets(p), **shares.get(p.name, {})}, p.edges)
-        for p in profiles})
+    return ReferenceProfile(
+        row["__rows"],
+        {
+            p.name: FeatureProfile(p.name, p.kind, p.buckets, {**_all_buckets(p), **shares.get(p.name, {})}, p.edges)
+            for p in profiles
+        },
+    )
 
 
 def _all_buckets(profile: FeatureProfile) -> dict[str, float]:
@@ -170,8 +182,11 @@ def _all_buckets(profile: FeatureProfile) -> dict[str, float]:
 
 def psi(actual: dict[str, float], expected: dict[str, float]) -> float:
     keys = set(actual) | set(expected)
-    return sum((max(actual.get(k, 0), EPSILON) - max(expected.get(k, 0), EPSILON))
-               * math.log(max(actual.get(k, 0), EPSILON) / max(expected.get(k, 0), EPSILON)) for k in keys)
+    return sum(
+        (max(actual.get(k, 0), EPSILON) - max(expected.get(k, 0), EPSILON))
+        * math.log(max(actual.get(k, 0), EPSILON) / max(expected.get(k, 0), EPSILON))
+        for k in keys
+    )
 
 
 def ks(actual: dict[str, float], expected: dict[str, float], order: list[str]) -> float:
@@ -192,6 +207,7 @@ def js(actual: dict[str, float], expected: dict[str, float]) -> float:
 
     def kl(p):
         return sum(p.get(k, 0) * math.log2(p.get(k, 0) / mid[k]) for k in keys if p.get(k, 0) > 0)
+
     return (kl(actual) + kl(expected)) / 2
 
 
@@ -201,8 +217,9 @@ def daily_counts(df: DataFrame, reference: ReferenceProfile) -> dict[Any, dict[s
     return {row.pop(EVENT_DATE): row for row in _bucket_counts(df, list(reference.features.values()), [EVENT_DATE])}
 
 
-def window_drift(counts: dict[Any, dict[str, Any]], days: list, reference: ReferenceProfile,
-                 policy: DriftPolicy = DriftPolicy()) -> list[dict[str, Any]]:
+def window_drift(
+    counts: dict[Any, dict[str, Any]], days: list, reference: ReferenceProfile, policy: DriftPolicy = DriftPolicy()
+) -> list[dict[str, Any]]:
     """One row per (day, feature): the trailing `policy.window_days` up to the day against the reference. A
     single day is never like a training window (one day of the week, one day's weather); two weeks can be."""
     out = []
@@ -211,15 +228,21 @@ def window_drift(counts: dict[Any, dict[str, Any]], days: list, reference: Refer
         for name, profile in reference.features.items():
             actual = shares.get(name, {})
             value = psi(actual, profile.shares)
-            out.append({
-                EVENT_DATE: day, "feature": name, "kind": profile.kind, "rows": int(total["__rows"]),
-                "window_days": window_days, "psi": value,
-                "ks": ks(actual, profile.shares, profile.buckets) if profile.kind == "numeric" else None,
-                "js": js(actual, profile.shares) if profile.kind == "categorical" else None,
-                "null_share": actual.get(NULL, 0.0),
-                "unseen_share": actual.get(OTHER) if profile.kind == "categorical" else None,
-                "drifted": value > policy.psi_threshold,
-            })
+            out.append(
+                {
+                    EVENT_DATE: day,
+                    "feature": name,
+                    "kind": profile.kind,
+                    "rows": int(total["__rows"]),
+                    "window_days": window_days,
+                    "psi": value,
+                    "ks": ks(actual, profile.shares, profile.buckets) if profile.kind == "numeric" else None,
+                    "js": js(actual, profile.shares) if profile.kind == "categorical" else None,
+                    "null_share": actual.get(NULL, 0.0),
+                    "unseen_share": actual.get(OTHER) if profile.kind == "categorical" else None,
+                    "drifted": value > policy.psi_threshold,
+                }
+            )
     return sorted(out, key=lambda r: (r[EVENT_DATE], -r["psi"]))
 
 
@@ -282,7 +305,8 @@ def load_reference(run_id: str, model: str) -> ReferenceProfile:
     except (MlflowException, OSError) as exc:
         raise ReferenceProfileMissing(
             f"{model} has no {PROFILE_ARTIFACT} in its training run {run_id}: retrain it (profiles are logged "
-            f"by tuned_pipeline) before measuring drift against it") from exc
+            f"by tuned_pipeline) before measuring drift against it"
+        ) from exc
 
 
 def psi_bars(worst: list[tuple[str, float]], threshold: float, width: int = 30) -> str:

@@ -42,8 +42,12 @@ def performance(joined: DataFrame, spec: DatasetSpec, by: tuple[str, ...] = GROU
     labelled = joined.where(F.col(LABEL).isNotNull())
     metrics = _classification(labelled, by) if spec.task == "classification" else _regression(labelled, by)
     return counts.join(metrics, by, "left").select(
-        *by, F.lit(spec.metric).alias("metric_name"), F.col(spec.metric).alias("primary_metric"),
-        *TASK_METRICS[spec.task], "scored_rows", "labelled_rows",
+        *by,
+        F.lit(spec.metric).alias("metric_name"),
+        F.col(spec.metric).alias("primary_metric"),
+        *TASK_METRICS[spec.task],
+        "scored_rows",
+        "labelled_rows",
     )
 
 
@@ -75,28 +79,38 @@ def _classification(labelled: DataFrame, by: list[str]) -> DataFrame:
 def _curves(labelled: DataFrame, by: list[str]) -> DataFrame:
     """auc and pr_auc from one row per (group, distinct score): far fewer rows than predictions."""
     y = F.col(LABEL)
-    scores = (labelled.where(F.col("probability").isNotNull())
-              .groupBy(*by, "probability").agg(F.sum(y).alias("pos_at"), F.sum(1.0 - y).alias("neg_at")))
+    scores = (
+        labelled.where(F.col("probability").isNotNull())
+        .groupBy(*by, "probability")
+        .agg(F.sum(y).alias("pos_at"), F.sum(1.0 - y).alias("neg_at"))
+    )
     group = Window.partitionBy(*by)
     below = group.orderBy("probability").rowsBetween(Window.unboundedPreceding, -1)
     above = group.orderBy(F.desc("probability")).rowsBetween(Window.unboundedPreceding, Window.currentRow)
     points = scores.select(
-        *by, "probability", "pos_at", "neg_at",
+        *by,
+        "probability",
+        "pos_at",
+        "neg_at",
         F.coalesce(F.sum("neg_at").over(below), F.lit(0.0)).alias("neg_below"),
         F.sum("pos_at").over(group).alias("P"),
         F.sum("neg_at").over(group).alias("N"),
         F.sum("pos_at").over(above).alias("tp"),
         F.sum("neg_at").over(above).alias("fp"),
     )
-    points = points.withColumns({
-        "recall": _ratio(F.col("tp"), F.col("P")),
-        "precision": F.col("tp") / (F.col("tp") + F.col("fp")),  # every score has a row: never 0 / 0
-    })
+    points = points.withColumns(
+        {
+            "recall": _ratio(F.col("tp"), F.col("P")),
+            "precision": F.col("tp") / (F.col("tp") + F.col("fp")),  # every score has a row: never 0 / 0
+        }
+    )
     previous = group.orderBy(F.desc("probability"))
-    points = points.withColumns({
-        "prev_recall": F.lag("recall", 1, 0.0).over(previous),
-        "prev_precision": F.coalesce(F.lag("precision", 1).over(previous), F.col("precision")),
-    })
+    points = points.withColumns(
+        {
+            "prev_recall": F.lag("recall", 1, 0.0).over(previous),
+            "prev_precision": F.coalesce(F.lag("precision", 1).over(previous), F.col("precision")),
+        }
+    )
     P, N = F.first("P"), F.first("N")
     pairs_ranked_right = F.sum(F.col("pos_at") * (F.col("neg_below") + 0.5 * F.col("neg_at")))
     trapezoids = F.sum((F.col("recall") - F.col("prev_recall")) * (F.col("precision") + F.col("prev_precision")) / 2)

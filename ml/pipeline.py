@@ -52,7 +52,9 @@ def build_pipeline(spec: DatasetSpec, algorithm: str, params: dict[str, Any]) ->
     if cats:
         stages += [
             StringIndexer(inputCols=cats, outputCols=[f"{c}__index" for c in cats], handleInvalid="keep"),
-            OneHotEncoder(inputCols=[f"{c}__index" for c in cats], outputCols=[f"{c}__onehot" for c in cats], handleInvalid="keep"),
+            OneHotEncoder(
+                inputCols=[f"{c}__index" for c in cats], outputCols=[f"{c}__onehot" for c in cats], handleInvalid="keep"
+            ),
         ]
         vector_inputs += [f"{c}__onehot" for c in cats]
     stages.append(VectorAssembler(inputCols=vector_inputs, outputCol="features"))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -71,13 +72,20 @@ def feature_suite(spec: DatasetSpec, days: int = 1):
     keys = [k for k in spec.key_columns if k != EVENT_DATE]
     low, high = spec.rows_per_day
     expectations = [
-        E.ExpectTableRowCountToBeBetween(min_value=int(low * days * (1 - spec.max_quarantine_fraction)), max_value=high * days),
+        E.ExpectTableRowCountToBeBetween(
+            min_value=int(low * days * (1 - spec.max_quarantine_fraction)), max_value=high * days
+        ),
         # GX's compound-uniqueness self-join is ambiguous on Spark; run_suite adds KEY_COLUMN instead.
         E.ExpectColumnValuesToBeUnique(column=KEY_COLUMN),
-        *[E.ExpectColumnValuesToNotBeNull(column=c) for c in dict.fromkeys((*keys, EVENT_DATE, spec.event_time,
-                                                                             *spec.categorical_features))],
-        *[E.ExpectColumnValuesToNotBeNull(column=c, mostly=spec.min_non_null.get(c, 0.5)) for c in spec.numeric_features
-          if c not in spec.required_columns],
+        *[
+            E.ExpectColumnValuesToNotBeNull(column=c)
+            for c in dict.fromkeys((*keys, EVENT_DATE, spec.event_time, *spec.categorical_features))
+        ],
+        *[
+            E.ExpectColumnValuesToNotBeNull(column=c, mostly=spec.min_non_null.get(c, 0.5))
+            for c in spec.numeric_features
+            if c not in spec.required_columns
+        ],
     ]
     for column, (low_v, high_v) in spec.value_ranges.items():
         expectations.append(E.ExpectColumnValuesToBeBetween(column=column, min_value=low_v, max_value=high_v))
@@ -112,11 +120,13 @@ def run_suite(df: DataFrame, suite, fast: bool = True) -> SuiteOutcome:
         return SuiteOutcome(suite.name, all(o.success for o in outcomes), len(outcomes), outcomes)
     screened_df, screens = _screened(df, originals)
     results = _validate(screened_df, suite.name, screens, "BOOLEAN_ONLY")
-    outcomes = [_outcome(r, expectation=e.expectation_type, column=_column(e)) for r, e in zip(results, originals)]
+    outcomes = [
+        _outcome(r, expectation=e.expectation_type, column=_column(e)) for r, e in zip(results, originals, strict=True)
+    ]
     failed = [i for i, o in enumerate(outcomes) if not o.success]
     if failed:
         details = _validate(df, f"{suite.name}_failures", [_detached(originals[i]) for i in failed], "SUMMARY")
-        for i, r in zip(failed, details):
+        for i, r in zip(failed, details, strict=True):
             outcomes[i] = _outcome(r)
     return SuiteOutcome(suite.name, all(o.success for o in outcomes), len(outcomes), outcomes)
 
@@ -132,8 +142,9 @@ class DayVerdict:
     days: tuple
 
 
-def run_suite_by_day(df: DataFrame, suite_for: Callable[[int], Any], days: list, column: str = EVENT_DATE,
-                     max_runs: int = MAX_SUITE_RUNS) -> dict[Any, DayVerdict]:
+def run_suite_by_day(
+    df: DataFrame, suite_for: Callable[[int], Any], days: list, column: str = EVENT_DATE, max_runs: int = MAX_SUITE_RUNS
+) -> dict[Any, DayVerdict]:
     """Each day of a multi-day frame judged by the suite as if validated alone, for one GX run when all pass.
 
     `suite_for(n)` is the suite of n days (its row-count bounds scale with n). A suite run over a range hides a

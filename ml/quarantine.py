@@ -44,8 +44,11 @@ def row_rules(spec: DatasetSpec, columns: list[str]) -> list[Rule]:
     rules: list[Rule] = []
     if MALFORMED in columns:
         rules.append(Rule("malformed_record", F.col(MALFORMED).isNull()))
-    required = [k for k in spec.key_columns if k != EVENT_DATE] + [spec.event_time, *spec.categorical_features,
-                                                                   *spec.required_columns]
+    required = [k for k in spec.key_columns if k != EVENT_DATE] + [
+        spec.event_time,
+        *spec.categorical_features,
+        *spec.required_columns,
+    ]
     for c in dict.fromkeys(required):
         rules.append(Rule(f"{c}_not_null", F.col(c).isNotNull()))
     for c, (low, high) in spec.value_ranges.items():
@@ -60,7 +63,9 @@ def row_rules(spec: DatasetSpec, columns: list[str]) -> list[Rule]:
     if spec.task == "classification":
         rules.append(Rule("label_domain", F.col(LABEL).isNull() | F.col(LABEL).isin(0.0, 1.0)))
     if spec.event_date_expr:  # the event time must fall on the partition's date
-        rules.append(Rule("event_time_in_partition", F.col(spec.event_time).isNull() | (local_date(spec) == F.col(EVENT_DATE))))
+        rules.append(
+            Rule("event_time_in_partition", F.col(spec.event_time).isNull() | (local_date(spec) == F.col(EVENT_DATE)))
+        )
     text = [c for c, t in spec.raw_schema.items() if t == "string" and c in columns]
     if text:
         clean = F.lit(True)
@@ -85,12 +90,15 @@ def annotate(derived: DataFrame, spec: DatasetSpec) -> DataFrame:
     unique = flagged.where(F.col("_duplicated").isNull())
     # Among a key's rows keep the earliest event, then the smallest row hash: a rerun keeps the same row.
     # Identical rows tie on both and any of them is the same content.
-    order = Window.partitionBy(*keys).orderBy(F.col(spec.event_time).asc_nulls_last(), row_hash,
-                                              F.monotonically_increasing_id())
+    order = Window.partitionBy(*keys).orderBy(
+        F.col(spec.event_time).asc_nulls_last(), row_hash, F.monotonically_increasing_id()
+    )
     ranked = flagged.where(F.col("_duplicated")).withColumn(
         FAILED_RULES,
-        F.when(F.row_number().over(order) == 1, F.col(FAILED_RULES))
-        .otherwise(F.array_append(F.col(FAILED_RULES), F.lit("duplicate_key"))))
+        F.when(F.row_number().over(order) == 1, F.col(FAILED_RULES)).otherwise(
+            F.array_append(F.col(FAILED_RULES), F.lit("duplicate_key"))
+        ),
+    )
     return unique.unionByName(ranked).drop("_duplicated").select(*derived.columns, FAILED_RULES)
 
 
@@ -112,8 +120,9 @@ def total(counts: list[QuarantineCounts]) -> QuarantineCounts:
     for c in counts:
         for rule, n in c.by_rule.items():
             by_rule[rule] = by_rule.get(rule, 0) + n
-    return QuarantineCounts(sum(c.rows for c in counts), sum(c.quarantined for c in counts),
-                            sum(c.unlabelled for c in counts), by_rule)
+    return QuarantineCounts(
+        sum(c.rows for c in counts), sum(c.quarantined for c in counts), sum(c.unlabelled for c in counts), by_rule
+    )
 
 
 def _count_columns(names: list[str]) -> list[Column]:

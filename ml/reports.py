@@ -30,10 +30,12 @@ RESIDUAL_SAMPLE = 5000  # rows plotted for regression diagnostics
 def curve_points(scored: DataFrame) -> list[dict[str, float]]:
     """ROC and PR points from per-bin positive/negative counts (thresholds at 1/BINS steps)."""
     p = vector_to_array(F.col("probability"))[1]
-    bins = (scored.where(F.col(LABEL).isNotNull())
-            .groupBy(F.least(F.floor(p * BINS), F.lit(BINS - 1)).alias("bin"))
-            .agg(F.sum(F.col(LABEL)).alias("pos"), F.count(F.lit(1)).alias("n"))
-            .collect())
+    bins = (
+        scored.where(F.col(LABEL).isNotNull())
+        .groupBy(F.least(F.floor(p * BINS), F.lit(BINS - 1)).alias("bin"))
+        .agg(F.sum(F.col(LABEL)).alias("pos"), F.count(F.lit(1)).alias("n"))
+        .collect()
+    )
     counts = {int(r["bin"]): (float(r["pos"]), float(r["n"] - r["pos"])) for r in bins}
     total_pos = sum(c[0] for c in counts.values())
     total_neg = sum(c[1] for c in counts.values())
@@ -42,13 +44,15 @@ def curve_points(scored: DataFrame) -> list[dict[str, float]]:
     for b in range(BINS - 1, -1, -1):  # lower the threshold bin by bin
         pos, neg = counts.get(b, (0.0, 0.0))
         tp, fp = tp + pos, fp + neg
-        points.append({
-            "threshold": b / BINS,
-            "tpr": tp / total_pos if total_pos else 0.0,
-            "fpr": fp / total_neg if total_neg else 0.0,
-            "precision": tp / (tp + fp) if tp + fp else 1.0,
-            "recall": tp / total_pos if total_pos else 0.0,
-        })
+        points.append(
+            {
+                "threshold": b / BINS,
+                "tpr": tp / total_pos if total_pos else 0.0,
+                "fpr": fp / total_neg if total_neg else 0.0,
+                "precision": tp / (tp + fp) if tp + fp else 1.0,
+                "recall": tp / total_pos if total_pos else 0.0,
+            }
+        )
     return points
 
 
@@ -74,7 +78,7 @@ def importances(model: PipelineModel, names: list[str]) -> dict[str, float]:
     else:
         return {}
     names = names if len(names) == len(values) else [f"f{i}" for i in range(len(values))]
-    return dict(sorted(zip(names, map(float, values)), key=lambda kv: -kv[1]))
+    return dict(sorted(zip(names, map(float, values), strict=True), key=lambda kv: -kv[1]))
 
 
 def _save(fig, path: Path) -> Path:
@@ -119,9 +123,13 @@ def model_report(model: PipelineModel, scored: DataFrame, task: str, out: Path, 
         ax.set(xticks=[0, 1], yticks=[0, 1], xlabel="predicted", ylabel="actual", title="Confusion matrix (validation)")
         files += [out / "curves.json", out / "confusion_matrix.json", _save(fig, out / "confusion_matrix.png")]
     else:
-        sample = (scored.where(F.col(LABEL).isNotNull()).sample(fraction=min(1.0, sample_fraction), seed=1)
-                  .select(F.col("prediction").cast("double").alias("p"), F.col(LABEL).cast("double").alias("y"))
-                  .limit(RESIDUAL_SAMPLE).toPandas())
+        sample = (
+            scored.where(F.col(LABEL).isNotNull())
+            .sample(fraction=min(1.0, sample_fraction), seed=1)
+            .select(F.col("prediction").cast("double").alias("p"), F.col(LABEL).cast("double").alias("y"))
+            .limit(RESIDUAL_SAMPLE)
+            .toPandas()
+        )
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
         a1.scatter(sample["p"], sample["y"] - sample["p"], s=3, alpha=0.4)
         a1.axhline(0, color="grey")
@@ -132,7 +140,10 @@ def model_report(model: PipelineModel, scored: DataFrame, task: str, out: Path, 
     weights = importances(model, feature_names(scored))
     if weights:
         (out / "feature_importances.json").write_text(json.dumps(weights, indent=1))
-        files += [out / "feature_importances.json", _bar(weights, "Feature importances", out / "feature_importances.png")]
+        files += [
+            out / "feature_importances.json",
+            _bar(weights, "Feature importances", out / "feature_importances.png"),
+        ]
     return files
 
 
@@ -154,5 +165,8 @@ def study_report(study: optuna.Study, out: Path) -> list[Path]:
             log.info("no parameter importances: %s", exc)
         else:
             (out / "param_importances.json").write_text(json.dumps(weights, indent=1))
-            files += [out / "param_importances.json", _bar(weights, "Optuna parameter importances", out / "param_importances.png")]
+            files += [
+                out / "param_importances.json",
+                _bar(weights, "Optuna parameter importances", out / "param_importances.png"),
+            ]
     return files

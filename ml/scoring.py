@@ -64,10 +64,12 @@ def check_signature(model_uri: str, schema: StructType) -> list[str]:
         elif expected and actual[spec.name] != expected and not {actual[spec.name], expected} <= NUMERIC_TYPES:
             retyped.append(f"{spec.name} (model expects {expected}, the table has {actual[spec.name]})")
     problems = ([f"expects columns {missing} that the feature table does not have"] if missing else []) + (
-        [f"expects other types for columns: {', '.join(retyped)}"] if retyped else [])
+        [f"expects other types for columns: {', '.join(retyped)}"] if retyped else []
+    )
     if problems:
-        raise SignatureMismatchError(f"model {model_uri} does not match the feature table: {'; '.join(problems)}. "
-                                     f"Nothing was scored or written.")
+        raise SignatureMismatchError(
+            f"model {model_uri} does not match the feature table: {'; '.join(problems)}. Nothing was scored or written."
+        )
     return signature.inputs.input_names()
 
 
@@ -150,7 +152,9 @@ def score_with_pyfunc(features: DataFrame, model: ResolvedModel, spec: DatasetSp
     return _prediction_rows(features, prediction, probability, model, spec)
 
 
-def score_with(scorer: str, features: DataFrame, model: ResolvedModel, spec: DatasetSpec, inputs: list[str]) -> DataFrame:
+def score_with(
+    scorer: str, features: DataFrame, model: ResolvedModel, spec: DatasetSpec, inputs: list[str]
+) -> DataFrame:
     if scorer == "native":
         return score(features, load_model(model), model, spec)
     if scorer == "spark_udf":
@@ -158,8 +162,9 @@ def score_with(scorer: str, features: DataFrame, model: ResolvedModel, spec: Dat
     raise ValueError(f"scorer {scorer!r} is not one of {list(SCORERS)}")
 
 
-def _prediction_rows(scored: DataFrame, prediction: Column, probability: Column | None, model: ResolvedModel,
-                     spec: DatasetSpec) -> DataFrame:
+def _prediction_rows(
+    scored: DataFrame, prediction: Column, probability: Column | None, model: ResolvedModel, spec: DatasetSpec
+) -> DataFrame:
     """The batch_predictions row: keys, event date, prediction [, probability], the model's lineage, scored_at."""
     keys = [k for k in spec.key_columns if k != EVENT_DATE]
     columns = [*[F.col(k) for k in keys], F.col(EVENT_DATE), prediction.cast("double").alias("prediction")]

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import optuna
 
@@ -54,7 +55,7 @@ class ParamRange:
 
 Space = Mapping[str, Mapping[str, ParamRange]]
 
-F, I = "float", "int"
+F, I = "float", "int"  # noqa: E741 (the kinds, short: the table below uses them on every line)
 DEFAULT_SPACES: dict[str, dict[str, dict[str, ParamRange]]] = {
     "classification": {
         "logistic_regression": {
@@ -81,7 +82,9 @@ DEFAULT_SPACES["regression"] = {
 }
 
 
-def resolve_space(task: str, algorithms: tuple[str, ...] = (), overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Space:
+def resolve_space(
+    task: str, algorithms: tuple[str, ...] = (), overrides: Mapping[str, Mapping[str, Any]] | None = None
+) -> Space:
     """The task's default space, narrowed to `algorithms` (empty: all), with ranges replaced from `overrides`.
 
     `overrides` is `{algorithm: {param: {kind, low, high, log, step, choices, value}}}`, as in run config.
@@ -120,11 +123,13 @@ def grid(space: Space, points: int = 3) -> list[tuple[str, dict[str, Any]]]:
     for algorithm, params in space.items():
         names = list(params)
         for values in itertools.product(*(params[n].grid(points) for n in names)):
-            combos.append((algorithm, dict(zip(names, values))))
+            combos.append((algorithm, dict(zip(names, values, strict=True))))
     return combos
 
 
 def describe(space: Space) -> dict[str, dict[str, dict[str, Any]]]:
     """The space as JSON-able data, for MLflow params and Dagster metadata."""
-    return {a: {p: {k: v for k, v in asdict(r).items() if v not in (None, (), False)} for p, r in ps.items()}
-            for a, ps in space.items()}
+    return {
+        a: {p: {k: v for k, v in asdict(r).items() if v not in (None, (), False)} for p, r in ps.items()}
+        for a, ps in space.items()
+    }

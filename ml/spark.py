@@ -117,7 +117,9 @@ def _check_delta_loaded(spark: SparkSession) -> None:
     try:
         jvm = spark._jvm  # type: ignore[attr-defined]
         # --packages jars live in Spark's own class loader, not the JVM's system one.
-        jvm.java.lang.Thread.currentThread().getContextClassLoader().loadClass("io.delta.sql.DeltaSparkSessionExtension")
+        jvm.java.lang.Thread.currentThread().getContextClassLoader().loadClass(
+            "io.delta.sql.DeltaSparkSessionExtension"
+        )
     except Exception as exc:
         raise SparkSetupError(
             "Spark started without Delta Lake's classes on its classpath: every Delta query would fail. "

@@ -30,7 +30,7 @@ class SplitWindow:
     end: date  # exclusive
 
     @classmethod
-    def ending(cls, end_date: date, train_days: int, validation_days: int, test_days: int) -> "SplitWindow":
+    def ending(cls, end_date: date, train_days: int, validation_days: int, test_days: int) -> SplitWindow:
         """The last train+validation+test days up to and including `end_date`."""
         for name, days in (("train_days", train_days), ("validation_days", validation_days), ("test_days", test_days)):
             if days < 1:
@@ -48,7 +48,11 @@ class SplitWindow:
         }
 
     def as_dict(self) -> dict[str, str]:
-        return {f"{k}_{edge}": v.isoformat() for k, (s, e) in self.ranges().items() for edge, v in (("start", s), ("end", e))}
+        return {
+            f"{k}_{edge}": v.isoformat()
+            for k, (s, e) in self.ranges().items()
+            for edge, v in (("start", s), ("end", e))
+        }
 
 
 def time_splits(features: DataFrame, window: SplitWindow) -> dict[str, DataFrame]:

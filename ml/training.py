@@ -18,9 +18,10 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import mlflow
 import optuna
@@ -88,7 +89,9 @@ class TrainingOutcome:
 
 
 def model_signature(spec: DatasetSpec) -> ModelSignature:
-    inputs = [ColSpec("double", c) for c in spec.numeric_features] + [ColSpec("string", c) for c in spec.categorical_features]
+    inputs = [ColSpec("double", c) for c in spec.numeric_features] + [
+        ColSpec("string", c) for c in spec.categorical_features
+    ]
     return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("double", "prediction")]))
 
 
@@ -101,14 +104,21 @@ def _study(config: TuningConfig, direction: str) -> optuna.Study:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
     if storage:
         storage = optuna.storages.RDBStorage(storage, heartbeat_interval=30, grace_period=90)
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=config.pruner_startup_trials, n_warmup_steps=0)
-              if config.prune else optuna.pruners.NopPruner())
-    study = optuna.create_study(study_name=config.study_name, storage=storage, direction=direction,
-                                # Independent TPE: multivariate+group (Optuna's advice for conditional spaces)
-                                # did worse on the flights bench (bench/RESULTS.md, run 2).
-                                sampler=optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=config.startup_trials),
-                                pruner=pruner,
-                                load_if_exists=True)
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=config.pruner_startup_trials, n_warmup_steps=0)
+        if config.prune
+        else optuna.pruners.NopPruner()
+    )
+    study = optuna.create_study(
+        study_name=config.study_name,
+        storage=storage,
+        direction=direction,
+        # Independent TPE: multivariate+group (Optuna's advice for conditional spaces)
+        # did worse on the flights bench (bench/RESULTS.md, run 2).
+        sampler=optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=config.startup_trials),
+        pruner=pruner,
+        load_if_exists=True,
+    )
     if config.storage:
         optuna.storages.fail_stale_trials(study)  # trials of a crashed process stop counting as running
     return study
@@ -158,7 +168,9 @@ def _tune(spec, train, validation, test, config, metric, space, experiment_id, t
     higher = HIGHER_IS_BETTER[metric]
     n_train, n_validation = train.count(), validation.count()
     if n_train == 0 or n_validation == 0:
-        raise ValueError(f"cannot tune: the train set has {n_train} labelled rows and the validation set {n_validation}")
+        raise ValueError(
+            f"cannot tune: the train set has {n_train} labelled rows and the validation set {n_validation}"
+        )
     folds = make_folds(train, validation, config.validation, config.folds, spec.key_columns)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -169,25 +181,46 @@ def _tune(spec, train, validation, test, config, metric, space, experiment_id, t
     pools = _Pools(train.sparkSession)
     run_ids: dict[int, str] = {}
 
-    with mlflow.start_run(experiment_id=experiment_id, run_name=config.study_name, tags={
-            **tags, "optuna.study": config.study_name}) as parent:
-        mlflow.log_params({
-            "n_trials": config.n_trials, "seed": config.seed, "metric": metric, "algorithms": ",".join(space),
-            "validation": config.validation, "folds": len(folds), "parallelism": config.parallelism,
-            "prune": config.prune, "train_rows": n_train, "validation_rows": n_validation,
-            "study_name": config.study_name, "resumed_trials": len(done_before),
-        })
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=config.study_name, tags={**tags, "optuna.study": config.study_name}
+    ) as parent:
+        mlflow.log_params(
+            {
+                "n_trials": config.n_trials,
+                "seed": config.seed,
+                "metric": metric,
+                "algorithms": ",".join(space),
+                "validation": config.validation,
+                "folds": len(folds),
+                "parallelism": config.parallelism,
+                "prune": config.prune,
+                "train_rows": n_train,
+                "validation_rows": n_validation,
+                "study_name": config.study_name,
+                "resumed_trials": len(done_before),
+            }
+        )
         mlflow.log_dict({"space": describe(space), "folds": [f.description for f in folds]}, "search_space.json")
 
         def objective(trial: optuna.Trial) -> float:
             pools.enter()
             algorithm, params = suggest(trial, space)
             started = time.monotonic()
-            run = client.create_run(experiment_id, run_name=f"trial-{trial.number}", tags={
-                **tags, MLFLOW_PARENT_RUN_ID: parent.info.run_id, MLFLOW_RUN_NAME: f"trial-{trial.number}",
-                "optuna.study": config.study_name, "optuna.trial": str(trial.number)})
+            run = client.create_run(
+                experiment_id,
+                run_name=f"trial-{trial.number}",
+                tags={
+                    **tags,
+                    MLFLOW_PARENT_RUN_ID: parent.info.run_id,
+                    MLFLOW_RUN_NAME: f"trial-{trial.number}",
+                    "optuna.study": config.study_name,
+                    "optuna.trial": str(trial.number),
+                },
+            )
             run_ids[trial.number] = run.info.run_id
-            client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in {"algorithm": algorithm, **params}.items()])
+            client.log_batch(
+                run.info.run_id, params=[Param(k, str(v)) for k, v in {"algorithm": algorithm, **params}.items()]
+            )
             values: list[float] = []
             state, status = "FAIL", "FAILED"
             try:
@@ -195,9 +228,13 @@ def _tune(spec, train, validation, test, config, metric, space, experiment_id, t
                     model = build_pipeline(spec, algorithm, params).fit(fold.train)
                     values.append(evaluate(model.transform(fold.validation), spec.task, (metric,))[metric])
                     running = statistics.fmean(values)
-                    client.log_batch(run.info.run_id, metrics=[
-                        Metric(f"fold_{metric}", values[-1], int(time.time() * 1000), step),
-                        Metric(f"running_{metric}", running, int(time.time() * 1000), step)])
+                    client.log_batch(
+                        run.info.run_id,
+                        metrics=[
+                            Metric(f"fold_{metric}", values[-1], int(time.time() * 1000), step),
+                            Metric(f"running_{metric}", running, int(time.time() * 1000), step),
+                        ],
+                    )
                     if len(folds) > 1:
                         trial.report(running, step)
                         if trial.should_prune():
@@ -211,17 +248,27 @@ def _tune(spec, train, validation, test, config, metric, space, experiment_id, t
                 client.log_batch(run.info.run_id, tags=[RunTag("optuna.state", state)])
                 client.set_terminated(run.info.run_id, status)
                 shown = f"{metric}={statistics.fmean(values):.4f}" if values else "no value"
-                progress(f"trial {trial.number + 1}/{config.n_trials} {state}: {algorithm} {params} -> {shown} "
-                         f"over {len(values)}/{len(folds)} fold(s) ({time.monotonic() - started:.1f}s)")
+                progress(
+                    f"trial {trial.number + 1}/{config.n_trials} {state}: {algorithm} {params} -> {shown} "
+                    f"over {len(values)}/{len(folds)} fold(s) ({time.monotonic() - started:.1f}s)"
+                )
 
         def stop_at_target(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-            if config.target_value is not None and trial.value is not None and (
-                    trial.value >= config.target_value if higher else trial.value <= config.target_value):
+            if (
+                config.target_value is not None
+                and trial.value is not None
+                and (trial.value >= config.target_value if higher else trial.value <= config.target_value)
+            ):
                 progress(f"trial {trial.number + 1} reached the target {metric}={config.target_value}: stopping")
                 study.stop()
 
-        study.optimize(objective, n_trials=remaining, n_jobs=config.parallelism, timeout=config.timeout_seconds,
-                       callbacks=[stop_at_target])
+        study.optimize(
+            objective,
+            n_trials=remaining,
+            n_jobs=config.parallelism,
+            timeout=config.timeout_seconds,
+            callbacks=[stop_at_target],
+        )
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         if not complete:
             raise RuntimeError(f"study {config.study_name} has no complete trial to pick a model from")
@@ -233,36 +280,63 @@ def _tune(spec, train, validation, test, config, metric, space, experiment_id, t
         scored_validation = model.transform(validation)
         validation_metrics = evaluate(scored_validation, spec.task)
         test_metrics = evaluate(model.transform(test), spec.task)
-        trials = [{"number": t.number, "state": t.state.name, "value": t.value, "algorithm": t.params.get("algorithm"),
-                   "mlflow_run_id": run_ids.get(t.number, ""),
-                   "started_at": t.datetime_start.timestamp() if t.datetime_start else None,
-                   "finished_at": t.datetime_complete.timestamp() if t.datetime_complete else None}
-                  for t in study.trials]
+        trials = [
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "value": t.value,
+                "algorithm": t.params.get("algorithm"),
+                "mlflow_run_id": run_ids.get(t.number, ""),
+                "started_at": t.datetime_start.timestamp() if t.datetime_start else None,
+                "finished_at": t.datetime_complete.timestamp() if t.datetime_complete else None,
+            }
+            for t in study.trials
+        ]
         n_pruned = len([t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED])
         mlflow.log_params({f"best_{k}": v for k, v in {"algorithm": best_algorithm, **best_params}.items()})
-        mlflow.log_metrics({f"best_trial_validation_{metric}": best.value, "trials_complete": len(complete),
-                            "trials_pruned": n_pruned})
+        mlflow.log_metrics(
+            {f"best_trial_validation_{metric}": best.value, "trials_complete": len(complete), "trials_pruned": n_pruned}
+        )
         mlflow.log_metrics({f"validation_{k}": v for k, v in validation_metrics.items()})
         mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items()})
         mlflow.log_dict({"trials": trials}, "trials.json")
         if config.reports:
             with tempfile.TemporaryDirectory() as tmp:
-                model_report(model, scored_validation, spec.task, Path(tmp) / "model",
-                             sample_fraction=5000 / max(n_validation, 1))
+                model_report(
+                    model,
+                    scored_validation,
+                    spec.task,
+                    Path(tmp) / "model",
+                    sample_fraction=5000 / max(n_validation, 1),
+                )
                 study_report(study, Path(tmp) / "study")
                 mlflow.log_artifacts(tmp, "reports")
         if config.profile:
             mlflow.log_text(build_profile(fit_data, spec).to_json(), PROFILE_ARTIFACT)
         inputs = list(model_signature(spec).inputs.input_names())
         info = mlflow.spark.log_model(
-            model, artifact_path="model", signature=model_signature(spec), pip_requirements=pip_requirements(),
+            model,
+            artifact_path="model",
+            signature=model_signature(spec),
+            pip_requirements=pip_requirements(),
             input_example=validation.select(*inputs).limit(3).toPandas(),
         )
         outcome = TrainingOutcome(
-            run_id=parent.info.run_id, experiment_id=experiment_id, model_uri=info.model_uri,
-            study_name=config.study_name, metric=metric, best_algorithm=best_algorithm, best_params=best_params,
-            best_validation_value=float(best.value), validation_metrics=validation_metrics, test_metrics=test_metrics,
-            n_trials=len(study.trials), n_complete=len(complete), n_pruned=n_pruned, n_new_trials=remaining,
-            trials=trials, model=model,
+            run_id=parent.info.run_id,
+            experiment_id=experiment_id,
+            model_uri=info.model_uri,
+            study_name=config.study_name,
+            metric=metric,
+            best_algorithm=best_algorithm,
+            best_params=best_params,
+            best_validation_value=float(best.value),
+            validation_metrics=validation_metrics,
+            test_metrics=test_metrics,
+            n_trials=len(study.trials),
+            n_complete=len(complete),
+            n_pruned=n_pruned,
+            n_new_trials=remaining,
+            trials=trials,
+            model=model,
         )
     return outcome

@@ -54,14 +54,22 @@ class UndatedRows:
         return self.fraction <= self.budget
 
     def describe(self) -> str:
-        return (f"{self.rows} source rows have no partition date ({self.fraction:.2%} of the {self.rows + self.window_rows} "
-                f"rows this run saw, budget {self.budget:.2%}); they are stored in quarantine as {NO_PARTITION_DATE}")
+        return (
+            f"{self.rows} source rows have no partition date ({self.fraction:.2%} of the {self.rows + self.window_rows} "
+            f"rows this run saw, budget {self.budget:.2%}); they are stored in quarantine as {NO_PARTITION_DATE}"
+        )
 
     def outcome(self) -> ExpectationOutcome:
         """The finding as one more result of the raw suite, so that the raw check shows and gates it."""
-        return ExpectationOutcome(expectation="expect_rows_to_have_a_partition_date", column=EVENT_DATE,
-                                  success=self.within_budget, observed_value=self.rows, unexpected_count=self.rows,
-                                  unexpected_percent=100 * self.fraction, sample_unexpected=list(self.samples))
+        return ExpectationOutcome(
+            expectation="expect_rows_to_have_a_partition_date",
+            column=EVENT_DATE,
+            success=self.within_budget,
+            observed_value=self.rows,
+            unexpected_count=self.rows,
+            unexpected_percent=100 * self.fraction,
+            sample_unexpected=list(self.samples),
+        )
 
 
 def source_label(location: str | None) -> str:
@@ -80,8 +88,12 @@ def measure(window_and_undated: DataFrame, spec: DatasetSpec, source: str) -> tu
         counts = {r[EVENT_DATE]: r["count"] for r in window_and_undated.groupBy(EVENT_DATE).count().collect()}
     undated = counts.pop(None, 0)
     quarantined = quarantined_rows(
-        window_and_undated.where(F.col(EVENT_DATE).isNull()).withColumn(FAILED_RULES, F.array(F.lit(NO_PARTITION_DATE))),
-        spec, source)
+        window_and_undated.where(F.col(EVENT_DATE).isNull()).withColumn(
+            FAILED_RULES, F.array(F.lit(NO_PARTITION_DATE))
+        ),
+        spec,
+        source,
+    )
     samples = tuple(r.record for r in quarantined.limit(SAMPLES).collect()) if undated else ()
     return UndatedRows(undated, sum(counts.values()), spec.max_quarantine_fraction, samples, counts), quarantined
 
@@ -95,12 +107,17 @@ def event_date_errors(spec: DatasetSpec):
     try:
         yield
     except DATE_ERRORS as exc:
-        expr = f"event_date_expr {spec.event_date_expr!r}" if spec.event_date_expr else f"the local date of {spec.event_time}"
+        expr = (
+            f"event_date_expr {spec.event_date_expr!r}"
+            if spec.event_date_expr
+            else f"the local date of {spec.event_time}"
+        )
         first_line = str(exc).strip().splitlines()[0]
         raise EventDateError(
             f"dataset {spec.name}: computing a source row's event date ({expr}) raised instead of giving NULL: "
             f"{first_line}. Nothing was written. Write the expression so that a date that cannot be computed is NULL "
-            f"(Spark's try_ functions, e.g. try_to_date): such rows are then quarantined as {NO_PARTITION_DATE}.") from exc
+            f"(Spark's try_ functions, e.g. try_to_date): such rows are then quarantined as {NO_PARTITION_DATE}."
+        ) from exc
 
 
 def stored_predicate(source: str) -> str:

@@ -25,8 +25,9 @@ class Fold:
     description: str  # what the fold holds, for logs and MLflow
 
 
-def make_folds(train: DataFrame, validation: DataFrame, strategy: str, folds: int,
-               key_columns: tuple[str, ...]) -> list[Fold]:
+def make_folds(
+    train: DataFrame, validation: DataFrame, strategy: str, folds: int, key_columns: tuple[str, ...]
+) -> list[Fold]:
     """The (train, validation) pairs a trial is scored on. k-fold and time-series folds are drawn from
     train ∪ validation; the test set is never touched."""
     if strategy not in STRATEGIES:
@@ -39,12 +40,19 @@ def make_folds(train: DataFrame, validation: DataFrame, strategy: str, folds: in
     if strategy == "kfold":
         # Deterministic fold ids from the event key: a rerun sees the same folds.
         fold_id = F.pmod(F.xxhash64(*[F.col(c) for c in key_columns]), F.lit(folds))
-        return [Fold(f"fold{i}", data.where(fold_id != i), data.where(fold_id == i), f"key hash mod {folds} == {i}")
-                for i in range(folds)]
-    return [Fold(f"fold{i}", data.where(F.col(EVENT_DATE) < F.lit(s)),
-                 data.where((F.col(EVENT_DATE) >= F.lit(s)) & (F.col(EVENT_DATE) < F.lit(e))),
-                 f"train < {s}, validate [{s}, {e})")
-            for i, (s, e) in enumerate(time_series_blocks(data, folds))]
+        return [
+            Fold(f"fold{i}", data.where(fold_id != i), data.where(fold_id == i), f"key hash mod {folds} == {i}")
+            for i in range(folds)
+        ]
+    return [
+        Fold(
+            f"fold{i}",
+            data.where(F.col(EVENT_DATE) < F.lit(s)),
+            data.where((F.col(EVENT_DATE) >= F.lit(s)) & (F.col(EVENT_DATE) < F.lit(e))),
+            f"train < {s}, validate [{s}, {e})",
+        )
+        for i, (s, e) in enumerate(time_series_blocks(data, folds))
+    ]
 
 
 def time_series_blocks(data: DataFrame, folds: int) -> list[tuple[date, date]]:

@@ -19,27 +19,40 @@ from assets.predictions import batch_predictions
 from assets.splits import splits
 from assets.training import registered_model, tuned_pipeline
 from orchestration.deployments import resources_for
-from orchestration.sensors import RetrainPolicy, build_retrain_sensor
 from orchestration.rollback import promotion_tags, rollback_job
+from orchestration.sensors import RetrainPolicy, build_retrain_sensor
 
-daily_assets = AssetSelection.assets(raw_data, validated_features, batch_predictions, model_performance, feature_drift)  # + quarantine
+daily_assets = AssetSelection.assets(
+    raw_data, validated_features, batch_predictions, model_performance, feature_drift
+)  # + quarantine
 training_assets = AssetSelection.assets(splits, tuned_pipeline, registered_model)
 
 daily_job = define_asset_job(
-    "daily_job", selection=daily_assets,
+    "daily_job",
+    selection=daily_assets,
     description="raw_data -> validated_features -> batch_predictions -> model_performance, feature_drift for one day "
-                "(or a range, in one run).",
+    "(or a range, in one run).",
 )
 training_job = define_asset_job(
-    "training_job", selection=training_assets, tags=promotion_tags(SPEC),
+    "training_job",
+    selection=training_assets,
+    tags=promotion_tags(SPEC),
     description="splits -> tuned_pipeline -> registered_model (champion/challenger gate).",
 )
 daily_schedule = build_schedule_from_partitioned_job(daily_job, hour_of_day=3)
 retrain_sensor = build_retrain_sensor(training_job.name, RetrainPolicy())
 
 defs = Definitions(
-    assets=[raw_data, validated_features, splits, tuned_pipeline, registered_model, batch_predictions, model_performance,
-            feature_drift],
+    assets=[
+        raw_data,
+        validated_features,
+        splits,
+        tuned_pipeline,
+        registered_model,
+        batch_predictions,
+        model_performance,
+        feature_drift,
+    ],
     jobs=[daily_job, training_job, rollback_job],
     schedules=[daily_schedule],
     sensors=[retrain_sensor],

@@ -43,14 +43,23 @@ def local_resources(
     lakehouse_root = os.environ.get("FLIGHTLINE_LAKEHOUSE_ROOT", str(state / "lakehouse"))
     spark = SparkResource(
         master=master,
-        spark_config={**LOCAL_SPARK_CONF, "spark.sql.warehouse.dir": str(state / "spark-warehouse"), **(spark_conf or {})},
+        spark_config={
+            **LOCAL_SPARK_CONF,
+            "spark.sql.warehouse.dir": str(state / "spark-warehouse"),
+            **(spark_conf or {}),
+        },
     )
     return {
         "spark": spark,
         "mlflow": local_mlflow(spec, state),
         "lakehouse": LakehouseResource(
-            spark=spark, root=lakehouse_root, catalog="main", schema_name=spec.name, model=spec.model_name,
-            staging_dir=str(state / "staging"), source_location=os.environ.get("FLIGHTLINE_SOURCE_LOCATION"),
+            spark=spark,
+            root=lakehouse_root,
+            catalog="main",
+            schema_name=spec.name,
+            model=spec.model_name,
+            staging_dir=str(state / "staging"),
+            source_location=os.environ.get("FLIGHTLINE_SOURCE_LOCATION"),
         ),
         "optuna": OptunaResource(storage=f"sqlite:///{state / 'optuna' / 'studies.db'}"),
     }
@@ -65,7 +74,9 @@ def local_mlflow(spec: DatasetSpec, state: Path) -> MLflowResource:
         registry_uri=os.environ.get("MLFLOW_REGISTRY_URI"),
         artifact_root=None if server else str(state / "mlflow" / "artifacts"),
         experiment=spec.name,
-        ui_url=os.environ.get("FLIGHTLINE_MLFLOW_UI", server if server and server.startswith("http") else "http://127.0.0.1:5000"),
+        ui_url=os.environ.get(
+            "FLIGHTLINE_MLFLOW_UI", server if server and server.startswith("http") else "http://127.0.0.1:5000"
+        ),
     )
 
 
@@ -108,7 +119,9 @@ def prod_resources(spec: DatasetSpec) -> dict:
             staging_dir=env("FLIGHTLINE_STAGING_DIR", "/tmp/flightline-staging"),
             source_location=env("FLIGHTLINE_SOURCE_LOCATION"),
         ),
-        "optuna": OptunaResource(storage=env("FLIGHTLINE_OPTUNA_STORAGE")),  # postgresql://... (secret in the URL: env only)
+        "optuna": OptunaResource(
+            storage=env("FLIGHTLINE_OPTUNA_STORAGE")
+        ),  # postgresql://... (secret in the URL: env only)
     }
 
 

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from dagster import ConfigurableResource, MetadataValue, TableColumn, TableSchema
 from pyspark.sql import DataFrame, SparkSession
@@ -59,9 +59,9 @@ class LakehouseResource(ConfigurableResource):
     schema_name: str
     model: str  # the registered model's last name level: catalog.schema.<model>
     staging_dir: str  # scratch space for source files that need unpacking
-    source_location: Optional[str] = None  # replaces the dataset spec's default source (folder, path or table)
+    source_location: str | None = None  # replaces the dataset spec's default source (folder, path or table)
 
-    def replaced(self, **changes: Any) -> "LakehouseResource":
+    def replaced(self, **changes: Any) -> LakehouseResource:
         """A copy with some fields changed (Dagster does not honour pydantic's `model_copy(update=...)`)."""
         return type(self)(**{**{name: getattr(self, name) for name in type(self).model_fields}, **changes})
 
@@ -101,28 +101,56 @@ class LakehouseResource(ConfigurableResource):
 
     # ---- writes --------------------------------------------------------------------------------------------
 
-    def write_window(self, frame: DataFrame, table: str, window: DayWindow, days: list | None = None,
-                     run_id: str | None = None, **lineage: Any) -> DeltaCommit:
+    def write_window(
+        self,
+        frame: DataFrame,
+        table: str,
+        window: DayWindow,
+        days: list | None = None,
+        run_id: str | None = None,
+        **lineage: Any,
+    ) -> DeltaCommit:
         """Replace the daily partitions of `window` with `frame`, or only `days` of it (a range run whose other
         days failed their checks: those keep their rows). A rerun replaces, never appends."""
         path = self.table_path(table)
         with writer_lock(path):
-            return delta_io.write_days(frame, path, window.start, window.end, window.days if days is None else days,
-                                       user_metadata=_commit_metadata(run_id, lineage))
+            return delta_io.write_days(
+                frame,
+                path,
+                window.start,
+                window.end,
+                window.days if days is None else days,
+                user_metadata=_commit_metadata(run_id, lineage),
+            )
 
-    def replace_rows(self, frame: DataFrame, table: str, predicate: str, run_id: str | None = None,
-                     frame_is_empty: bool = False, **lineage: Any) -> DeltaCommit | None:
+    def replace_rows(
+        self,
+        frame: DataFrame,
+        table: str,
+        predicate: str,
+        run_id: str | None = None,
+        frame_is_empty: bool = False,
+        **lineage: Any,
+    ) -> DeltaCommit | None:
         """Replace the rows matching `predicate` (a condition on the partition column) with `frame`, in one commit.
 
         A caller that knows `frame` is empty says so: then, if the table holds no such rows either, nothing is
         committed and None is returned (a clean source adds no empty commit on every run)."""
         path = self.table_path(table)
-        if frame_is_empty and (not delta_io.table_exists(self.session, path)
-                               or delta_io.read_table(self.session, path).where(predicate).isEmpty()):
+        if frame_is_empty and (
+            not delta_io.table_exists(self.session, path)
+            or delta_io.read_table(self.session, path).where(predicate).isEmpty()
+        ):
             return None
         with writer_lock(path):
-            return delta_io.replace_where(frame, path, predicate, EVENT_DATE,
-                                          user_metadata=_commit_metadata(run_id, lineage), what=f"{path} where {predicate}")
+            return delta_io.replace_where(
+                frame,
+                path,
+                predicate,
+                EVENT_DATE,
+                user_metadata=_commit_metadata(run_id, lineage),
+                what=f"{path} where {predicate}",
+            )
 
     def overwrite(self, frame: DataFrame, table: str, run_id: str | None = None, **lineage: Any) -> DeltaCommit:
         """Replace a whole (unpartitioned) table, schema included, in one commit."""
@@ -132,8 +160,9 @@ class LakehouseResource(ConfigurableResource):
 
     # ---- lineage metadata ----------------------------------------------------------------------------------
 
-    def metadata(self, commit: DeltaCommit, table: str, schema: StructType, window: DayWindow | None = None,
-                 **extra: Any) -> dict:
+    def metadata(
+        self, commit: DeltaCommit, table: str, schema: StructType, window: DayWindow | None = None, **extra: Any
+    ) -> dict:
         """The lineage contract for a Delta output, with Dagster's standard keys, plus `extra` (domain metadata).
 
         A range run (a single-run backfill) records the same metadata on every partition of its range, so there
@@ -157,13 +186,20 @@ class LakehouseResource(ConfigurableResource):
     def unwritten_metadata(self, table: str, window: DayWindow, **extra: Any) -> dict:
         """The lineage of an output that a run chose not to write (nothing to write): the table as it is."""
         version = self.version(table)
-        return {**self.identity(table), "partition": window.label, "rows_written": 0,
-                "delta_version": -1 if version is None else version, **extra}
+        return {
+            **self.identity(table),
+            "partition": window.label,
+            "rows_written": 0,
+            "delta_version": -1 if version is None else version,
+            **extra,
+        }
 
     def identity(self, table: str) -> dict:
         path = self.table_path(table)
-        return {"dagster/uri": MetadataValue.path(path if "://" in path else f"file://{path}"),
-                "dagster/table_name": self.table_name(table)}
+        return {
+            "dagster/uri": MetadataValue.path(path if "://" in path else f"file://{path}"),
+            "dagster/table_name": self.table_name(table),
+        }
 
 
 @contextmanager

@@ -6,7 +6,7 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import mlflow
 from dagster import ConfigurableResource, InitResourceContext
@@ -27,12 +27,12 @@ class SparkResource(PySparkResource):
     that asks (a run of the training job's registry steps alone never starts Spark).
     """
 
-    master: Optional[str] = "local[*]"
-    remote: Optional[str] = None
+    master: str | None = "local[*]"
+    remote: str | None = None
     app_name: str = "flightline"
     spark_config: dict[str, Any] = {}
 
-    _session: Optional[SparkSession] = PrivateAttr(default=None)
+    _session: SparkSession | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         """Nothing yet: the session starts on first use (`spark_session`)."""
@@ -41,7 +41,9 @@ class SparkResource(PySparkResource):
     def spark_session(self) -> SparkSession:
         if self._session is None:
             self._session = get_or_create_session(
-                master=self.master, remote=self.remote, app_name=self.app_name,
+                master=self.master,
+                remote=self.remote,
+                app_name=self.app_name,
                 conf={k: str(v) for k, v in self.spark_config.items()},
             )
         return self._session
@@ -63,10 +65,10 @@ class MLflowResource(ConfigurableResource):
     """
 
     tracking_uri: str
-    registry_uri: Optional[str] = None
+    registry_uri: str | None = None
     experiment: str = "flightline"
-    artifact_root: Optional[str] = None  # for experiments this resource creates
-    ui_url: Optional[str] = None  # where people open the MLflow UI, for links in Dagster metadata
+    artifact_root: str | None = None  # for experiments this resource creates
+    ui_url: str | None = None  # where people open the MLflow UI, for links in Dagster metadata
     http_timeout_seconds: int = 10
     http_max_retries: int = 1
 
@@ -98,12 +100,13 @@ class MLflowResource(ConfigurableResource):
             if exc.code < 500:
                 return  # it answered: reachable (some servers have no /health)
             raise MLflowUnreachableError(
-                f"MLflow {role} at {uri} is unavailable: HTTP {exc.code} {exc.reason} "
-                f"(GET {base.rstrip('/')}/health)") from exc
+                f"MLflow {role} at {uri} is unavailable: HTTP {exc.code} {exc.reason} (GET {base.rstrip('/')}/health)"
+            ) from exc
         except (urllib.error.URLError, OSError) as exc:
             raise MLflowUnreachableError(
                 f"MLflow {role} at {uri} is unreachable: {getattr(exc, 'reason', exc)} "
-                f"(GET {base.rstrip('/')}/health, timeout {timeout} s)") from exc
+                f"(GET {base.rstrip('/')}/health, timeout {timeout} s)"
+            ) from exc
 
     @property
     def client(self) -> MlflowClient:
@@ -121,12 +124,12 @@ class MLflowResource(ConfigurableResource):
             location = Path(self.artifact_root).resolve().as_uri()
         return self.client.create_experiment(self.experiment, artifact_location=location)
 
-    def run_url(self, experiment_id: str, run_id: str) -> Optional[str]:
+    def run_url(self, experiment_id: str, run_id: str) -> str | None:
         if not self.ui_url:
             return None
         return f"{self.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
-    def model_url(self, name: str, version: str) -> Optional[str]:
+    def model_url(self, name: str, version: str) -> str | None:
         if not self.ui_url:
             return None
         return f"{self.ui_url.rstrip('/')}/#/models/{name}/versions/{version}"
@@ -136,9 +139,9 @@ class OptunaResource(ConfigurableResource):
     """Where Optuna keeps its studies: an RDB URL (sqlite file locally, Postgres/MySQL in prod), so an
     interrupted study resumes where it stopped. None keeps studies in memory (nothing resumes)."""
 
-    storage: Optional[str] = None
+    storage: str | None = None
 
-    def url(self) -> Optional[str]:
+    def url(self) -> str | None:
         if self.storage and self.storage.startswith("sqlite:///"):
-            Path(self.storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            Path(self.storage[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         return self.storage

@@ -27,30 +27,47 @@ class RollbackConfig(Config):
     reason: str = Field(min_length=1, description="why: an incident or ticket, recorded on the version")
 
 
-@op(description="Set @champion to the configured version; refuses a missing version, one scoring cannot feed, and "
-                 "one that does not load and score a sample of the current features.")
-def set_champion_version(context: OpExecutionContext, config: RollbackConfig, mlflow: MLflowResource,
-                         lakehouse: LakehouseResource) -> None:
+@op(
+    description="Set @champion to the configured version; refuses a missing version, one scoring cannot feed, and "
+    "one that does not load and score a sample of the current features."
+)
+def set_champion_version(
+    context: OpExecutionContext, config: RollbackConfig, mlflow: MLflowResource, lakehouse: LakehouseResource
+) -> None:
     name = lakehouse.model_name
     sample = lakehouse.read("validated_features").frame.limit(SAMPLE_ROWS)
-    change = set_champion(mlflow.client, name, config.version, model_signature(SPEC),
-                          requested_by=config.requested_by, reason=config.reason, dagster_run_id=context.run_id,
-                          verify=lambda uri: smoke_score(uri, sample, SPEC))
+    change = set_champion(
+        mlflow.client,
+        name,
+        config.version,
+        model_signature(SPEC),
+        requested_by=config.requested_by,
+        reason=config.reason,
+        dagster_run_id=context.run_id,
+        verify=lambda uri: smoke_score(uri, sample, SPEC),
+    )
     aliases = {k: str(v) for k, v in mlflow.client.get_registered_model(name).aliases.items()}
-    context.log.info(f"@{CHAMPION} of {name}: v{change.previous_version or '-'} -> v{change.version} "
-                     f"(by {change.requested_by}: {change.reason})")
+    context.log.info(
+        f"@{CHAMPION} of {name}: v{change.previous_version or '-'} -> v{change.version} "
+        f"(by {change.requested_by}: {change.reason})"
+    )
     model_url = mlflow.model_url(name, change.version)
-    context.log_event(AssetObservation(asset_key="registered_model", metadata={
-        "action": "set_champion",
-        "model_name": name,
-        "champion_version": change.version,
-        "previous_champion_version": change.previous_version or "",
-        "challenger_version": aliases.get(CHALLENGER, ""),
-        "aliases": MetadataValue.json(aliases),
-        "requested_by": change.requested_by,
-        "reason": change.reason,
-        "model_url": MetadataValue.url(model_url) if model_url else "",
-    }))
+    context.log_event(
+        AssetObservation(
+            asset_key="registered_model",
+            metadata={
+                "action": "set_champion",
+                "model_name": name,
+                "champion_version": change.version,
+                "previous_champion_version": change.previous_version or "",
+                "challenger_version": aliases.get(CHALLENGER, ""),
+                "aliases": MetadataValue.json(aliases),
+                "requested_by": change.requested_by,
+                "reason": change.reason,
+                "model_url": MetadataValue.url(model_url) if model_url else "",
+            },
+        )
+    )
 
 
 def promotion_tags(spec: DatasetSpec) -> dict[str, str]:
@@ -58,7 +75,9 @@ def promotion_tags(spec: DatasetSpec) -> dict[str, str]:
     return {PROMOTION_TAG: spec.model_name}
 
 
-@job(tags=promotion_tags(SPEC),
-     description="Rollback / override: set @champion to a given version, recording who asked and why.")
+@job(
+    tags=promotion_tags(SPEC),
+    description="Rollback / override: set @champion to a given version, recording who asked and why.",
+)
 def rollback_job():
     set_champion_version()

@@ -72,8 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         gated = [] if result.success else held_by_the_gate(result)
         if gated:
             held.extend(gated)
-            print(f"-- {label}: the gate held some days back, the others were written, in {timings[label]:.1f}s "
-                  f"(run {result.run_id}):\n   " + "\n   ".join(gated), flush=True)
+            print(
+                f"-- {label}: the gate held some days back, the others were written, in {timings[label]:.1f}s "
+                f"(run {result.run_id}):\n   " + "\n   ".join(gated),
+                flush=True,
+            )
             return result
         if not result.success:
             print(f"FAILED: {label} (run {result.run_id}); see `make ui` for the logs", file=sys.stderr)
@@ -81,31 +84,58 @@ def main(argv: list[str] | None = None) -> int:
         print(f"-- {label}: ok in {timings[label]:.1f}s (run {result.run_id})", flush=True)
         return result
 
-    ingest = step(f"ingest {start}..{end}", lambda: daily_job.execute_in_process(
-        instance=instance, tags=range_tags, asset_selection=[AssetKey("raw_data"), AssetKey("validated_features"), AssetKey("quarantine")],
-        run_config=quiet, raise_on_error=False))
-    split_config = {"end_date": end, "train_days": args.train_days, "validation_days": args.validation_days,
-                    "test_days": args.test_days}
-    trained = step("training", lambda: training_job.execute_in_process(
-        instance=instance, raise_on_error=False,
-        run_config={**quiet, "ops": {"splits": {"config": split_config},
-                                     "tuned_pipeline": {"config": {"n_trials": args.trials}}}}))
-    step(f"scoring {start}..{end}", lambda: daily_job.execute_in_process(
-        instance=instance, tags=range_tags,
-        asset_selection=[AssetKey("batch_predictions"), AssetKey("model_performance"), AssetKey("feature_drift")],
-        run_config=quiet,
-        raise_on_error=False))
+    ingest = step(
+        f"ingest {start}..{end}",
+        lambda: daily_job.execute_in_process(
+            instance=instance,
+            tags=range_tags,
+            asset_selection=[AssetKey("raw_data"), AssetKey("validated_features"), AssetKey("quarantine")],
+            run_config=quiet,
+            raise_on_error=False,
+        ),
+    )
+    split_config = {
+        "end_date": end,
+        "train_days": args.train_days,
+        "validation_days": args.validation_days,
+        "test_days": args.test_days,
+    }
+    trained = step(
+        "training",
+        lambda: training_job.execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            run_config={
+                **quiet,
+                "ops": {"splits": {"config": split_config}, "tuned_pipeline": {"config": {"n_trials": args.trials}}},
+            },
+        ),
+    )
+    step(
+        f"scoring {start}..{end}",
+        lambda: daily_job.execute_in_process(
+            instance=instance,
+            tags=range_tags,
+            asset_selection=[AssetKey("batch_predictions"), AssetKey("model_performance"), AssetKey("feature_drift")],
+            run_config=quiet,
+            raise_on_error=False,
+        ),
+    )
 
     # From what the runs recorded: in prod the resources' fields are EnvVars, which only a run may read.
     raw_uri = ingest.asset_materializations_for_node("raw_data")[0].metadata[c.URI].value
     gate = trained.asset_materializations_for_node("registered_model")[0].metadata
     print("\nDone. The whole graph is materialized" + (", but for the days the gate held (below)." if held else "."))
-    print(f"  Delta tables:      {os.path.dirname(raw_uri.removeprefix('file://'))}/  "
-          f"(raw_data, validated_features, quarantine, train_set, validation_set, test_set, batch_predictions, "
-          f"model_performance, drift_metrics)")
+    print(
+        f"  Delta tables:      {os.path.dirname(raw_uri.removeprefix('file://'))}/  "
+        f"(raw_data, validated_features, quarantine, train_set, validation_set, test_set, batch_predictions, "
+        f"model_performance, drift_metrics)"
+    )
     print(f"  MLflow store:      {mlflow.get_tracking_uri()}")
-    print(f"  model:             {gate[c.MODEL_NAME].value} v{gate[c.MODEL_VERSION].value}, gate "
-          f"{gate[c.GATE_DECISION].value}: {gate[c.GATE_REASON].value}")
+    print(
+        f"  model:             {gate[c.MODEL_NAME].value} v{gate[c.MODEL_VERSION].value}, gate "
+        f"{gate[c.GATE_DECISION].value}: {gate[c.GATE_REASON].value}"
+    )
     print(f"  Dagster instance:  {instance.root_directory}")
     print("  Open the UIs:      make ui         (Dagster, http://127.0.0.1:3000)")
     print("                     make mlflow-ui  (MLflow,  http://127.0.0.1:5000)")

@@ -71,8 +71,11 @@ def performance_signals(instance: DagsterInstance, lookback: int, drop: float) -
     for record in instance.fetch_materializations(AssetKey("model_performance"), limit=lookback).records:
         higher = HIGHER_IS_BETTER.get(_metadata(record, c.METRIC_NAME) or "", True)
         for day, by_version in (_metadata(record, c.PRIMARY_METRIC_BY_DAY) or {}).items():
-            fell = [value < reference[v] * (1 - drop) if higher else value > reference[v] * (1 + drop)
-                    for v, value in by_version.items() if value is not None and v in reference]
+            fell = [
+                value < reference[v] * (1 - drop) if higher else value > reference[v] * (1 + drop)
+                for v, value in by_version.items()
+                if value is not None and v in reference
+            ]
             if fell:
                 signals.setdefault(date.fromisoformat(day), any(fell))
     return signals
@@ -92,11 +95,20 @@ def retrain_day(signals: dict[date, bool], last_trigger: date | None, policy: Re
     return found
 
 
-def build_retrain_sensor(job_name: str, policy: RetrainPolicy, name: str = "drift_retrain_sensor",
-                         default_status: DefaultSensorStatus = DefaultSensorStatus.STOPPED):
-    @sensor(name=name, job_name=job_name, minimum_interval_seconds=300, default_status=default_status,
-            description=f"Retrain after {policy.consecutive_days} drifted (or underperforming) days in a row; "
-                        f"cooldown {policy.cooldown_days} days.")
+def build_retrain_sensor(
+    job_name: str,
+    policy: RetrainPolicy,
+    name: str = "drift_retrain_sensor",
+    default_status: DefaultSensorStatus = DefaultSensorStatus.STOPPED,
+):
+    @sensor(
+        name=name,
+        job_name=job_name,
+        minimum_interval_seconds=300,
+        default_status=default_status,
+        description=f"Retrain after {policy.consecutive_days} drifted (or underperforming) days in a row; "
+        f"cooldown {policy.cooldown_days} days.",
+    )
     def retrain_sensor(context: SensorEvaluationContext):
         state = json.loads(context.cursor) if context.cursor else {}
         last = date.fromisoformat(state["last_trigger"]) if state.get("last_trigger") else None
@@ -106,17 +118,21 @@ def build_retrain_sensor(job_name: str, policy: RetrainPolicy, name: str = "drif
         day = retrain_day(signals, last, policy)
         if day is None:
             flagged = sorted(d.isoformat() for d, s in signals.items() if s and (last is None or d > last))
-            return SkipReason(f"no {policy.consecutive_days} consecutive signalled days after "
-                              f"{last or 'the start'} (cooldown {policy.cooldown_days} days); signalled: {flagged[-5:]}")
+            return SkipReason(
+                f"no {policy.consecutive_days} consecutive signalled days after "
+                f"{last or 'the start'} (cooldown {policy.cooldown_days} days); signalled: {flagged[-5:]}"
+            )
         reasons = [r for r, s in (("feature drift", drift), ("performance drop", performance)) if s.get(day)]
         run_config = json.loads(json.dumps(policy.run_config))  # a copy to add the window to
         run_config.setdefault("ops", {}).setdefault("splits", {}).setdefault("config", {})["end_date"] = day.isoformat()
         return SensorResult(
-            run_requests=[RunRequest(
-                run_key=f"retrain-{day.isoformat()}",
-                run_config=run_config,
-                tags={"flightline/trigger": " + ".join(reasons), "flightline/trigger_day": day.isoformat()},
-            )],
+            run_requests=[
+                RunRequest(
+                    run_key=f"retrain-{day.isoformat()}",
+                    run_config=run_config,
+                    tags={"flightline/trigger": " + ".join(reasons), "flightline/trigger_day": day.isoformat()},
+                )
+            ],
             cursor=json.dumps({"last_trigger": day.isoformat()}),
         )
 

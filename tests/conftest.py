@@ -65,9 +65,14 @@ def world_definitions(state):
     from orchestration.deployments import local_resources
 
     resources = local_resources(SPEC, state=state, master="local[2]", spark_conf=TEST_SPARK_CONF)
-    defs = Definitions(assets=d.defs.assets, jobs=d.defs.jobs, schedules=d.defs.schedules, sensors=d.defs.sensors,
-                       resources=resources,
-                       executor=d.defs.executor)
+    defs = Definitions(
+        assets=d.defs.assets,
+        jobs=d.defs.jobs,
+        schedules=d.defs.schedules,
+        sensors=d.defs.sensors,
+        resources=resources,
+        executor=d.defs.executor,
+    )
     return defs, resources
 
 

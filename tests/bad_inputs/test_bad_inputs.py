@@ -23,49 +23,75 @@ SPLIT = {"end_date": "2013-02-03", "train_days": 1, "validation_days": 1, "test_
 def world(spark, tmp_path_factory):
     defs, instance, resources, state = build_world(tmp_path_factory.mktemp("bad"))
     daily, training = defs.resolve_job_def("daily_job"), defs.resolve_job_def("training_job")
-    assert daily.execute_in_process(instance=instance, tags=DAYS,
-                                    asset_selection=[AssetKey("raw_data"), AssetKey("validated_features"), AssetKey("quarantine")]).success
-    assert training.execute_in_process(instance=instance, run_config={"ops": {
-        "splits": {"config": SPLIT},
-        "tuned_pipeline": {"config": {"n_trials": 1, "algorithms": ["logistic_regression"]}}}}).success
-    assert daily.execute_in_process(instance=instance, tags=DAYS, asset_selection=[AssetKey("batch_predictions")]).success
+    assert daily.execute_in_process(
+        instance=instance,
+        tags=DAYS,
+        asset_selection=[AssetKey("raw_data"), AssetKey("validated_features"), AssetKey("quarantine")],
+    ).success
+    assert training.execute_in_process(
+        instance=instance,
+        run_config={
+            "ops": {
+                "splits": {"config": SPLIT},
+                "tuned_pipeline": {"config": {"n_trials": 1, "algorithms": ["logistic_regression"]}},
+            }
+        },
+    ).success
+    assert daily.execute_in_process(
+        instance=instance, tags=DAYS, asset_selection=[AssetKey("batch_predictions")]
+    ).success
     return defs, instance, resources, state
 
 
 def versions(spark, resources, *tables):
-    return {t: DeltaTable.forPath(spark, resources["lakehouse"].table_path(t)).history(1).first()["version"] for t in tables}
+    return {
+        t: DeltaTable.forPath(spark, resources["lakehouse"].table_path(t)).history(1).first()["version"] for t in tables
+    }
 
 
 def test_a_split_window_without_data_names_the_empty_split_and_keeps_the_old_splits(spark, world):
     defs, instance, resources, _ = world
     before = versions(spark, resources, "train_set", "validation_set", "test_set")
     result = defs.resolve_job_def("training_job").execute_in_process(
-        instance=instance, raise_on_error=False,
-        run_config={"ops": {"splits": {"config": {**SPLIT, "end_date": "2013-03-31"}}}})
+        instance=instance,
+        raise_on_error=False,
+        run_config={"ops": {"splits": {"config": {**SPLIT, "end_date": "2013-03-31"}}}},
+    )
     assert not result.success
     error = str(result.failure_data_for_node("splits").error)
-    assert "no labelled rows in train_set [2013-03-29, 2013-03-30), validation_set [2013-03-30, 2013-03-31), " \
-           "test_set [2013-03-31, 2013-04-01)" in error
+    assert (
+        "no labelled rows in train_set [2013-03-29, 2013-03-30), validation_set [2013-03-30, 2013-03-31), "
+        "test_set [2013-03-31, 2013-04-01)" in error
+    )
     assert versions(spark, resources, "train_set", "validation_set", "test_set") == before
 
 
 def test_a_malformed_end_date_is_named(world):
     defs, instance, _, _ = world
     result = defs.resolve_job_def("training_job").execute_in_process(
-        instance=instance, raise_on_error=False, run_config={"ops": {"splits": {"config": {"end_date": "2013-13-01"}}}})
+        instance=instance, raise_on_error=False, run_config={"ops": {"splits": {"config": {"end_date": "2013-13-01"}}}}
+    )
     assert not result.success
-    assert "end_date '2013-13-01' is not a date of the form YYYY-MM-DD" in str(result.failure_data_for_node("splits").error)
+    assert "end_date '2013-13-01' is not a date of the form YYYY-MM-DD" in str(
+        result.failure_data_for_node("splits").error
+    )
 
 
 def test_no_champion_names_the_model_and_writes_nothing(spark, world):
     defs, instance, resources, _ = world
     before = versions(spark, resources, "batch_predictions")
     other = resources["lakehouse"].replaced(model="never_trained")
-    result = materialize([batch_predictions], instance=instance, partition_key="2013-02-02", raise_on_error=False,
-                         resources={**resources, "lakehouse": other})
+    result = materialize(
+        [batch_predictions],
+        instance=instance,
+        partition_key="2013-02-02",
+        raise_on_error=False,
+        resources={**resources, "lakehouse": other},
+    )
     assert not result.success
     assert "model main.flights.never_trained has no version with the alias @champion" in str(
-        result.failure_data_for_node("batch_predictions").error)
+        result.failure_data_for_node("batch_predictions").error
+    )
     assert versions(spark, resources, "batch_predictions") == before
 
 
@@ -94,19 +120,29 @@ def test_a_champion_whose_signature_does_not_match_names_the_columns_and_writes_
     inputs = [ColSpec("string" if c == "distance" else "double", c) for c in SPEC.numeric_features]
     inputs += [ColSpec("string", c) for c in SPEC.categorical_features] + [ColSpec("double", "seat_pitch")]
     with mlflow.start_run(experiment_id=mlflow_resource.experiment_id()) as run:
-        info = mlflow.spark.log_model(mlflow.spark.load_model(champion.source), artifact_path="model",
-                                      signature=ModelSignature(inputs=Schema(inputs)), pip_requirements=pip_requirements())
+        info = mlflow.spark.log_model(
+            mlflow.spark.load_model(champion.source),
+            artifact_path="model",
+            signature=ModelSignature(inputs=Schema(inputs)),
+            pip_requirements=pip_requirements(),
+        )
     lineage = {k: v for k, v in champion.tags.items() if not k.startswith("gate.")}
     version = register_version(client, other.model_name, info.model_uri, run.info.run_id, "wrong signature", lineage)
     client.set_registered_model_alias(other.model_name, "champion", str(version.version))
     before = versions(spark, resources, "batch_predictions")
-    result = materialize([batch_predictions], instance=instance, partition_key="2013-02-02", raise_on_error=False,
-                         resources={**resources, "lakehouse": other})
+    result = materialize(
+        [batch_predictions],
+        instance=instance,
+        partition_key="2013-02-02",
+        raise_on_error=False,
+        resources={**resources, "lakehouse": other},
+    )
     assert not result.success
-    assert (f"model models:/main.flights.wrong_signature/{version.version} does not match the feature table: expects "
-            "columns ['seat_pitch'] that the feature table does not have; expects other types for columns: distance "
-            "(model expects string, the table has double). Nothing was scored or written.") in str(
-        result.failure_data_for_node("batch_predictions").error)
+    assert (
+        f"model models:/main.flights.wrong_signature/{version.version} does not match the feature table: expects "
+        "columns ['seat_pitch'] that the feature table does not have; expects other types for columns: distance "
+        "(model expects string, the table has double). Nothing was scored or written."
+    ) in str(result.failure_data_for_node("batch_predictions").error)
     assert versions(spark, resources, "batch_predictions") == before
 
 
@@ -115,7 +151,9 @@ def test_an_unreachable_mlflow_server_fails_fast_and_clearly():
 
     port = closed_port()
     started = time.monotonic()
-    with pytest.raises(MLflowUnreachableError, match=f"MLflow tracking server at http://127.0.0.1:{port} is unreachable"):
+    with pytest.raises(
+        MLflowUnreachableError, match=f"MLflow tracking server at http://127.0.0.1:{port} is unreachable"
+    ):
         MLflowResource(tracking_uri=f"http://127.0.0.1:{port}").configure()
     assert time.monotonic() - started < 5
 
@@ -127,10 +165,16 @@ def test_an_unreachable_registry_fails_fast_and_names_its_uri(tmp_path):
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     port = closed_port()
     started = time.monotonic()
-    with pytest.raises(MLflowUnreachableError, match=re.escape(
+    with pytest.raises(
+        MLflowUnreachableError,
+        match=re.escape(
             f"MLflow registry at uc:http://127.0.0.1:{port} is unreachable: [Errno 111] Connection refused "
-            f"(GET http://127.0.0.1:{port}/health, timeout 2 s)")):
-        MLflowResource(tracking_uri=tracking, registry_uri=f"uc:http://127.0.0.1:{port}", http_timeout_seconds=2).configure()
+            f"(GET http://127.0.0.1:{port}/health, timeout 2 s)"
+        ),
+    ):
+        MLflowResource(
+            tracking_uri=tracking, registry_uri=f"uc:http://127.0.0.1:{port}", http_timeout_seconds=2
+        ).configure()
     assert time.monotonic() - started < 2
 
     with socket.socket() as hung:  # listens (the kernel completes the handshake) but never reads or answers
@@ -138,7 +182,9 @@ def test_an_unreachable_registry_fails_fast_and_names_its_uri(tmp_path):
         hung.listen(8)
         uri = f"http://127.0.0.1:{hung.getsockname()[1]}"
         started = time.monotonic()
-        with pytest.raises(MLflowUnreachableError, match=re.escape(f"MLflow registry at {uri} is unreachable: timed out")):
+        with pytest.raises(
+            MLflowUnreachableError, match=re.escape(f"MLflow registry at {uri} is unreachable: timed out")
+        ):
             MLflowResource(tracking_uri=tracking, registry_uri=uri, http_timeout_seconds=2).configure()
         assert time.monotonic() - started < 4
 
@@ -150,8 +196,9 @@ def test_a_rollback_run_against_an_unreachable_registry_fails_in_seconds(world, 
     from orchestration.rollback import rollback_job
 
     _, instance, resources, _ = world
-    unreachable = MLflowResource(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-                                 registry_uri=f"http://127.0.0.1:{closed_port()}")
+    unreachable = MLflowResource(
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", registry_uri=f"http://127.0.0.1:{closed_port()}"
+    )
     defs = Definitions(jobs=[rollback_job], resources={"mlflow": unreachable, "lakehouse": resources["lakehouse"]})
     started = time.monotonic()
     with pytest.raises(Exception) as raised:
@@ -162,7 +209,11 @@ def test_a_rollback_run_against_an_unreachable_registry_fails_in_seconds(world, 
 
 
 def rollback(version, requested_by="ops@example.com", reason="INC-1"):
-    return {"ops": {"set_champion_version": {"config": {"version": version, "requested_by": requested_by, "reason": reason}}}}
+    return {
+        "ops": {
+            "set_champion_version": {"config": {"version": version, "requested_by": requested_by, "reason": reason}}
+        }
+    }
 
 
 def champion(resources) -> str:
@@ -172,11 +223,13 @@ def champion(resources) -> str:
 
 def test_a_rollback_to_a_missing_version_is_refused_and_the_champion_stays(world):
     defs, instance, resources, _ = world
-    result = defs.resolve_job_def("rollback_job").execute_in_process(instance=instance, run_config=rollback(99),
-                                                                     raise_on_error=False)
+    result = defs.resolve_job_def("rollback_job").execute_in_process(
+        instance=instance, run_config=rollback(99), raise_on_error=False
+    )
     assert not result.success
     assert "model main.flights.arrival_delay has no version 99 (its versions: [1" in str(
-        result.failure_data_for_node("set_champion_version").error)
+        result.failure_data_for_node("set_champion_version").error
+    )
     assert champion(resources) == "1"
     assert result.asset_observations_for_node("set_champion_version") == []
 
@@ -194,21 +247,31 @@ def test_a_rollback_to_a_version_scoring_cannot_feed_is_refused_and_the_champion
     defs, instance, resources, _ = world
     client, name = resources["mlflow"].client, resources["lakehouse"].model_name  # also points mlflow at the world
     current = client.get_model_version_by_alias(name, "champion")
-    leaky = ModelSignature(inputs=Schema([*model_signature(SPEC).inputs.inputs, ColSpec("double", "arr_delay")]),
-                           outputs=model_signature(SPEC).outputs)
+    leaky = ModelSignature(
+        inputs=Schema([*model_signature(SPEC).inputs.inputs, ColSpec("double", "arr_delay")]),
+        outputs=model_signature(SPEC).outputs,
+    )
     with mlflow.start_run(experiment_id=resources["mlflow"].experiment_id()) as run:
-        info = mlflow.spark.log_model(mlflow.spark.load_model(f"models:/{name}/{current.version}"), artifact_path="model",
-                                      signature=leaky, pip_requirements=pip_requirements())
+        info = mlflow.spark.log_model(
+            mlflow.spark.load_model(f"models:/{name}/{current.version}"),
+            artifact_path="model",
+            signature=leaky,
+            pip_requirements=pip_requirements(),
+        )
     lineage = {k: v for k, v in current.tags.items() if not k.startswith("gate.")}
-    bad = str(register_version(client, name, info.model_uri, run.info.run_id, "trained with arr_delay", lineage).version)
+    bad = str(
+        register_version(client, name, info.model_uri, run.info.run_id, "trained with arr_delay", lineage).version
+    )
 
-    result = defs.resolve_job_def("rollback_job").execute_in_process(instance=instance, run_config=rollback(int(bad)),
-                                                                     raise_on_error=False)
+    result = defs.resolve_job_def("rollback_job").execute_in_process(
+        instance=instance, run_config=rollback(int(bad)), raise_on_error=False
+    )
 
     assert not result.success
-    assert (f"{name} v{bad} cannot be @champion: its signature does not match what scoring gives it: "
-            "it expects columns ['arr_delay'] that scoring does not give") in str(
-        result.failure_data_for_node("set_champion_version").error)
+    assert (
+        f"{name} v{bad} cannot be @champion: its signature does not match what scoring gives it: "
+        "it expects columns ['arr_delay'] that scoring does not give"
+    ) in str(result.failure_data_for_node("set_champion_version").error)
     assert champion(resources) == str(current.version)
     assert "champion.set_by" not in client.get_model_version(name, bad).tags
 
@@ -228,7 +291,8 @@ def test_an_unresolvable_delta_jar_is_named_before_any_query(tmp_path):
     settings.write_text(
         '<ivysettings><settings defaultResolver="nowhere"/><resolvers>'
         f'<filesystem name="nowhere"><artifact pattern="{tmp_path}/none/[artifact].[ext]"/></filesystem>'
-        "</resolvers></ivysettings>")
+        "</resolvers></ivysettings>"
+    )
     code = (
         "from ml.spark import get_or_create_session, SparkSetupError\n"
         "try:\n"
@@ -237,7 +301,15 @@ def test_an_unresolvable_delta_jar_is_named_before_any_query(tmp_path):
         "except SparkSetupError as e:\n"
         "    print('ERROR:', e)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
-    assert "ERROR: Delta Lake's jar io.delta:delta-spark_4.2_2.13:4.4.0 is not in the Ivy cache" in proc.stdout, proc.stderr[-2000:]
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    assert "ERROR: Delta Lake's jar io.delta:delta-spark_4.2_2.13:4.4.0 is not in the Ivy cache" in proc.stdout, (
+        proc.stderr[-2000:]
+    )
     assert "could not be fetched from Maven Central" in proc.stdout

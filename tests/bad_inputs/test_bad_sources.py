@@ -8,9 +8,9 @@ import zipfile
 from datetime import datetime, timedelta
 
 import pytest
-from pyspark.sql import functions as F
 from dagster import AssetCheckKey, AssetKey, DagsterEventType, materialize
 from delta.tables import DeltaTable
+from pyspark.sql import functions as F
 
 from assets.features import validated_features
 from assets.ingest import raw_data
@@ -73,9 +73,21 @@ def world(spark, tmp_path_factory):
     resources = {**resources, "lakehouse": with_source(lake, source)}
     daily = [raw_data, validated_features, batch_predictions]
     assert materialize(daily[:2], instance=instance, resources=resources, tags=BASE).success
-    assert defs.resolve_job_def("training_job").execute_in_process(instance=instance, run_config={"ops": {
-        "splits": {"config": {"end_date": "2013-02-03", "train_days": 1, "validation_days": 1, "test_days": 1}},
-        "tuned_pipeline": {"config": {"n_trials": 1, "algorithms": ["logistic_regression"]}}}}).success
+    assert (
+        defs.resolve_job_def("training_job")
+        .execute_in_process(
+            instance=instance,
+            run_config={
+                "ops": {
+                    "splits": {
+                        "config": {"end_date": "2013-02-03", "train_days": 1, "validation_days": 1, "test_days": 1}
+                    },
+                    "tuned_pipeline": {"config": {"n_trials": 1, "algorithms": ["logistic_regression"]}},
+                }
+            },
+        )
+        .success
+    )
     assert materialize(daily, selection=[batch_predictions], instance=instance, resources=resources, tags=BASE).success
     assert table(spark, resources, "quarantine").count() == 0  # the real days are clean
     return instance, resources, state
@@ -90,21 +102,33 @@ def snapshot(spark, resources):
     out = {}
     for t in TABLES:
         df = table(spark, resources, t)
-        out[t] = (DeltaTable.forPath(spark, resources["lakehouse"].table_path(t)).history(1).first()["version"],
-                  {r["event_date"] and r["event_date"].isoformat(): r["count"]  # None: rows without a partition date
-                   for r in df.groupBy("event_date").count().collect()})
+        out[t] = (
+            DeltaTable.forPath(spark, resources["lakehouse"].table_path(t)).history(1).first()["version"],
+            {
+                r["event_date"] and r["event_date"].isoformat(): r["count"]  # None: rows without a partition date
+                for r in df.groupBy("event_date").count().collect()
+            },
+        )
     return out
 
 
 def run_day(world, folder, day: str):
     instance, resources, _ = world
-    return materialize([raw_data, validated_features, batch_predictions], instance=instance, partition_key=day,
-                       raise_on_error=False, resources={**resources, "lakehouse": with_source(resources["lakehouse"], folder)})
+    return materialize(
+        [raw_data, validated_features, batch_predictions],
+        instance=instance,
+        partition_key=day,
+        raise_on_error=False,
+        resources={**resources, "lakehouse": with_source(resources["lakehouse"], folder)},
+    )
 
 
 def checks_of(result) -> dict:
-    return {e.event_specific_data.check_name: e.event_specific_data for e in result.all_events
-            if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION}
+    return {
+        e.event_specific_data.check_name: e.event_specific_data
+        for e in result.all_events
+        if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+    }
 
 
 def started(result) -> list[str]:
@@ -157,8 +181,10 @@ def test_empty_partition_fails_the_raw_suite_and_keeps_the_day(spark, world, tmp
     assert not check.passed
     failed = check.metadata["failed_expectations"].value
     assert [(f["expectation"], f["observed_value"]) for f in failed] == [("expect_table_row_count_to_be_between", 0)]
-    assert "raw_data 2013-02-02: the raw suite failed, nothing was written (the partition keeps its previous rows)" \
+    assert (
+        "raw_data 2013-02-02: the raw suite failed, nothing was written (the partition keeps its previous rows)"
         in error_of(result, "raw_data")
+    )
     assert started(result) == ["raw_data"]
     assert_untouched(spark, resources, before)
 
@@ -167,11 +193,13 @@ def test_missing_column_is_named_before_anything_is_read(spark, world, tmp_path)
     _, resources, _ = world
     before = snapshot(spark, resources)
     i = COL["distance"]
-    rows = [r[:i] + r[i + 1:] for r in day_rows(2)]
-    result = run_day(world, write_csv(tmp_path, HEADER[:i] + HEADER[i + 1:], rows), "2013-02-02")
+    rows = [r[:i] + r[i + 1 :] for r in day_rows(2)]
+    result = run_day(world, write_csv(tmp_path, HEADER[:i] + HEADER[i + 1 :], rows), "2013-02-02")
     assert not result.success
-    assert "dataset flights: the source breaks its schema contract: column 'distance' is missing (expected DOUBLE)" \
+    assert (
+        "dataset flights: the source breaks its schema contract: column 'distance' is missing (expected DOUBLE)"
         in error_of(result, "raw_data")
+    )
     assert "Traceback" not in error_of(result, "raw_data").split("\n")[0]
     assert_untouched(spark, resources, before)
 
@@ -197,10 +225,13 @@ def test_an_all_null_column_fails_the_feature_suite_and_nothing_downstream_runs(
     check = checks_of(result)["feature_suite"]
     failed = check.metadata["failed_expectations"].value
     assert [(f["expectation"], f["column"], f["unexpected_percent"]) for f in failed] == [
-        ("expect_column_values_to_not_be_null", "temp", 100.0)]
+        ("expect_column_values_to_not_be_null", "temp", 100.0)
+    ]
     assert started(result) == ["raw_data", "validated_features"]  # batch_predictions never starts
-    assert ("validated_features 2013-02-02: 2013-02-02: the feature suite failed: expect_column_values_to_not_be_null"
-            "(temp):") in error_of(result, "validated_features")
+    assert (
+        "validated_features 2013-02-02: 2013-02-02: the feature suite failed: expect_column_values_to_not_be_null"
+        "(temp):"
+    ) in error_of(result, "validated_features")
     assert "Nothing was written to validated_features" in error_of(result, "validated_features")
     assert held_by_the_gate(result) == []  # `make run` stops on this run: nothing of it was written
     after = snapshot(spark, resources)
@@ -245,13 +276,16 @@ def quarantined_case(spark, world, tmp_path, day, rows, raw_bytes=b""):
     return feats, quarantine_of(spark, resources, day)
 
 
-@pytest.mark.parametrize("case, column, value, rule", [
-    ("negative distances", "distance", "-5", ("distance_in_range",)),
-    ("wrong types", "distance", "far", ("malformed_record", "distance_not_null")),
-    ("unparseable dates", "time_hour", "2013-02-04 noonish", ("malformed_record", "time_hour_not_null")),
-    ("a closed category broken", "origin", "XYZ", ("origin_allowed",)),
-    ("dates outside the partition", "time_hour", "2013-02-09T15:00:00Z", ("event_time_in_partition",)),
-])
+@pytest.mark.parametrize(
+    "case, column, value, rule",
+    [
+        ("negative distances", "distance", "-5", ("distance_in_range",)),
+        ("wrong types", "distance", "far", ("malformed_record", "distance_not_null")),
+        ("unparseable dates", "time_hour", "2013-02-04 noonish", ("malformed_record", "time_hour_not_null")),
+        ("a closed category broken", "origin", "XYZ", ("origin_allowed",)),
+        ("dates outside the partition", "time_hour", "2013-02-09T15:00:00Z", ("event_time_in_partition",)),
+    ],
+)
 def test_row_level_problems_are_quarantined_with_their_rule(spark, world, tmp_path, case, column, value, rule):
     rows = moved(day_rows(3), 4)
     for r in rows[:3]:
@@ -313,7 +347,9 @@ def test_a_day_without_labels_yet_is_recorded_and_filled_when_they_arrive(spark,
     for r in rows:  # the flights have not landed yet
         r[COL["arr_delay"]] = r[COL["arr_time"]] = r[COL["air_time"]] = "NA"
     lake = with_source(resources["lakehouse"], write_csv(tmp_path / "early", HEADER, rows))
-    result = materialize(daily, instance=instance, partition_key="2013-02-11", resources={**resources, "lakehouse": lake})
+    result = materialize(
+        daily, instance=instance, partition_key="2013-02-11", resources={**resources, "lakehouse": lake}
+    )
     assert result.success
     meta = result.asset_materializations_for_node("model_performance")[0].metadata
     assert meta["days_without_labels"].value == ["2013-02-11"] and meta["days_with_labels"].value == []
@@ -324,8 +360,13 @@ def test_a_day_without_labels_yet_is_recorded_and_filled_when_they_arrive(spark,
     assert table(spark, resources, "model_performance").count() == 3  # Feb 1-3, as before
 
     lake = with_source(resources["lakehouse"], write_csv(tmp_path / "landed", HEADER, moved(day_rows(3), 11)))
-    result = materialize(daily, selection=[raw_data, validated_features, model_performance], instance=instance,
-                         partition_key="2013-02-11", resources={**resources, "lakehouse": lake})  # same predictions
+    result = materialize(
+        daily,
+        selection=[raw_data, validated_features, model_performance],
+        instance=instance,
+        partition_key="2013-02-11",
+        resources={**resources, "lakehouse": lake},
+    )  # same predictions
     meta = result.asset_materializations_for_node("model_performance")[0].metadata
     day = table(spark, resources, "model_performance").where("event_date = '2013-02-11'").collect()
     assert len(day) == 1 and day[0].labelled_rows == meta["rows_with_labels"].value > 0
@@ -366,15 +407,23 @@ RANGE = ["2013-02-14", "2013-02-15", "2013-02-16"]
 def run_range(world, folder, days=RANGE):
     instance, resources, _ = world
     tags = {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]}
-    return materialize([raw_data, validated_features, batch_predictions], instance=instance, tags=tags,
-                       raise_on_error=False, resources={**resources, "lakehouse": with_source(resources["lakehouse"], folder)})
+    return materialize(
+        [raw_data, validated_features, batch_predictions],
+        instance=instance,
+        tags=tags,
+        raise_on_error=False,
+        resources={**resources, "lakehouse": with_source(resources["lakehouse"], folder)},
+    )
 
 
 def check_status(instance, check: str, asset="validated_features", days=RANGE) -> dict[str, str]:
     """The instance's latest status of `check` per partition: what the UI shows on each day."""
     key = AssetCheckKey(AssetKey(asset), check)
-    return {i.partition_key: i.latest_execution_status.value for i in
-            instance.event_log_storage.get_asset_check_partition_info([key], partition_keys=days) if i.is_current}
+    return {
+        i.partition_key: i.latest_execution_status.value
+        for i in instance.event_log_storage.get_asset_check_partition_info([key], partition_keys=days)
+        if i.is_current
+    }
 
 
 def temperatures(spark, resources) -> dict[str, int]:
@@ -390,8 +439,11 @@ def test_bad_days_in_a_range_run_fail_alone_and_the_good_days_are_written(spark,
     good = [r for d in (14, 15, 16) for r in moved(day_rows(3), d)]
     ok = run_range(world, write_csv(tmp_path / "good", HEADER, good))
     assert ok.success
-    assert check_status(instance, "quarantine_budget") == check_status(instance, "feature_suite") == dict.fromkeys(
-        RANGE, "SUCCEEDED")  # one evaluation per day, not one unpartitioned result for the range
+    assert (
+        check_status(instance, "quarantine_budget")
+        == check_status(instance, "feature_suite")
+        == dict.fromkeys(RANGE, "SUCCEEDED")
+    )  # one evaluation per day, not one unpartitioned result for the range
     before = snapshot(spark, resources)
     temperatures_before = temperatures(spark, resources)
     assert temperatures_before["2013-02-16"] > 0
@@ -406,30 +458,53 @@ def test_bad_days_in_a_range_run_fail_alone_and_the_good_days_are_written(spark,
     assert not result.success
     assert started(result) == ["raw_data", "validated_features"]  # batch_predictions never starts
     error = error_of(result, "validated_features")
-    assert (f"validated_features 2013-02-14...2013-02-16: 2013-02-15: {bad} of {len(bad_day)} rows "
-            f"({bad / len(bad_day):.2%}) broke row-level rules, over the budget of 5.00%: distance_in_range: {bad}") in error
-    assert ("; 2013-02-16: the feature suite failed: expect_column_values_to_not_be_null(temp): "
-            f"{len(day_rows(3))} unexpected (100.000%)") in error
+    assert (
+        f"validated_features 2013-02-14...2013-02-16: 2013-02-15: {bad} of {len(bad_day)} rows "
+        f"({bad / len(bad_day):.2%}) broke row-level rules, over the budget of 5.00%: distance_in_range: {bad}"
+    ) in error
+    assert (
+        "; 2013-02-16: the feature suite failed: expect_column_values_to_not_be_null(temp): "
+        f"{len(day_rows(3))} unexpected (100.000%)"
+    ) in error
     assert "The other 1 day(s) were written" in error
     held = held_by_the_gate(result)  # `make run` reports these and goes on with the day written
     assert len(held) == 1 and held[0].startswith("validated_features 2013-02-14...2013-02-16: 2013-02-15: ")
-    assert held[0].endswith("Rows that broke a row-level rule are in quarantine "
-                            f"(Delta v{snapshot(spark, resources)['quarantine'][0]}).")
-    evaluations = [(e.event_specific_data.check_name, e.event_specific_data.partition, e.event_specific_data.passed)
-                   for e in result.all_events if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION]
-    assert sorted(evaluations) == sorted([("raw_suite", d, True) for d in RANGE] + [
-        ("quarantine_budget", "2013-02-14", True), ("quarantine_budget", "2013-02-15", False),
-        ("quarantine_budget", "2013-02-16", True), ("feature_suite", "2013-02-14", True),
-        ("feature_suite", "2013-02-16", False)])
-    assert check_status(instance, "quarantine_budget") == {"2013-02-14": "SUCCEEDED", "2013-02-15": "FAILED",
-                                                           "2013-02-16": "SUCCEEDED"}
+    assert held[0].endswith(
+        f"Rows that broke a row-level rule are in quarantine (Delta v{snapshot(spark, resources)['quarantine'][0]})."
+    )
+    evaluations = [
+        (e.event_specific_data.check_name, e.event_specific_data.partition, e.event_specific_data.passed)
+        for e in result.all_events
+        if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+    ]
+    assert sorted(evaluations) == sorted(
+        [("raw_suite", d, True) for d in RANGE]
+        + [
+            ("quarantine_budget", "2013-02-14", True),
+            ("quarantine_budget", "2013-02-15", False),
+            ("quarantine_budget", "2013-02-16", True),
+            ("feature_suite", "2013-02-14", True),
+            ("feature_suite", "2013-02-16", False),
+        ]
+    )
+    assert check_status(instance, "quarantine_budget") == {
+        "2013-02-14": "SUCCEEDED",
+        "2013-02-15": "FAILED",
+        "2013-02-16": "SUCCEEDED",
+    }
     assert check_status(instance, "feature_suite", days=["2013-02-14", "2013-02-16"]) == {
-        "2013-02-14": "SUCCEEDED", "2013-02-16": "FAILED"}
-    written = {m.partition: m.metadata for m in result.asset_materializations_for_node("validated_features")
-               if m.asset_key == AssetKey("validated_features")}
+        "2013-02-14": "SUCCEEDED",
+        "2013-02-16": "FAILED",
+    }
+    written = {
+        m.partition: m.metadata
+        for m in result.asset_materializations_for_node("validated_features")
+        if m.asset_key == AssetKey("validated_features")
+    }
     assert sorted(written) == ["2013-02-14"]
     assert {d: m["dagster/row_count"].value for d, m in written.items()} == {
-        d: before["validated_features"][1][d] for d in written}
+        d: before["validated_features"][1][d] for d in written
+    }
     after = snapshot(spark, resources)
     assert after["validated_features"][0] == before["validated_features"][0] + 1  # one commit, of the good day
     assert after["validated_features"][1] == before["validated_features"][1]  # Feb 15 and 16 keep their previous rows
@@ -448,11 +523,18 @@ def test_a_cut_off_day_in_a_range_run_fails_its_raw_check_alone(spark, world, tm
     result = run_range(world, write_csv(tmp_path, HEADER, source), days)
     assert not result.success
     assert started(result) == ["raw_data"]  # nothing downstream of the failed check runs, for any day of the run
-    assert ("raw_data 2013-02-17...2013-02-19: 2013-02-18: 50 source rows, outside the spec's bounds of 100..2000 "
-            "rows per day. The other 2 day(s) were written") in error_of(result, "raw_data")
+    assert (
+        "raw_data 2013-02-17...2013-02-19: 2013-02-18: 50 source rows, outside the spec's bounds of 100..2000 "
+        "rows per day. The other 2 day(s) were written"
+    ) in error_of(result, "raw_data")
     assert check_status(instance, "raw_suite", "raw_data", days) == {
-        "2013-02-17": "SUCCEEDED", "2013-02-18": "FAILED", "2013-02-19": "SUCCEEDED"}
-    written = {m.partition: m.metadata["dagster/row_count"].value for m in result.asset_materializations_for_node("raw_data")}
+        "2013-02-17": "SUCCEEDED",
+        "2013-02-18": "FAILED",
+        "2013-02-19": "SUCCEEDED",
+    }
+    written = {
+        m.partition: m.metadata["dagster/row_count"].value for m in result.asset_materializations_for_node("raw_data")
+    }
     n = len(day_rows(3))
     assert written == {"2013-02-17": n, "2013-02-19": n}
     after = snapshot(spark, resources)
@@ -467,7 +549,9 @@ def test_a_cut_off_day_in_a_range_run_fails_its_raw_check_alone(spark, world, tm
 
 def undated_quarantine(spark, resources, folder):
     label = undated.source_label(str(folder))
-    rows = table(spark, resources, "quarantine").where(F.col("event_date").isNull() & (F.col("source_partition") == label))
+    rows = table(spark, resources, "quarantine").where(
+        F.col("event_date").isNull() & (F.col("source_partition") == label)
+    )
     return sorted((r.flight, tuple(r.failed_rules)) for r in rows.collect())
 
 
@@ -488,18 +572,25 @@ def test_rows_without_a_partition_date_are_counted_sampled_and_quarantined(spark
     assert sorted(str(s["flight"]) for s in samples) == sorted(r[COL["flight"]] for r in bad)
     raw_meta = result.asset_materializations_for_node("raw_data")[0].metadata
     assert raw_meta["rows_without_partition_date"].value == 3
-    assert raw_meta["quarantine_delta_version"].value == before["quarantine"][0] + 1  # the run's first quarantine commit
-    assert undated_quarantine(spark, resources, tmp_path) == sorted((r[COL["flight"]], ("no_partition_date",)) for r in bad)
+    assert (
+        raw_meta["quarantine_delta_version"].value == before["quarantine"][0] + 1
+    )  # the run's first quarantine commit
+    assert undated_quarantine(spark, resources, tmp_path) == sorted(
+        (r[COL["flight"]], ("no_partition_date",)) for r in bad
+    )
     assert table(spark, resources, "raw_data").where(f"event_date = '{day}'").count() == len(rows)
     warnings = [e.user_message for e in instance.all_logs(result.run_id) if "have no partition date" in e.user_message]
-    assert warnings == [f"raw_data {day}: 3 source rows have no partition date ({3 / (len(rows) + 3):.2%} of the "
-                        f"{len(rows) + 3} rows this run saw, budget 5.00%); they are stored in quarantine as "
-                        "no_partition_date"]
+    assert warnings == [
+        f"raw_data {day}: 3 source rows have no partition date ({3 / (len(rows) + 3):.2%} of the "
+        f"{len(rows) + 3} rows this run saw, budget 5.00%); they are stored in quarantine as "
+        "no_partition_date"
+    ]
     after = snapshot(spark, resources)
     assert after["quarantine"][1][None] == before["quarantine"][1].get(None, 0) + 3
     for t in TABLES:  # no other day changed
-        assert {d: n for d, n in after[t][1].items() if d not in (day, None)} == \
-            {d: n for d, n in before[t][1].items() if d not in (day, None)}, t
+        assert {d: n for d, n in after[t][1].items() if d not in (day, None)} == {
+            d: n for d, n in before[t][1].items() if d not in (day, None)
+        }, t
 
 
 def test_too_many_rows_without_a_partition_date_fail_the_raw_check_and_wait_in_quarantine(spark, world, tmp_path):
@@ -516,8 +607,10 @@ def test_too_many_rows_without_a_partition_date_fail_the_raw_check_and_wait_in_q
     failed = check.metadata["failed_expectations"].value
     assert [(f["expectation"], f["unexpected_count"]) for f in failed] == [("expect_rows_to_have_a_partition_date", 80)]
     error = error_of(result, "raw_data")
-    assert f"raw_data {day}: the raw suite failed, nothing was written (the partition keeps its previous rows): " \
-           f"expect_rows_to_have_a_partition_date(event_date): 80 unexpected ({100 * 80 / (len(rows) + 80):.3f}%)" in error
+    assert (
+        f"raw_data {day}: the raw suite failed, nothing was written (the partition keeps its previous rows): "
+        f"expect_rows_to_have_a_partition_date(event_date): 80 unexpected ({100 * 80 / (len(rows) + 80):.3f}%)" in error
+    )
     assert f"The 80 rows without a partition date are in quarantine (Delta v{before['quarantine'][0] + 1})." in error
     after = snapshot(spark, resources)
     assert {t: after[t] for t in TABLES if t != "quarantine"} == {t: before[t] for t in TABLES if t != "quarantine"}
@@ -531,19 +624,28 @@ def test_too_many_rows_without_a_partition_date_fail_the_raw_check_and_wait_in_q
 def test_a_table_written_with_another_schema_fails_the_run_with_a_clear_error(spark, world, tmp_path):
     """raw_data of a lakehouse whose table an older pipeline wrote with distance as a STRING."""
     instance, resources, _ = world
-    old = resources["lakehouse"].replaced(root=str(tmp_path / "lake"), source_location=str(write_csv(
-        tmp_path / "source", HEADER, day_rows(2))))
+    old = resources["lakehouse"].replaced(
+        root=str(tmp_path / "lake"), source_location=str(write_csv(tmp_path / "source", HEADER, day_rows(2)))
+    )
     path = old.table_path("raw_data")
     older = table(spark, resources, "raw_data").where("event_date = '2013-02-01'")
-    older.withColumn("distance", older.distance.cast("string")).write.format("delta").partitionBy("event_date").save(path)
+    older.withColumn("distance", older.distance.cast("string")).write.format("delta").partitionBy("event_date").save(
+        path
+    )
     history = DeltaTable.forPath(spark, path).history().collect()
-    result = materialize([raw_data], instance=instance, partition_key="2013-02-02", raise_on_error=False,
-                         resources={**resources, "lakehouse": old})
+    result = materialize(
+        [raw_data],
+        instance=instance,
+        partition_key="2013-02-02",
+        raise_on_error=False,
+        resources={**resources, "lakehouse": old},
+    )
     assert not result.success
     cause = result.failure_data_for_node("raw_data").error.cause  # what the UI shows under the step's failure
     assert cause.cls_name == "DeltaSchemaMismatchError"
     assert cause.message.startswith(
         f"ml.delta_io.DeltaSchemaMismatchError: Delta table {path} refused the write: its schema differs from the rows "
-        "written: column 'distance' is DOUBLE in the rows written, the table has STRING. Nothing was written."), cause.message
+        "written: column 'distance' is DOUBLE in the rows written, the table has STRING. Nothing was written."
+    ), cause.message
     assert cause.cause.cls_name == "AnalysisException"  # Delta's own error, chained
     assert DeltaTable.forPath(spark, path).history().collect() == history

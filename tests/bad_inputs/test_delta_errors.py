@@ -16,7 +16,8 @@ DAY1, DAY2, DAY3 = date(2013, 2, 1), date(2013, 2, 2), date(2013, 2, 3)
 
 def day_rows(spark, day: date, n: int = 2, distance_type: str = "double"):
     return spark.createDataFrame([(i, float(i) * 100) for i in range(n)], "flight int, distance double").select(
-        "flight", F.col("distance").cast(distance_type).alias("distance"), F.lit(day).alias("event_date"))
+        "flight", F.col("distance").cast(distance_type).alias("distance"), F.lit(day).alias("event_date")
+    )
 
 
 @pytest.fixture
@@ -41,7 +42,8 @@ def test_a_column_whose_type_changed_is_named_with_both_types(spark, table_path)
         delta_io.write_partitions(day_rows(spark, DAY2, distance_type="string"), table_path, DAY2, DAY3)
     assert str(err.value).startswith(
         f"Delta table {table_path} refused the write: its schema differs from the rows written: "
-        "column 'distance' is STRING in the rows written, the table has DOUBLE. Nothing was written.")
+        "column 'distance' is STRING in the rows written, the table has DOUBLE. Nothing was written."
+    )
     assert "restore the spec, or migrate the table" in str(err.value)
     assert err.value.__cause__.getCondition() == "DELTA_FAILED_TO_MERGE_FIELDS"
     assert state(spark, table_path) == before
@@ -61,7 +63,8 @@ def test_rows_outside_the_replaced_partitions_are_named(spark, table_path):
         delta_io.write_partitions(rows, table_path, DAY2, DAY3)
     assert str(err.value).startswith(
         f"Delta table {table_path} refused the write: rows have event_date outside the partitions being replaced "
-        "(event_date >= '2013-02-02' AND event_date < '2013-02-03'), e.g. event_date = ['2013-02-03']. Nothing was written.")
+        "(event_date >= '2013-02-02' AND event_date < '2013-02-03'), e.g. event_date = ['2013-02-03']. Nothing was written."
+    )
     assert err.value.__cause__.getCondition() == "DELTA_REPLACE_WHERE_MISMATCH"
     assert state(spark, table_path) == before
 
@@ -72,9 +75,11 @@ def test_a_folder_that_is_not_a_delta_table_is_neither_read_nor_written_over(spa
     files = sorted(os.listdir(path))
     with pytest.raises(delta_io.NotADeltaTableError) as err:
         delta_io.write_partitions(day_rows(spark, DAY2), path, DAY2, DAY3)
-    assert str(err.value).startswith(f"{path} holds files but is not a Delta table (it has no _delta_log): "
-                                     f"nothing was read or written. Found {[f for f in files if not f.startswith('.')][:5]}. "
-                                     "Move the folder aside")
+    assert str(err.value).startswith(
+        f"{path} holds files but is not a Delta table (it has no _delta_log): "
+        f"nothing was read or written. Found {[f for f in files if not f.startswith('.')][:5]}. "
+        "Move the folder aside"
+    )
     with pytest.raises(delta_io.NotADeltaTableError):
         delta_io.read_pinned(spark, path)
     with pytest.raises(delta_io.NotADeltaTableError):  # the splits' whole-table overwrite
@@ -89,12 +94,16 @@ def test_a_table_whose_whole_log_was_deleted_is_not_started_over(spark, table_pa
     files = sorted(os.path.relpath(os.path.join(d, f), table_path) for d, _, fs in os.walk(table_path) for f in fs)
     with pytest.raises(delta_io.NotADeltaTableError) as err:
         delta_io.write_partitions(day_rows(spark, DAY2), table_path, DAY2, DAY3)
-    assert str(err.value).startswith(f"{table_path} holds files but is not a Delta table (it has no _delta_log): "
-                                     "nothing was read or written. Found ['event_date=2013-02-01', 'event_date=2013-02-02']")
+    assert str(err.value).startswith(
+        f"{table_path} holds files but is not a Delta table (it has no _delta_log): "
+        "nothing was read or written. Found ['event_date=2013-02-01', 'event_date=2013-02-02']"
+    )
     assert "if it is a table of this pipeline whose log was lost, restore _delta_log from a backup" in str(err.value)
     with pytest.raises(delta_io.NotADeltaTableError):
         delta_io.read_pinned(spark, table_path)
-    assert sorted(os.path.relpath(os.path.join(d, f), table_path) for d, _, fs in os.walk(table_path) for f in fs) == files
+    assert (
+        sorted(os.path.relpath(os.path.join(d, f), table_path) for d, _, fs in os.walk(table_path) for f in fs) == files
+    )
 
 
 def test_a_missing_table_is_still_a_file_not_found(spark, tmp_path):
@@ -110,17 +119,25 @@ def test_a_damaged_transaction_log_is_named_on_read_and_write(spark, table_path,
     else:
         with open(os.path.join(log, "00000000000000000001.json"), "w") as fh:
             fh.write('{"commitInfo":')
-        for crc in [f for f in os.listdir(log) if f.endswith(".crc")]:  # Hadoop's checksums and Delta's version checksums
+        for crc in [
+            f for f in os.listdir(log) if f.endswith(".crc")
+        ]:  # Hadoop's checksums and Delta's version checksums
             os.remove(os.path.join(log, crc))
-    files = {f: open(os.path.join(log, f), "rb").read() for f in os.listdir(log) if os.path.isfile(os.path.join(log, f))}
-    for attempt in (lambda: delta_io.read_pinned(spark, table_path),
-                    lambda: delta_io.write_partitions(day_rows(spark, DAY2), table_path, DAY2, DAY3),
-                    lambda: delta_io.overwrite_table(day_rows(spark, DAY2), table_path)):
+    files = {
+        f: open(os.path.join(log, f), "rb").read() for f in os.listdir(log) if os.path.isfile(os.path.join(log, f))
+    }
+    for attempt in (
+        lambda: delta_io.read_pinned(spark, table_path),
+        lambda: delta_io.write_partitions(day_rows(spark, DAY2), table_path, DAY2, DAY3),
+        lambda: delta_io.overwrite_table(day_rows(spark, DAY2), table_path),
+    ):
         with pytest.raises(delta_io.CorruptDeltaLogError) as err:
             attempt()
         message = str(err.value)
         assert message.startswith(f"Delta table {table_path}: its transaction log (_delta_log) cannot be read: ")
         assert "Restore _delta_log from a backup" in message and "\tat " not in message  # no Java stack trace
-    after = {f: open(os.path.join(log, f), "rb").read() for f in os.listdir(log) if os.path.isfile(os.path.join(log, f))}
+    after = {
+        f: open(os.path.join(log, f), "rb").read() for f in os.listdir(log) if os.path.isfile(os.path.join(log, f))
+    }
     assert after == files  # nothing was committed on top of the damage
     shutil.rmtree(table_path)

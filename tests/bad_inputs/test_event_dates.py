@@ -17,13 +17,16 @@ T = datetime(2013, 2, 2, 12)
 
 
 def source(spark):
-    return spark.createDataFrame([
-        (2013, 2, 2, 1, "UA", "EWR", T),  # in the window
-        (2013, 2, 3, 2, "UA", "EWR", T),  # another day: neither kept nor counted
-        (2013, 13, 2, 3, "UA", "EWR", T),  # an impossible month
-        (2013, 2, 30, 4, "UA", "EWR", T),  # an impossible day
-        (None, 2, 2, 5, "UA", "EWR", T),  # a missing year
-    ], DDL)
+    return spark.createDataFrame(
+        [
+            (2013, 2, 2, 1, "UA", "EWR", T),  # in the window
+            (2013, 2, 3, 2, "UA", "EWR", T),  # another day: neither kept nor counted
+            (2013, 13, 2, 3, "UA", "EWR", T),  # an impossible month
+            (2013, 2, 30, 4, "UA", "EWR", T),  # an impossible day
+            (None, 2, 2, 5, "UA", "EWR", T),  # a missing year
+        ],
+        DDL,
+    )
 
 
 def test_impossible_dates_are_null_and_counted_with_the_window(spark):
@@ -34,7 +37,8 @@ def test_impossible_dates_are_null_and_counted_with_the_window(spark):
     assert sorted(json.loads(r)["flight"] for r in report.samples) == [3, 4, 5]
     rows = sorted(quarantined.collect(), key=lambda r: r.flight)
     assert [(r.flight, r.event_date, r.source_partition, r.failed_rules) for r in rows] == [
-        (str(f), None, "source:a", ["no_partition_date"]) for f in (3, 4, 5)]
+        (str(f), None, "source:a", ["no_partition_date"]) for f in (3, 4, 5)
+    ]
     assert [r.flight for r in raw_window(source(spark), SPEC, date(2013, 2, 2), date(2013, 2, 3)).collect()] == [1]
 
 
@@ -44,10 +48,14 @@ def test_an_event_date_expression_that_raises_is_named(spark):
     with pytest.raises(undated.EventDateError) as err:
         undated.measure(seen, raising, "source:a")
     message = str(err.value)
-    assert message.startswith("dataset flights: computing a source row's event date (event_date_expr "
-                              "'make_date(year, month, day)') raised instead of giving NULL: [DATETIME_FIELD_OUT_OF_BOUNDS")
-    assert message.endswith("Nothing was written. Write the expression so that a date that cannot be computed is NULL "
-                            "(Spark's try_ functions, e.g. try_to_date): such rows are then quarantined as no_partition_date.")
+    assert message.startswith(
+        "dataset flights: computing a source row's event date (event_date_expr "
+        "'make_date(year, month, day)') raised instead of giving NULL: [DATETIME_FIELD_OUT_OF_BOUNDS"
+    )
+    assert message.endswith(
+        "Nothing was written. Write the expression so that a date that cannot be computed is NULL "
+        "(Spark's try_ functions, e.g. try_to_date): such rows are then quarantined as no_partition_date."
+    )
 
 
 def test_undated_rows_are_stored_once_per_source(spark, tmp_path):
@@ -67,8 +75,10 @@ def test_undated_rows_are_stored_once_per_source(spark, tmp_path):
     next_day = raw_window(source(spark), SPEC, date(2013, 2, 3), date(2013, 2, 4), undated=True)
     again, again_rows = undated.measure(next_day, SPEC, "source:a")  # the next day's run over source a
     assert again.rows == 3 and undated.store(again_rows, again, path, "source:a").version == 2 and history() == 3
-    counts = {r.source_partition: r["count"] for r in
-              spark.read.format("delta").load(path).groupBy("source_partition").count().collect()}
+    counts = {
+        r.source_partition: r["count"]
+        for r in spark.read.format("delta").load(path).groupBy("source_partition").count().collect()
+    }
     assert counts == {"source:a": 3, "source:b": 1}  # a's rows once, not once per day's run
 
     clean, clean_rows = undated.measure(none, SPEC, "source:c")  # a clean source adds no empty commit

@@ -31,8 +31,17 @@ pytestmark = pytest.mark.e2e
 SEEDED = ("2013-01-01", "2013-01-06")
 PARTITION = "2013-01-07"  # launched from the UI
 BROKEN = "2013-01-08"  # launched from the UI too: a tenth of its flights have a negative distance
-ASSETS = ("raw_data", "validated_features", "quarantine", "train_set", "validation_set", "test_set",
-          "tuned_pipeline", "registered_model", "batch_predictions")
+ASSETS = (
+    "raw_data",
+    "validated_features",
+    "quarantine",
+    "train_set",
+    "validation_set",
+    "test_set",
+    "tuned_pipeline",
+    "registered_model",
+    "batch_predictions",
+)
 SHOTS = REPO_ROOT / "test-artifacts" / "e2e"
 CHROMIUM = os.environ.get("FLIGHTLINE_CHROMIUM", "/usr/bin/chromium")
 RUN_TIMEOUT_S = 900  # a run launched by the UI starts its own process and JVM; the machine may be shared
@@ -70,13 +79,38 @@ def state():
     state = Path(tempfile.mkdtemp(prefix="flightline-e2e-"))
     (state / "dagster").mkdir()
     (state / "dagster" / "dagster.yaml").write_text((REPO_ROOT / "infra" / "dagster.yaml").read_text())
-    env = {**os.environ, "FLIGHTLINE_STATE_DIR": str(state), "DAGSTER_HOME": str(state / "dagster"),
-           "PYTHONPATH": str(REPO_ROOT), "FLIGHTLINE_DEPLOYMENT": "local",
-           "FLIGHTLINE_SOURCE_LOCATION": str(broken_source(state / "source"))}
+    env = {
+        **os.environ,
+        "FLIGHTLINE_STATE_DIR": str(state),
+        "DAGSTER_HOME": str(state / "dagster"),
+        "PYTHONPATH": str(REPO_ROOT),
+        "FLIGHTLINE_DEPLOYMENT": "local",
+        "FLIGHTLINE_SOURCE_LOCATION": str(broken_source(state / "source")),
+    }
     seed = subprocess.run(
-        [sys.executable, "-m", "orchestration.run_pipeline", "--start", SEEDED[0], "--end", SEEDED[1], "--trials", "2",
-         "--train-days", "3", "--validation-days", "1", "--test-days", "2"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1800)
+        [
+            sys.executable,
+            "-m",
+            "orchestration.run_pipeline",
+            "--start",
+            SEEDED[0],
+            "--end",
+            SEEDED[1],
+            "--trials",
+            "2",
+            "--train-days",
+            "3",
+            "--validation-days",
+            "1",
+            "--test-days",
+            "2",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert seed.returncode == 0, seed.stdout[-3000:] + seed.stderr[-5000:]
     return state, env
 
@@ -93,9 +127,24 @@ def webserver(state):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=True, preexec_fn=default_signals)
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "dev",
+            "-w",
+            "workspace.yaml",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=default_signals,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 300
@@ -170,8 +219,11 @@ def launch(page, webserver, state, partition, shot_name=None):
     run_id = runs[0].run_id
     page.goto(f"{webserver}/runs/{run_id}")
     deadline = time.time() + RUN_TIMEOUT_S
-    while instance.get_run_by_id(run_id).status not in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE,
-                                                         DagsterRunStatus.CANCELED):
+    while instance.get_run_by_id(run_id).status not in (
+        DagsterRunStatus.SUCCESS,
+        DagsterRunStatus.FAILURE,
+        DagsterRunStatus.CANCELED,
+    ):
         assert time.time() < deadline, f"run {run_id} did not finish within {RUN_TIMEOUT_S} s"
         time.sleep(5)
     page.reload()
@@ -224,11 +276,13 @@ def latest_execution(page, webserver, asset, check):
     page.get_by_text("Latest execution").wait_for()
     page.get_by_text("Evaluation result").wait_for()
     body = page.inner_text("body")
-    return body[body.index("Latest execution"):]
+    return body[body.index("Latest execution") :]
 
 
-@pytest.mark.parametrize("asset, check", [("raw_data", "raw_suite"), ("validated_features", "quarantine_budget"),
-                                          ("validated_features", "feature_suite")])
+@pytest.mark.parametrize(
+    "asset, check",
+    [("raw_data", "raw_suite"), ("validated_features", "quarantine_budget"), ("validated_features", "feature_suite")],
+)
 def test_the_checks_of_the_launched_partition_are_shown_passed(webserver, page, launched_run, asset, check):
     panel = latest_execution(page, webserver, asset, check)
     shot(page, f"04-check-{asset}-{check}")
@@ -264,7 +318,9 @@ def test_the_lineage_metadata_of_the_partition_is_shown(webserver, page, launche
     shot(page, "06-tuned-pipeline-mlflow-run")
 
 
-def test_a_broken_day_shows_its_failed_check_with_the_reason_and_nothing_downstream(webserver, page, state, launched_run):
+def test_a_broken_day_shows_its_failed_check_with_the_reason_and_nothing_downstream(
+    webserver, page, state, launched_run
+):
     """Last in this file: it changes the checks' latest execution, which the tests above read."""
     from dagster import AssetKey, DagsterRunStatus
 

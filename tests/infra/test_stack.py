@@ -23,8 +23,17 @@ from tests.integration.test_graph import source_rows_per_day
 pytestmark = pytest.mark.infra
 
 START, END = "2013-01-01", "2013-01-06"
-ASSETS = {"raw_data", "validated_features", "quarantine", "train_set", "validation_set", "test_set",
-          "tuned_pipeline", "registered_model", "batch_predictions"}
+ASSETS = {
+    "raw_data",
+    "validated_features",
+    "quarantine",
+    "train_set",
+    "validation_set",
+    "test_set",
+    "tuned_pipeline",
+    "registered_model",
+    "batch_predictions",
+}
 
 
 def free_port() -> int:
@@ -45,15 +54,25 @@ def stack():
     # Under /tmp and world-searchable: PostgreSQL runs as the `postgres` user, which cannot enter pytest's 0700 dirs.
     state = Path(tempfile.mkdtemp(prefix="flightline-infra-"))
     state.chmod(0o755)
-    env = {**os.environ, "FLIGHTLINE_STATE_DIR": str(state), "FLIGHTLINE_PG_PORT": str(free_port()),
-           "MLFLOW_SERVER_PORT": str(free_port()), "FLIGHTLINE_SPARK_MASTER_PORT": str(free_port()),
-           "FLIGHTLINE_SPARK_MASTER_UI_PORT": str(free_port())}
+    env = {
+        **os.environ,
+        "FLIGHTLINE_STATE_DIR": str(state),
+        "FLIGHTLINE_PG_PORT": str(free_port()),
+        "MLFLOW_SERVER_PORT": str(free_port()),
+        "FLIGHTLINE_SPARK_MASTER_PORT": str(free_port()),
+        "FLIGHTLINE_SPARK_MASTER_UI_PORT": str(free_port()),
+    }
     for var in ("FLIGHTLINE_DEPLOYMENT", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "DAGSTER_HOME"):
         env.pop(var, None)
 
     def script(command):
-        return subprocess.run(["bash", str(REPO_ROOT / "infra" / "stack.sh"), command], env=env,
-                              capture_output=True, text=True, timeout=600)
+        return subprocess.run(
+            ["bash", str(REPO_ROOT / "infra" / "stack.sh"), command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     started = script("start")
     try:
@@ -68,9 +87,29 @@ def pipeline_run(stack):
     """`make run` on a small slice, with the environment infra.env exports: the prod deployment, unchanged code."""
     env = {**os.environ, **stack["env"], "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.run(
-        [str(REPO_ROOT / ".venv" / "bin" / "python"), "-m", "orchestration.run_pipeline", "--start", START,
-         "--end", END, "--trials", "2", "--train-days", "3", "--validation-days", "1", "--test-days", "2"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=2400)
+        [
+            str(REPO_ROOT / ".venv" / "bin" / "python"),
+            "-m",
+            "orchestration.run_pipeline",
+            "--start",
+            START,
+            "--end",
+            END,
+            "--trials",
+            "2",
+            "--train-days",
+            "3",
+            "--validation-days",
+            "1",
+            "--test-days",
+            "2",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=2400,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc
 
@@ -141,7 +180,9 @@ def test_no_process_has_the_database_password_on_its_command_line_and_its_files_
             if password.encode() in argv:
                 leaks.append(f"{proc.name}: {argv.replace(bytes(1), b' ').decode(errors='replace')}")
     assert leaks == []
-    servers = [p for p in Path("/proc").iterdir() if p.name.isdigit() and b"mlflow" in _argv(p) and b"server" in _argv(p)]
+    servers = [
+        p for p in Path("/proc").iterdir() if p.name.isdigit() and b"mlflow" in _argv(p) and b"server" in _argv(p)
+    ]
     assert servers, "no mlflow server process found: the check above proved nothing"
     for secret in ("postgres.password", "infra.env"):
         assert stat.S_IMODE((state / secret).stat().st_mode) == 0o600, secret
@@ -180,7 +221,8 @@ def test_the_model_is_on_the_mlflow_server_with_its_store_in_postgres(stack, dag
     assert client.get_run(champion.run_id).data.tags["dagster.run_id"] == training_run
     mlflow_db = stack["env"]["FLIGHTLINE_DAGSTER_PG_URL"].rsplit("/", 1)[0] + "/mlflow"
     assert sql(mlflow_db, "SELECT name, CAST(version AS TEXT) FROM model_versions") == [
-        ("main.flights.arrival_delay", str(champion.version))]
+        ("main.flights.arrival_delay", str(champion.version))
+    ]
     assert list((stack["state"] / "mlflow-server" / "artifacts").rglob("MLmodel"))  # the server's artifact root
     predictions = dagster_instance.get_latest_materialization_event(AssetKey("batch_predictions"))
     assert predictions.asset_materialization.metadata["model_version"].value == int(champion.version)
@@ -202,8 +244,10 @@ def test_the_tables_hold_every_source_row(stack, pipeline_run):
 
     root = Path(stack["env"]["FLIGHTLINE_LAKEHOUSE_ROOT"]) / "main" / "flights"
     expected = source_rows_per_day(date.fromisoformat(START), date.fromisoformat(END))
-    count = {t: DeltaTable(str(root / t)).to_pyarrow_dataset().count_rows()
-             for t in ("raw_data", "validated_features", "quarantine", "batch_predictions")}
+    count = {
+        t: DeltaTable(str(root / t)).to_pyarrow_dataset().count_rows()
+        for t in ("raw_data", "validated_features", "quarantine", "batch_predictions")
+    }
     assert count["raw_data"] == sum(expected.values())
     assert count["validated_features"] + count["quarantine"] == count["raw_data"]
     assert count["batch_predictions"] == count["validated_features"]
@@ -231,17 +275,20 @@ def test_every_service_listens_on_loopback_only(stack, pipeline_run):
     """PostgreSQL, the MLflow server (and its workers), the Spark master and both workers: every listening socket of
     theirs is on 127.0.0.1 (or ::1), none on 0.0.0.0 or an outside address."""
     state, env = stack["state"], stack["env"]
-    leaders = {"mlflow": int((state / "mlflow-server" / "server.pid").read_text().split()[0]),
-               "postgres": int((state / "postgres" / "data" / "postmaster.pid").read_text().split()[0])}
-    leaders.update({f: int((state / "spark-cluster" / f"{f}.pid").read_text()) for f in ("master", "worker-1", "worker-2")})
+    leaders = {
+        "mlflow": int((state / "mlflow-server" / "server.pid").read_text().split()[0]),
+        "postgres": int((state / "postgres" / "data" / "postmaster.pid").read_text().split()[0]),
+    }
+    leaders.update(
+        {f: int((state / "spark-cluster" / f"{f}.pid").read_text()) for f in ("master", "worker-1", "worker-2")}
+    )
     by_service = {name: listening(group_members(pid) | {pid}) for name, pid in leaders.items()}
     addresses = {name: sorted(a for found in pids.values() for a in found) for name, pids in by_service.items()}
     assert all(addresses.values()), addresses  # each service was found listening: the check below is not vacuous
     assert env["MLFLOW_TRACKING_URI"].rsplit(":", 1)[1].strip("/") in {a.rsplit(":", 1)[1] for a in addresses["mlflow"]}
     assert env["FLIGHTLINE_SPARK_MASTER"].rsplit(":", 1)[1] in {a.rsplit(":", 1)[1] for a in addresses["master"]}
     loopback = ("127.0.0.1", "[::1]", "[::ffff:127.0.0.1]")  # the last: a JVM's IPv6 socket bound to 127.0.0.1
-    outside = {name: [a for a in found if a.rsplit(":", 1)[0] not in loopback]
-               for name, found in addresses.items()}
+    outside = {name: [a for a in found if a.rsplit(":", 1)[0] not in loopback] for name, found in addresses.items()}
     assert outside == {name: [] for name in addresses}, addresses
     print(f"\nlistening: {addresses}")
 

@@ -24,7 +24,10 @@ from dagster._daemon.backfill import execute_backfill_iteration
 
 LOCATION = "tests.integration.world_location"
 IN_PROCESS = {
-    "run_launcher": {"module": "dagster._core.launcher.sync_in_memory_run_launcher", "class": "SyncInMemoryRunLauncher"},
+    "run_launcher": {
+        "module": "dagster._core.launcher.sync_in_memory_run_launcher",
+        "class": "SyncInMemoryRunLauncher",
+    },
     "run_coordinator": {"module": "dagster._core.run_coordinator", "class": "DefaultRunCoordinator"},
 }
 
@@ -35,14 +38,23 @@ def run_backfill(state, assets: list[str], partitions: list[str], max_iterations
     if LOCATION in sys.modules:  # loaded for another world earlier in this process
         importlib.reload(sys.modules[LOCATION])
     instance = DagsterInstance.local_temp(str(state / "dagster"), overrides=IN_PROCESS)  # the world's storage
-    target = InProcessWorkspaceLoadTarget(InProcessCodeLocationOrigin(
-        LoadableTargetOrigin(module_name=LOCATION, attribute="defs")))
+    target = InProcessWorkspaceLoadTarget(
+        InProcessCodeLocationOrigin(LoadableTargetOrigin(module_name=LOCATION, attribute="defs"))
+    )
     with create_test_daemon_workspace_context(target, instance) as context:
         backfill = PartitionBackfill.from_asset_partitions(
-            backfill_id=make_new_backfill_id(), asset_graph=context.create_request_context().asset_graph,
-            partition_names=partitions, asset_selection=[AssetKey(a) for a in assets], backfill_timestamp=time.time(),
-            tags={}, dynamic_partitions_store=instance, all_partitions=False, title=None, description=None,
-            run_config=None)
+            backfill_id=make_new_backfill_id(),
+            asset_graph=context.create_request_context().asset_graph,
+            partition_names=partitions,
+            asset_selection=[AssetKey(a) for a in assets],
+            backfill_timestamp=time.time(),
+            tags={},
+            dynamic_partitions_store=instance,
+            all_partitions=False,
+            title=None,
+            description=None,
+            run_config=None,
+        )
         instance.add_backfill(backfill)
         for _ in range(max_iterations):  # the daemon's loop: plan and launch runs, then see that they finished
             list(execute_backfill_iteration(context, logging.getLogger("backfill")))

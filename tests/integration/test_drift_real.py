@@ -17,7 +17,9 @@ from ml.quarantine import annotate, good_rows
 @pytest.fixture(scope="module")
 def year(spark, tmp_path_factory):
     source, _ = enforce_contract(SPEC.load_source(spark, SourceContext(str(tmp_path_factory.mktemp("staging")))), SPEC)
-    features = good_rows(annotate(with_derived(raw_window(source, SPEC, date(2013, 1, 1), date(2014, 1, 1)), SPEC), SPEC), SPEC)
+    features = good_rows(
+        annotate(with_derived(raw_window(source, SPEC, date(2013, 1, 1), date(2014, 1, 1)), SPEC), SPEC), SPEC
+    )
     features = features.persist(StorageLevel.MEMORY_AND_DISK)
     yield features
     features.unpersist()

@@ -47,13 +47,23 @@ def world(spark, tmp_path_factory):
 def materialized(world):
     defs, instance, resources, _ = world
     daily, training = defs.resolve_job_def("daily_job"), defs.resolve_job_def("training_job")
-    ingest = daily.execute_in_process(instance=instance, tags=RANGE,
-                                      asset_selection=[AssetKey("raw_data"), AssetKey("validated_features"), AssetKey("quarantine")])
-    train = training.execute_in_process(instance=instance, run_config={"ops": {
-        "splits": {"config": SPLIT},
-        "tuned_pipeline": {"config": {"n_trials": 2, "algorithms": ["logistic_regression"]}}}})
-    scoring = daily.execute_in_process(instance=instance, tags=RANGE,
-                                       asset_selection=[AssetKey("batch_predictions"), AssetKey("model_performance")])
+    ingest = daily.execute_in_process(
+        instance=instance,
+        tags=RANGE,
+        asset_selection=[AssetKey("raw_data"), AssetKey("validated_features"), AssetKey("quarantine")],
+    )
+    train = training.execute_in_process(
+        instance=instance,
+        run_config={
+            "ops": {
+                "splits": {"config": SPLIT},
+                "tuned_pipeline": {"config": {"n_trials": 2, "algorithms": ["logistic_regression"]}},
+            }
+        },
+    )
+    scoring = daily.execute_in_process(
+        instance=instance, tags=RANGE, asset_selection=[AssetKey("batch_predictions"), AssetKey("model_performance")]
+    )
     assert ingest.success and train.success and scoring.success
     return ingest, train, scoring
 
@@ -88,7 +98,12 @@ def test_every_prediction_resolves_to_the_champion_and_its_lineage(spark, world,
     name = resources["lakehouse"].model_name
     assert name == "main.flights.arrival_delay"
     champion = client.get_model_version_by_alias(name, "champion")
-    used = table(spark, resources, "batch_predictions").select("model_name", "model_version", "model_run_id").distinct().collect()
+    used = (
+        table(spark, resources, "batch_predictions")
+        .select("model_name", "model_version", "model_run_id")
+        .distinct()
+        .collect()
+    )
     assert [tuple(r) for r in used] == [(name, str(champion.version), champion.run_id)]
 
     run = client.get_run(champion.run_id)
@@ -124,8 +139,10 @@ def test_rematerializing_a_partition_leaves_the_same_rows(spark, world, material
         assert new.exceptAll(old).count() == 0 and old.exceptAll(new).count() == 0
         old.unpersist()
     assert latest_metadata(instance, "raw_data")["delta_version"].value == raw_version + 1  # the day, replaced
-    assert latest_metadata(instance, "raw_data")["dagster/row_count"].value == source_rows_per_day(
-        date(2013, 1, 3), date(2013, 1, 3))["2013-01-03"]
+    assert (
+        latest_metadata(instance, "raw_data")["dagster/row_count"].value
+        == source_rows_per_day(date(2013, 1, 3), date(2013, 1, 3))["2013-01-03"]
+    )
     # Delta's log shows a replace of that day by this run, not an append
     last = delta_history(spark, resources, "batch_predictions")[0]
     assert last["operation"] == "WRITE" and last["operationParameters"]["mode"] == "Overwrite"
@@ -139,7 +156,8 @@ def test_rematerializing_a_partition_leaves_the_same_rows(spark, world, material
     drift = content(spark, resources, "drift_metrics").cache()
     assert drift.where("event_date = '2013-01-03'").count() == len(SPEC.features)
     again = defs.resolve_job_def("daily_job").execute_in_process(
-        instance=instance, partition_key="2013-01-03", asset_selection=[AssetKey("feature_drift")])
+        instance=instance, partition_key="2013-01-03", asset_selection=[AssetKey("feature_drift")]
+    )
     assert again.success
     new = content(spark, resources, "drift_metrics")
     assert new.exceptAll(drift).count() == 0 and drift.exceptAll(new).count() == 0
@@ -157,8 +175,12 @@ def test_model_performance_has_the_metrics_of_every_day_with_labels(spark, world
     _, _, scoring = materialized
     perf = {r.event_date.isoformat(): r for r in table(spark, resources, "model_performance").collect()}
     features = table(spark, resources, "validated_features")
-    per_day = {r.event_date.isoformat(): (r.n, r.labelled) for r in features.groupBy("event_date").agg(
-        F.count("*").alias("n"), F.count("label").alias("labelled")).collect()}
+    per_day = {
+        r.event_date.isoformat(): (r.n, r.labelled)
+        for r in features.groupBy("event_date")
+        .agg(F.count("*").alias("n"), F.count("label").alias("labelled"))
+        .collect()
+    }
     assert sorted(perf) == sorted(per_day) == [f"2013-01-{d:02d}" for d in range(1, 11)]
     champion = resources["mlflow"].client.get_model_version_by_alias(resources["lakehouse"].model_name, "champion")
     for day, row in perf.items():
@@ -168,9 +190,13 @@ def test_model_performance_has_the_metrics_of_every_day_with_labels(spark, world
     # one day, computed independently by Spark's own evaluators on the joined rows
     day = "2013-01-05"
     preds = table(spark, resources, "batch_predictions").where(f"event_date = '{day}'")
-    joined = preds.join(features.select("carrier", "flight", "origin", "event_date", "label"),
-                        ["carrier", "flight", "origin", "event_date"]).where("label IS NOT NULL")
-    joined = joined.withColumn("probability", array_to_vector(F.array(1.0 - F.col("probability"), F.col("probability"))))
+    joined = preds.join(
+        features.select("carrier", "flight", "origin", "event_date", "label"),
+        ["carrier", "flight", "origin", "event_date"],
+    ).where("label IS NOT NULL")
+    joined = joined.withColumn(
+        "probability", array_to_vector(F.array(1.0 - F.col("probability"), F.col("probability")))
+    )
     expected = evaluate(joined, "classification")
     for metric, value in expected.items():
         assert perf[day][metric] == pytest.approx(value, rel=1e-9), metric
@@ -200,7 +226,9 @@ def test_after_a_promotion_scoring_uses_the_new_version(spark, world, materializ
     count = before.count()
 
     def score_day():
-        result = daily.execute_in_process(instance=instance, partition_key=day, asset_selection=[AssetKey("batch_predictions")])
+        result = daily.execute_in_process(
+            instance=instance, partition_key=day, asset_selection=[AssetKey("batch_predictions")]
+        )
         assert result.success
         return result.asset_materializations_for_node("batch_predictions")[0].metadata
 
@@ -210,7 +238,10 @@ def test_after_a_promotion_scoring_uses_the_new_version(spark, world, materializ
     finally:
         client.set_registered_model_alias(name, "champion", str(old.version))
     after = content(spark, resources, "batch_predictions")
-    used = {tuple(r) for r in after.where(f"event_date = '{day}'").select("model_version", "model_run_id").distinct().collect()}
+    used = {
+        tuple(r)
+        for r in after.where(f"event_date = '{day}'").select("model_version", "model_run_id").distinct().collect()
+    }
     assert used == {(str(new.version), new.run_id)}
     assert meta["model_version"].value == int(new.version)
     assert after.where(f"event_date != '{day}'").exceptAll(before.where(f"event_date != '{day}'")).count() == 0
@@ -228,8 +259,12 @@ def test_the_spark_udf_scorer_predicts_the_same_and_writes_no_probability(spark,
     day, keys = "2013-01-08", ["carrier", "flight", "origin", "event_date", "prediction", "model_version"]
     native = table(spark, resources, "batch_predictions").where(f"event_date = '{day}'").select(*keys).cache()
     assert native.count() > 0
-    result = daily.execute_in_process(instance=instance, partition_key=day, asset_selection=[AssetKey("batch_predictions")],
-                                      run_config={"ops": {"batch_predictions": {"config": {"scorer": "spark_udf"}}}})
+    result = daily.execute_in_process(
+        instance=instance,
+        partition_key=day,
+        asset_selection=[AssetKey("batch_predictions")],
+        run_config={"ops": {"batch_predictions": {"config": {"scorer": "spark_udf"}}}},
+    )
     assert result.success
     meta = result.asset_materializations_for_node("batch_predictions")[0].metadata
     assert meta["scorer"].value == "spark_udf" and meta["probability_available"].value is False
@@ -237,10 +272,14 @@ def test_the_spark_udf_scorer_predicts_the_same_and_writes_no_probability(spark,
     assert udf.where("probability IS NOT NULL").count() == 0
     assert udf.select(*keys).exceptAll(native).count() == 0 and native.exceptAll(udf.select(*keys)).count() == 0
 
-    result = daily.execute_in_process(instance=instance, partition_key=day, asset_selection=[AssetKey("batch_predictions")])
+    result = daily.execute_in_process(
+        instance=instance, partition_key=day, asset_selection=[AssetKey("batch_predictions")]
+    )
     meta = result.asset_materializations_for_node("batch_predictions")[0].metadata
     assert meta["scorer"].value == "native" and meta["probability_available"].value is True
-    assert table(spark, resources, "batch_predictions").where(f"event_date = '{day}' AND probability IS NULL").count() == 0
+    assert (
+        table(spark, resources, "batch_predictions").where(f"event_date = '{day}' AND probability IS NULL").count() == 0
+    )
     native.unpersist()
 
 
@@ -253,19 +292,40 @@ def test_a_backfill_of_a_range_is_one_run_and_one_commit(spark, world, materiali
     assert backfill.status.value == "COMPLETED_SUCCESS"
     assert len(runs) == 1
     run = runs[0]
-    assert (run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]) == (days[0], days[-1])
+    assert (run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]) == (
+        days[0],
+        days[-1],
+    )
     for t in ("batch_predictions", "model_performance"):
-        commits = [h for h in delta_history(spark, resources, t)
-                   if h["userMetadata"] and json.loads(h["userMetadata"])["dagster_run_id"] == run.run_id]
+        commits = [
+            h
+            for h in delta_history(spark, resources, t)
+            if h["userMetadata"] and json.loads(h["userMetadata"])["dagster_run_id"] == run.run_id
+        ]
         assert len(commits) == 1, t  # the three days in one Delta commit
         assert table(spark, resources, t).count() == counts_before[t]
-    written = {r.event_date.isoformat(): r["count"] for r in table(spark, resources, "batch_predictions")
-               .where("event_date BETWEEN '2013-01-04' AND '2013-01-06'").groupBy("event_date").count().collect()}
-    features = {r.event_date.isoformat(): r["count"] for r in table(spark, resources, "validated_features")
-                .where("event_date BETWEEN '2013-01-04' AND '2013-01-06'").groupBy("event_date").count().collect()}
+    written = {
+        r.event_date.isoformat(): r["count"]
+        for r in table(spark, resources, "batch_predictions")
+        .where("event_date BETWEEN '2013-01-04' AND '2013-01-06'")
+        .groupBy("event_date")
+        .count()
+        .collect()
+    }
+    features = {
+        r.event_date.isoformat(): r["count"]
+        for r in table(spark, resources, "validated_features")
+        .where("event_date BETWEEN '2013-01-04' AND '2013-01-06'")
+        .groupBy("event_date")
+        .count()
+        .collect()
+    }
     assert written == features and sorted(written) == days
-    commit = next(h for h in delta_history(spark, resources, "batch_predictions")
-                  if h["userMetadata"] and json.loads(h["userMetadata"])["dagster_run_id"] == run.run_id)
+    commit = next(
+        h
+        for h in delta_history(spark, resources, "batch_predictions")
+        if h["userMetadata"] and json.loads(h["userMetadata"])["dagster_run_id"] == run.run_id
+    )
     assert int(commit["operationMetrics"]["numOutputRows"]) == sum(features.values())
 
 
@@ -273,9 +333,15 @@ def test_retraining_on_the_same_data_does_not_flip_the_champion(world, materiali
     defs, instance, resources, _ = world
     client, name = resources["mlflow"].client, resources["lakehouse"].model_name
     champion = client.get_model_version_by_alias(name, "champion").version
-    again = defs.resolve_job_def("training_job").execute_in_process(instance=instance, run_config={"ops": {
-        "splits": {"config": SPLIT},
-        "tuned_pipeline": {"config": {"n_trials": 2, "algorithms": ["logistic_regression"]}}}})
+    again = defs.resolve_job_def("training_job").execute_in_process(
+        instance=instance,
+        run_config={
+            "ops": {
+                "splits": {"config": SPLIT},
+                "tuned_pipeline": {"config": {"n_trials": 2, "algorithms": ["logistic_regression"]}},
+            }
+        },
+    )
     assert again.success
     gate_meta = again.asset_materializations_for_node("registered_model")[0].metadata
     assert gate_meta["gate_decision"].value == "rejected"
@@ -297,10 +363,20 @@ def test_tables_are_real_delta_for_an_independent_reader(world, materialized):
 
 def dagster_cli(state, *args):
     """The `dagster` command line, as an operator runs it, on the world's state folder and Dagster instance."""
-    env = {**os.environ, "FLIGHTLINE_STATE_DIR": str(state), "DAGSTER_HOME": str(state / "dagster"),
-           "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "dagster"), *args],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "FLIGHTLINE_STATE_DIR": str(state),
+        "DAGSTER_HOME": str(state / "dagster"),
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    proc = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "dagster"), *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -308,8 +384,17 @@ def dagster_cli(state, *args):
 def test_the_cli_materializes_a_selection_and_a_partition(world, materialized):
     _, instance, _, state = world
     before = instance.get_latest_materialization_event(AssetKey("raw_data")).run_id
-    dagster_cli(state, "asset", "materialize", "-m", "orchestration.definitions", "--select", "raw_data",
-                "--partition", "2013-01-02")
+    dagster_cli(
+        state,
+        "asset",
+        "materialize",
+        "-m",
+        "orchestration.definitions",
+        "--select",
+        "raw_data",
+        "--partition",
+        "2013-01-02",
+    )
     event = DagsterInstance.from_ref(instance.get_ref()).get_latest_materialization_event(AssetKey("raw_data"))
     assert event.run_id != before
     assert event.asset_materialization.partition == "2013-01-02"
@@ -326,9 +411,13 @@ def test_drift_closes_the_loop_through_the_sensor_and_the_gate(spark, world, mat
     client, name = resources["mlflow"].client, resources["lakehouse"].model_name
     champion = client.get_model_version_by_alias(name, "champion")
     drift = defs.resolve_job_def("daily_job").execute_in_process(
-        instance=instance, asset_selection=[AssetKey("feature_drift")],
+        instance=instance,
+        asset_selection=[AssetKey("feature_drift")],
         tags={"dagster/asset_partition_range_start": "2013-01-08", "dagster/asset_partition_range_end": END},
-        run_config={"ops": {"feature_drift": {"config": {"psi_threshold": 0.0, "share_threshold": 0.0, "window_days": 3}}}})
+        run_config={
+            "ops": {"feature_drift": {"config": {"psi_threshold": 0.0, "share_threshold": 0.0, "window_days": 3}}}
+        },
+    )
     assert drift.success
     meta = latest_metadata(instance, "feature_drift")
     assert meta["model_version"].value == int(champion.version) and meta["reference_run_id"].value == champion.run_id
@@ -337,15 +426,22 @@ def test_drift_closes_the_loop_through_the_sensor_and_the_gate(spark, world, mat
     drift_table = table(spark, resources, "drift_metrics").where("event_date >= '2013-01-08'")
     assert drift_table.count() == 3 * len(SPEC.features) and drift_table.where("psi IS NULL").count() == 0
 
-    policy = RetrainPolicy(consecutive_days=3, run_config={"ops": {
-        "splits": {"config": {k: v for k, v in SPLIT.items() if k != "end_date"}},
-        "tuned_pipeline": {"config": {"n_trials": 2, "algorithms": ["logistic_regression"]}}}})
+    policy = RetrainPolicy(
+        consecutive_days=3,
+        run_config={
+            "ops": {
+                "splits": {"config": {k: v for k, v in SPLIT.items() if k != "end_date"}},
+                "tuned_pipeline": {"config": {"n_trials": 2, "algorithms": ["logistic_regression"]}},
+            }
+        },
+    )
     sensor = build_retrain_sensor("training_job", policy)
     (request,) = sensor.evaluate_tick(build_sensor_context(instance=instance)).run_requests
     assert request.run_key == f"retrain-{END}" and request.tags["flightline/trigger"] == "feature drift"
 
     retrain = defs.resolve_job_def("training_job").execute_in_process(
-        instance=instance, run_config=request.run_config, tags=request.tags)
+        instance=instance, run_config=request.run_config, tags=request.tags
+    )
     assert retrain.success
     gate_meta = retrain.asset_materializations_for_node("registered_model")[0].metadata
     new_version = str(gate_meta["model_version"].value)
@@ -363,11 +459,14 @@ def test_the_rollback_job_moves_the_champion_and_scoring_follows(spark, world, m
     client, name = resources["mlflow"].client, resources["lakehouse"].model_name
     champion = client.get_model_version_by_alias(name, "champion")
     lineage = {k: v for k, v in champion.tags.items() if not k.startswith("gate.")}
-    other = str(register_version(client, name, champion.source, champion.run_id, "a copy, to roll to and back",
-                                 lineage).version)
+    other = str(
+        register_version(client, name, champion.source, champion.run_id, "a copy, to roll to and back", lineage).version
+    )
     config = tmp_path / "rollback.yaml"
-    config.write_text(f"ops:\n  set_champion_version:\n    config:\n      version: {other}\n"
-                      f"      requested_by: ops@example.com\n      reason: 'INC-7: roll to v{other}'\n")
+    config.write_text(
+        f"ops:\n  set_champion_version:\n    config:\n      version: {other}\n"
+        f"      requested_by: ops@example.com\n      reason: 'INC-7: roll to v{other}'\n"
+    )
 
     dagster_cli(state, "job", "execute", "-m", "orchestration.definitions", "-j", "rollback_job", "-c", str(config))
 
@@ -375,17 +474,32 @@ def test_the_rollback_job_moves_the_champion_and_scoring_follows(spark, world, m
     observed = DagsterInstance.from_ref(instance.get_ref()).fetch_observations(AssetKey("registered_model"), limit=1)
     meta = observed.records[0].asset_observation.metadata
     assert {k: meta[k].value for k in ("champion_version", "previous_champion_version", "requested_by", "reason")} == {
-        "champion_version": other, "previous_champion_version": str(champion.version),
-        "requested_by": "ops@example.com", "reason": f"INC-7: roll to v{other}"}
+        "champion_version": other,
+        "previous_champion_version": str(champion.version),
+        "requested_by": "ops@example.com",
+        "reason": f"INC-7: roll to v{other}",
+    }
     scored = defs.resolve_job_def("daily_job").execute_in_process(
-        instance=instance, partition_key="2013-01-03", asset_selection=[AssetKey("batch_predictions")])
+        instance=instance, partition_key="2013-01-03", asset_selection=[AssetKey("batch_predictions")]
+    )
     assert scored.success
     day = table(spark, resources, "batch_predictions").where("event_date = '2013-01-03'")
     assert [r.model_version for r in day.select("model_version").distinct().collect()] == [other]
 
-    back = defs.resolve_job_def("rollback_job").execute_in_process(instance=instance, run_config={"ops": {
-        "set_champion_version": {"config": {"version": int(champion.version), "requested_by": "ops@example.com",
-                                            "reason": "INC-7 resolved"}}}})
+    back = defs.resolve_job_def("rollback_job").execute_in_process(
+        instance=instance,
+        run_config={
+            "ops": {
+                "set_champion_version": {
+                    "config": {
+                        "version": int(champion.version),
+                        "requested_by": "ops@example.com",
+                        "reason": "INC-7 resolved",
+                    }
+                }
+            }
+        },
+    )
     assert back.success
     assert client.get_model_version_by_alias(name, "champion").version == champion.version
     assert client.get_model_version(name, str(champion.version)).tags["champion.previous_version"] == other

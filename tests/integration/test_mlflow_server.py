@@ -30,8 +30,13 @@ def server(tmp_path_factory):
     env = {**os.environ, "FLIGHTLINE_STATE_DIR": str(state), "MLFLOW_SERVER_PORT": str(free_port())}
 
     def script(command):
-        return subprocess.run(["bash", str(REPO_ROOT / "infra" / "mlflow-server.sh"), command], env=env,
-                              capture_output=True, text=True, timeout=180)
+        return subprocess.run(
+            ["bash", str(REPO_ROOT / "infra" / "mlflow-server.sh"), command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
 
     started = script("start")
     assert started.returncode == 0, started.stdout + started.stderr
@@ -64,17 +69,30 @@ def test_registration_and_the_gate_through_the_server(spark, server, restore_mlf
     good = log_tiny_model(spark, experiment)  # artifacts uploaded through the server's proxy
     weak = log_tiny_model(spark, experiment, weak=True)
     test = good[3]
-    versions = [str(register_version(client, NAME, uri, run_id, f"tiny model of run {run_id}", tiny_lineage(run_id)).version)
-                for uri, run_id, *_ in (good, weak)]
+    versions = [
+        str(register_version(client, NAME, uri, run_id, f"tiny model of run {run_id}", tiny_lineage(run_id)).version)
+        for uri, run_id, *_ in (good, weak)
+    ]
 
-    decisions = [gate(client, NAME, v, "auc", lambda v: evaluate_version(NAME, v, test, "classification", "auc"),
-                      GateConfig(margin=0.001, floors={"auc": 0.55})) for v in versions]
+    decisions = [
+        gate(
+            client,
+            NAME,
+            v,
+            "auc",
+            lambda v: evaluate_version(NAME, v, test, "classification", "auc"),
+            GateConfig(margin=0.001, floors={"auc": 0.55}),
+        )
+        for v in versions
+    ]
 
     assert [d.promoted for d in decisions] == [True, False]
     assert decisions[1].challenger_value < decisions[1].champion_value
     fresh = mlflow.MlflowClient(url)  # what any other client of the server sees
     assert {k: str(v) for k, v in fresh.get_registered_model(NAME).aliases.items()} == {
-        CHAMPION: versions[0], CHALLENGER: versions[1]}
+        CHAMPION: versions[0],
+        CHALLENGER: versions[1],
+    }
     tags = fresh.get_model_version(NAME, versions[1]).tags
     assert tags["gate.decision"] == "rejected" and tags["mlflow.run_id"] == weak[1]
     assert fresh.get_experiment(experiment).artifact_location.startswith("mlflow-artifacts:")

@@ -23,9 +23,18 @@ def race(state, unlocked=False):
     """Start one writer per day, release them together, and return what each printed."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "SPARK_LOCAL_IP": "127.0.0.1"}
     args = ["--unlocked"] if unlocked else []
-    procs = [subprocess.Popen([sys.executable, "-m", "tests.reliability.writer", str(state), day, str(ROUNDS), *args],
-                              cwd=REPO_ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, text=True) for day in DAYS]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.reliability.writer", str(state), day, str(ROUNDS), *args],
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for day in DAYS
+    ]
     for p in procs:  # each has its session and is about to write
         assert json.loads(p.stdout.readline()) == {"ready": DAYS[procs.index(p)]}
     for p in procs:
@@ -52,7 +61,8 @@ def test_two_processes_writing_days_of_one_table_lose_no_commit(spark, tmp_path)
     assert by_run == {f"{w['day']}-{w['round']}": w["version"] for w in writes}  # and it is the writer's own
     rows = spark.read.format("delta").load(path).groupBy("event_date", "round").count().collect()
     assert {(r["event_date"].isoformat(), r["round"], r["count"]) for r in rows} == {
-        (day, ROUNDS - 1, ROWS) for day in DAYS}  # each day holds exactly its last write
-    print(f"\n{2 * ROUNDS} writes by 2 processes; conflicts retried: {sum(w['retries'] for w in writes)}; "
-          f"commits lost: 0")
-
+        (day, ROUNDS - 1, ROWS) for day in DAYS
+    }  # each day holds exactly its last write
+    print(
+        f"\n{2 * ROUNDS} writes by 2 processes; conflicts retried: {sum(w['retries'] for w in writes)}; commits lost: 0"
+    )

@@ -23,9 +23,16 @@ DAY = "2013-01-01"
 
 def writer(state, rounds, *flags):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "SPARK_LOCAL_IP": "127.0.0.1"}
-    return subprocess.Popen([sys.executable, "-m", "tests.reliability.writer", str(state), DAY, str(rounds), *flags],
-                            cwd=REPO_ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.reliability.writer", str(state), DAY, str(rounds), *flags],
+        cwd=REPO_ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def killed_mid_write(state, flags, seen_before_kill=2, delay=0.7):

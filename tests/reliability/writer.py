@@ -15,8 +15,13 @@ from ml.datasets.flights import SPEC
 from ml.days import DayWindow
 from orchestration.deployments import local_resources
 
-TINY_SPARK = {"spark.sql.shuffle.partitions": "1", "spark.default.parallelism": "1", "spark.ui.enabled": "false",
-              "spark.driver.memory": "1g", "spark.sql.session.timeZone": "UTC"}
+TINY_SPARK = {
+    "spark.sql.shuffle.partitions": "1",
+    "spark.default.parallelism": "1",
+    "spark.ui.enabled": "false",
+    "spark.driver.memory": "1g",
+    "spark.sql.session.timeZone": "UTC",
+}
 ROWS = 3
 
 
@@ -30,18 +35,40 @@ def main(state: str, day: str, rounds: int, unlocked: bool = False, overwrite: b
     sys.stdin.readline()  # both processes start writing at the same moment
     for n in range(rounds):
         frame = lakehouse.session.createDataFrame(
-            [(first, n, i) for i in range(ROWS)], "event_date DATE, round INT, i INT")
+            [(first, n, i) for i in range(ROWS)], "event_date DATE, round INT, i INT"
+        )
         if overwrite:  # a whole-table overwrite, as the splits are written
             commit = lakehouse.overwrite(frame, "overwritten", run_id=f"{day}-{n}")
         elif unlocked:  # the control: Delta alone, without the boundary's writer lock
-            commit = delta_io.write_days(frame, lakehouse.table_path("contended"), window.start, window.end, window.days,
-                                         user_metadata=json.dumps({"dagster_run_id": f"{day}-{n}"}))
+            commit = delta_io.write_days(
+                frame,
+                lakehouse.table_path("contended"),
+                window.start,
+                window.end,
+                window.days,
+                user_metadata=json.dumps({"dagster_run_id": f"{day}-{n}"}),
+            )
         else:
             commit = lakehouse.write_window(frame, "contended", window, run_id=f"{day}-{n}")
-        print(json.dumps({"day": day, "round": n, "version": commit.version, "rows": commit.rows_written,
-                          "retries": commit.conflict_retries}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "day": day,
+                    "round": n,
+                    "version": commit.version,
+                    "rows": commit.rows_written,
+                    "retries": commit.conflict_retries,
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), unlocked="--unlocked" in sys.argv[4:],
-         overwrite="--overwrite" in sys.argv[4:])
+    main(
+        sys.argv[1],
+        sys.argv[2],
+        int(sys.argv[3]),
+        unlocked="--unlocked" in sys.argv[4:],
+        overwrite="--overwrite" in sys.argv[4:],
+    )

@@ -8,7 +8,8 @@ def test_the_private_target_class_still_has_the_fields_the_adapter_sets():
 
     target = dagster_adapter.AssetCheckEvaluationTargetMaterializationData(storage_id=7, run_id="r", timestamp=1.5)
     assert (target.storage_id, target.run_id, target.timestamp) == (7, "r", 1.5), (
-        "Dagster changed AssetCheckEvaluationTargetMaterializationData: update assets/dagster_adapter.py")
+        "Dagster changed AssetCheckEvaluationTargetMaterializationData: update assets/dagster_adapter.py"
+    )
 
 
 def test_latest_materializations_finds_each_partitions_latest_record():
@@ -19,7 +20,8 @@ def test_latest_materializations_finds_each_partitions_latest_record():
         for partition in ("2024-01-01", "2024-01-02", "2024-01-01"):
             instance.report_runless_asset_event(AssetMaterialization(key, partition=partition))
         latest = instance.event_log_storage.get_latest_storage_id_by_partition(
-            key, DagsterEventType.ASSET_MATERIALIZATION, {"2024-01-01", "2024-01-02"})
+            key, DagsterEventType.ASSET_MATERIALIZATION, {"2024-01-01", "2024-01-02"}
+        )
 
         class Context:  # the one attribute of AssetExecutionContext that the adapter reads
             pass

@@ -48,9 +48,16 @@ def test_a_user_table_spec(spark, tmp_path):
         "order_id INT, ts STRING, amount DOUBLE, channel STRING",
     ).selectExpr("order_id", "CAST(ts AS TIMESTAMP) AS ts", "amount", "channel").write.format("delta").save(path)
     spec = DatasetSpec(
-        name="orders", load_source=table_source("delta", path), source_description="orders",
-        event_time="ts", key_columns=("order_id",), label_expr="amount", task="regression",
-        numeric_features=(), categorical_features=("channel",), start_date="2024-05-01",
+        name="orders",
+        load_source=table_source("delta", path),
+        source_description="orders",
+        event_time="ts",
+        key_columns=("order_id",),
+        label_expr="amount",
+        task="regression",
+        numeric_features=(),
+        categorical_features=("channel",),
+        start_date="2024-05-01",
     )
     assert spec.metric == "rmse"
     assert spec.load_source(spark, SourceContext(str(tmp_path))).count() == 2

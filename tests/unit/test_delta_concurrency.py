@@ -63,8 +63,10 @@ def race(spark, path, tmp_path, first_day, second_day, attempts=delta_io.WRITE_A
 
 
 def rows_by_day(spark, path):
-    return {(r["event_date"], r["v"]): r["count"] for r in
-            spark.read.format("delta").load(path).groupBy("event_date", "v").count().collect()}
+    return {
+        (r["event_date"], r["v"]): r["count"]
+        for r in spark.read.format("delta").load(path).groupBy("event_date", "v").count().collect()
+    }
 
 
 def test_writers_of_different_days_do_not_conflict(spark, tmp_path):
@@ -125,6 +127,7 @@ def test_only_conflicts_are_retried_and_only_so_often():
         def write():
             calls.append(1)
             raise exc
+
         return write
 
     with pytest.raises(ValueError):

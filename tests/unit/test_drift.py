@@ -9,8 +9,20 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from ml import drift
-from ml.drift import (NULL, OTHER, DriftPolicy, FeatureProfile, ReferenceProfile, build_profile, daily_counts,
-                      day_summaries, js, ks, psi, window_drift)
+from ml.drift import (
+    NULL,
+    OTHER,
+    DriftPolicy,
+    FeatureProfile,
+    ReferenceProfile,
+    build_profile,
+    daily_counts,
+    day_summaries,
+    js,
+    ks,
+    psi,
+    window_drift,
+)
 from tests.unit.tiny import tiny_features, tiny_spec
 
 
@@ -42,8 +54,11 @@ def test_statistics():
 
 def test_same_data_does_not_drift_and_a_shift_does(spark, reference):
     same = tiny_features(spark, n=600, seed=2)  # fresh sample of the same distribution
-    shifted = (tiny_features(spark, n=600, seed=3).withColumn("x1", F.col("x1") + 2)
-               .withColumn("color", F.when(F.col("id") % 2 == 0, F.lit("purple")).otherwise(F.col("color"))))
+    shifted = (
+        tiny_features(spark, n=600, seed=3)
+        .withColumn("x1", F.col("x1") + 2)
+        .withColumn("color", F.when(F.col("id") % 2 == 0, F.lit("purple")).otherwise(F.col("color")))
+    )
     policy = DriftPolicy(window_days=12)
     for frame, expect in ((same, False), (shifted, True)):
         counts = daily_counts(frame, reference)
@@ -108,8 +123,15 @@ def _wide_rows(spark, reference: ReferenceProfile):
     """Rows over 3 days with NULLs, values on and between the edges, NaN, infinities, and unseen categories."""
     values = [None, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 7.0, float("nan"), float("inf"), float("-inf")]
     numeric = [n for n, p in reference.features.items() if p.kind == "numeric"]
-    rows = [(date(2024, 1, 1 + r % 3), *[values[(r * 7 + i * 3) % len(values)] for i in range(len(numeric))],
-             [None, "blue", "red", "green"][r % 4], [None, "dark"][r % 2]) for r in range(60)]
+    rows = [
+        (
+            date(2024, 1, 1 + r % 3),
+            *[values[(r * 7 + i * 3) % len(values)] for i in range(len(numeric))],
+            [None, "blue", "red", "green"][r % 4],
+            [None, "dark"][r % 2],
+        )
+        for r in range(60)
+    ]
     schema = ", ".join(["event_date DATE", *[f"{n} DOUBLE" for n in numeric], "color STRING", "shade STRING"])
     return spark.createDataFrame(rows, schema)
 
@@ -124,8 +146,11 @@ def _reference_counts(frame, reference: ReferenceProfile) -> dict:
             bucket = sum(F.when(c >= edge, 1).otherwise(0) for edge in p.edges).cast("string")
         else:
             bucket = F.when(c.isin(p.buckets), c).otherwise(F.lit(OTHER)) if p.buckets else F.lit(OTHER)
-        grouped.append(frame.groupBy("event_date", F.when(c.isNull(), F.lit(NULL)).otherwise(bucket).alias("b"))
-                       .count().withColumn("f", F.lit(name)))
+        grouped.append(
+            frame.groupBy("event_date", F.when(c.isNull(), F.lit(NULL)).otherwise(bucket).alias("b"))
+            .count()
+            .withColumn("f", F.lit(name))
+        )
     expected: dict = {}
     for row in reduce(DataFrame.unionAll, grouped).collect():
         expected.setdefault(row["event_date"], {})[f"{row['f']}\u241f{row['b']}"] = row["count"]
@@ -169,5 +194,7 @@ def test_the_run_log_names_every_day_of_a_week_and_counts_those_of_a_longer_run(
     days = {date(2013, 7, 1) + timedelta(days=i): {"share_drifted": i / 10, "drifted": i >= 3} for i in range(8)}
     week = dict(list(days.items())[:2])
     assert drift_line(week) == "2013-07-01: 0% of features, 2013-07-02: 10% of features"
-    assert drift_line(days) == ("5 of 8 days drifted; last day 2013-07-08: 70% of features DRIFTED (every day: "
-                                "drift_by_day in the metadata, and the drift_metrics table)")
+    assert drift_line(days) == (
+        "5 of 8 days drifted; last day 2013-07-08: 70% of features DRIFTED (every day: "
+        "drift_by_day in the metadata, and the drift_metrics table)"
+    )

@@ -14,8 +14,28 @@ def _raw(spark, rows):
 
 
 def _flight(time_hour, arr_delay=20.0, carrier="UA", flight=1, origin="EWR"):
-    return (time_hour.year, time_hour.month, time_hour.day, 517, 515, 2.0, 830, 819, arr_delay, carrier, flight, "N1", origin, "IAH", 227.0,
-            1400.0, 5, 15, time_hour, *[1.0] * 9)
+    return (
+        time_hour.year,
+        time_hour.month,
+        time_hour.day,
+        517,
+        515,
+        2.0,
+        830,
+        819,
+        arr_delay,
+        carrier,
+        flight,
+        "N1",
+        origin,
+        "IAH",
+        227.0,
+        1400.0,
+        5,
+        15,
+        time_hour,
+        *[1.0] * 9,
+    )
 
 
 def test_event_date_is_the_local_date(spark):
@@ -27,21 +47,34 @@ def test_event_date_is_the_local_date(spark):
 
 
 def test_flights_take_the_date_from_year_month_day(spark):
-    df = spark.createDataFrame([(2013, 1, 1, datetime(2013, 1, 2, 3, 0))], "year INT, month INT, day INT, time_hour TIMESTAMP")
+    df = spark.createDataFrame(
+        [(2013, 1, 1, datetime(2013, 1, 2, 3, 0))], "year INT, month INT, day INT, time_hour TIMESTAMP"
+    )
     assert with_event_date(df, SPEC).first()[EVENT_DATE] == date(2013, 1, 1)
 
 
 def test_raw_window_keeps_only_the_window(spark):
-    raw = _raw(spark, [_flight(datetime(2013, 1, 1, 10)), _flight(datetime(2013, 1, 2, 10), flight=2),
-                       _flight(datetime(2013, 1, 3, 10), flight=3)])
+    raw = _raw(
+        spark,
+        [
+            _flight(datetime(2013, 1, 1, 10)),
+            _flight(datetime(2013, 1, 2, 10), flight=2),
+            _flight(datetime(2013, 1, 3, 10), flight=3),
+        ],
+    )
     kept = raw_window(raw, SPEC, date(2013, 1, 2), date(2013, 1, 3))
     assert [r["flight"] for r in kept.collect()] == [2]
 
 
 def test_features_are_typed_keyed_and_labelled(spark):
-    raw = _raw(spark, [_flight(datetime(2013, 1, 1, 10), arr_delay=20.0),
-                       _flight(datetime(2013, 1, 1, 11), arr_delay=5.0, flight=2),
-                       _flight(datetime(2013, 1, 1, 12), arr_delay=None, flight=3)])
+    raw = _raw(
+        spark,
+        [
+            _flight(datetime(2013, 1, 1, 10), arr_delay=20.0),
+            _flight(datetime(2013, 1, 1, 11), arr_delay=5.0, flight=2),
+            _flight(datetime(2013, 1, 1, 12), arr_delay=None, flight=3),
+        ],
+    )
     features = build_features(with_event_date(raw, SPEC), SPEC)
     assert features.columns == feature_columns(SPEC)
     assert features.columns.count("carrier") == 1  # a key that is also a feature is selected once

@@ -12,8 +12,10 @@ from ml.performance import performance, with_labels
 from tests.unit.tiny import tiny_spec
 
 DAYS = (date(2024, 1, 1), date(2024, 1, 2))
-SCHEMA = ("id INT, event_date DATE, prediction DOUBLE, probability DOUBLE, model_name STRING, model_version STRING, "
-          "label DOUBLE")
+SCHEMA = (
+    "id INT, event_date DATE, prediction DOUBLE, probability DOUBLE, model_name STRING, model_version STRING, "
+    "label DOUBLE"
+)
 
 
 def predictions(spark, task="classification", n=60, seed=3):
@@ -36,9 +38,12 @@ def expected_by_group(df, task, groups, metrics=None):
     """Spark's evaluators on each group's rows (the probability vector rebuilt as [1 - p, p])."""
     if task == "classification":
         df = df.withColumn("probability", array_to_vector(F.array(1.0 - F.col("probability"), F.col("probability"))))
-    return {(day, version): evaluate(df.where((F.col("event_date") == F.lit(day)) & (F.col("model_version") == version)),
-                                     task, metrics)
-            for day, version in groups}
+    return {
+        (day, version): evaluate(
+            df.where((F.col("event_date") == F.lit(day)) & (F.col("model_version") == version)), task, metrics
+        )
+        for day, version in groups
+    }
 
 
 @pytest.mark.parametrize("task", ["classification", "regression"])
@@ -63,8 +68,9 @@ def test_unlabelled_rows_are_counted_and_left_out_of_the_metrics(spark):
     got = {(r.event_date, r.model_version): r for r in performance(half, tiny_spec()).collect()}
     g = got[(DAYS[0], "1")]
     assert (g.scored_rows, g.labelled_rows) == (15, 15 - half.where(day1_v1 & F.col("label").isNull()).count())
-    expected = expected_by_group(half.where(F.col("label").isNotNull()), "classification", [(DAYS[0], "1")],
-                                 ("auc", "f1"))[(DAYS[0], "1")]
+    expected = expected_by_group(
+        half.where(F.col("label").isNotNull()), "classification", [(DAYS[0], "1")], ("auc", "f1")
+    )[(DAYS[0], "1")]
     assert g.auc == pytest.approx(expected["auc"]) and g.f1 == pytest.approx(expected["f1"])
 
 
@@ -94,5 +100,9 @@ def test_predictions_meet_their_labels_by_key(spark):
     joined = with_labels(preds, features, tiny_spec())
     assert joined.count() == 60
     assert joined.where("label IS NULL").count() == 10
-    assert joined.join(predictions(spark).select("id", F.col("label").alias("truth")), "id").where(
-        "label IS NOT NULL AND label != truth").count() == 0
+    assert (
+        joined.join(predictions(spark).select("id", F.col("label").alias("truth")), "id")
+        .where("label IS NOT NULL AND label != truth")
+        .count()
+        == 0
+    )

@@ -4,14 +4,22 @@ from ml.metrics import evaluate
 from ml.pipeline import ESTIMATORS, build_pipeline
 from tests.unit.tiny import tiny_features, tiny_spec
 
-PARAMS = {"logistic_regression": {"regParam": 0.01}, "linear_regression": {"regParam": 0.01},
-          "random_forest": {"numTrees": 5, "maxDepth": 3}, "gbt": {"maxIter": 3, "maxDepth": 2}}
+PARAMS = {
+    "logistic_regression": {"regParam": 0.01},
+    "linear_regression": {"regParam": 0.01},
+    "random_forest": {"numTrees": 5, "maxDepth": 3},
+    "gbt": {"maxIter": 3, "maxDepth": 2},
+}
 
 
 @pytest.mark.parametrize("task", ["classification", "regression"])
 @pytest.mark.parametrize("algorithm", ["linear", "random_forest", "gbt"])
 def test_every_algorithm_fits_and_learns(spark, task, algorithm):
-    algorithm = {"classification": "logistic_regression", "regression": "linear_regression"}[task] if algorithm == "linear" else algorithm
+    algorithm = (
+        {"classification": "logistic_regression", "regression": "linear_regression"}[task]
+        if algorithm == "linear"
+        else algorithm
+    )
     spec = tiny_spec(task)
     df = tiny_features(spark, task=task)
     model = build_pipeline(spec, algorithm, PARAMS[algorithm]).fit(df)

@@ -19,7 +19,10 @@ def test_the_suite_names_duplicate_keys_nulls_and_bad_labels(spark):
     spec = tiny_spec()
     df = tiny_features(spark, n=30)
     bad = df.unionByName(df.limit(2)).unionByName(
-        df.limit(1).selectExpr("id + 1000 AS id", "ts", "event_date", "x1", "x2", "CAST(NULL AS STRING) AS color", "2.0 AS label"))
+        df.limit(1).selectExpr(
+            "id + 1000 AS id", "ts", "event_date", "x1", "x2", "CAST(NULL AS STRING) AS color", "2.0 AS label"
+        )
+    )
     outcome = run_suite(with_key_column(bad, spec), feature_suite(spec))
     assert not outcome.success
     failed = {(f.expectation, f.column): f for f in outcome.failures}
@@ -52,11 +55,17 @@ def test_uniqueness_is_decided_by_the_suites_own_expectation(spark):
     all_null = spark.createDataFrame([(None,), (None,)], "k STRING")
     outcome = run_suite(all_null, suite())
     assert outcome.success
-    assert [(r.expectation, r.column, r.success) for r in outcome.results] == [("expect_column_values_to_be_unique", "k", True)]
+    assert [(r.expectation, r.column, r.success) for r in outcome.results] == [
+        ("expect_column_values_to_be_unique", "k", True)
+    ]
     duplicated = spark.createDataFrame([("a",), ("a",), ("b",), (None,)], "k STRING")
     [failure] = run_suite(duplicated, suite()).failures
     assert (failure.expectation, failure.column, failure.unexpected_count, failure.sample_unexpected) == (
-        "expect_column_values_to_be_unique", "k", 2, ["a", "a"])
+        "expect_column_values_to_be_unique",
+        "k",
+        2,
+        ["a", "a"],
+    )
     assert failure.unexpected_percent == 2 / 3 * 100
 
 
@@ -81,7 +90,10 @@ def test_a_day_below_a_mostly_passes_in_its_range_but_fails_alone(spark):
     assert run_suite(df, mostly(3)).success  # 67% non-NULL over the 3 days: the dead day hides
     verdicts = run_suite_by_day(df, mostly, DAYS[:3])
     assert {d: (v.outcome.success, v.days) for d, v in verdicts.items()} == {
-        DAYS[0]: (True, (DAYS[0], DAYS[2])), DAYS[1]: (False, (DAYS[1],)), DAYS[2]: (True, (DAYS[0], DAYS[2]))}
+        DAYS[0]: (True, (DAYS[0], DAYS[2])),
+        DAYS[1]: (False, (DAYS[1],)),
+        DAYS[2]: (True, (DAYS[0], DAYS[2])),
+    }
     assert [(f.column, f.unexpected_percent) for f in verdicts[DAYS[1]].outcome.failures] == [("x", 100.0)]
 
 
@@ -90,8 +102,11 @@ def test_a_failure_is_narrowed_to_its_day_by_halving(spark):
     between = suite(gx.expectations.ExpectColumnValuesToBeBetween(column="x", min_value=0, max_value=100))
     verdicts = run_suite_by_day(df, between, DAYS)
     assert {d: (v.outcome.success, v.days) for d, v in verdicts.items()} == {
-        DAYS[0]: (True, tuple(DAYS[:2])), DAYS[1]: (True, tuple(DAYS[:2])),  # the passing half
-        DAYS[2]: (False, (DAYS[2],)), DAYS[3]: (True, (DAYS[3],))}  # the failing half, split again
+        DAYS[0]: (True, tuple(DAYS[:2])),
+        DAYS[1]: (True, tuple(DAYS[:2])),  # the passing half
+        DAYS[2]: (False, (DAYS[2],)),
+        DAYS[3]: (True, (DAYS[3],)),
+    }  # the failing half, split again
     assert [(f.unexpected_count, f.sample_unexpected) for f in verdicts[DAYS[2]].outcome.failures] == [(1, [-1.0])]
 
 
@@ -101,7 +116,9 @@ def test_a_failure_that_no_single_day_has_fails_the_days_together(spark):
     unique = suite(gx.expectations.ExpectColumnValuesToBeUnique(column="k"))
     verdicts = run_suite_by_day(df, unique, DAYS[:2])
     assert {d: (v.outcome.success, v.days) for d, v in verdicts.items()} == {
-        DAYS[0]: (False, tuple(DAYS[:2])), DAYS[1]: (False, tuple(DAYS[:2]))}
+        DAYS[0]: (False, tuple(DAYS[:2])),
+        DAYS[1]: (False, tuple(DAYS[:2])),
+    }
     assert verdicts[DAYS[0]].outcome.failures[0].unexpected_count == 6
 
 
@@ -109,6 +126,8 @@ def test_the_search_stops_at_its_budget_of_runs(spark):
     df = days_frame(spark, 3, lambda d, i: -1.0)
     between = suite(gx.expectations.ExpectColumnValuesToBeBetween(column="x", min_value=0, max_value=100))
     verdicts = run_suite_by_day(df, between, DAYS, max_runs=2)  # one run, no room to split: the days fail together
-    assert {v.days for v in verdicts.values()} == {tuple(DAYS)} and not any(v.outcome.success for v in verdicts.values())
+    assert {v.days for v in verdicts.values()} == {tuple(DAYS)} and not any(
+        v.outcome.success for v in verdicts.values()
+    )
     verdicts = run_suite_by_day(df, between, DAYS, max_runs=7)  # 1 + 2 + 4: every day alone
     assert {d: v.days for d, v in verdicts.items()} == {d: (d,) for d in DAYS}

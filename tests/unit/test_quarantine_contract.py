@@ -38,13 +38,25 @@ def test_each_broken_rule_is_named_and_good_rows_pass(spark):
     annotated = _annotated(spark, [tuple(r) for r in rows], malformed=None)
     failed = {(r["flight"], tuple(r[q.FAILED_RULES])) for r in annotated.collect()}
     assert failed == {
-        (1, ()), (2, ("carrier_not_null",)), (3, ("origin_allowed",)), (4, ()), (4, ("duplicate_key",)),
-        (5, ("invalid_utf8",)), (6, ("event_time_in_partition",)), (7, ("distance_in_range",)),
+        (1, ()),
+        (2, ("carrier_not_null",)),
+        (3, ("origin_allowed",)),
+        (4, ()),
+        (4, ("duplicate_key",)),
+        (5, ("invalid_utf8",)),
+        (6, ("event_time_in_partition",)),
+        (7, ("distance_in_range",)),
     }
     counts = q.total(list(q.count_by_day(annotated, SPEC).values()))
     assert (counts.rows, counts.quarantined, counts.kept) == (8, 6, 2)
-    assert counts.by_rule == {"carrier_not_null": 1, "origin_allowed": 1, "duplicate_key": 1, "invalid_utf8": 1,
-                              "event_time_in_partition": 1, "distance_in_range": 1}
+    assert counts.by_rule == {
+        "carrier_not_null": 1,
+        "origin_allowed": 1,
+        "duplicate_key": 1,
+        "invalid_utf8": 1,
+        "event_time_in_partition": 1,
+        "distance_in_range": 1,
+    }
     good = q.good_rows(annotated, SPEC)
     assert good.columns == feature_columns(SPEC) and good.count() == 2
     bad = q.quarantined_rows(annotated, SPEC, "2013-01-01").collect()
@@ -61,16 +73,28 @@ def test_malformed_records_are_quarantined_with_their_text(spark):
 
 
 def test_unknown_labels_are_kept_not_quarantined(spark):
-    counts = q.total(list(q.count_by_day(_annotated(spark, [_flight(T, flight=1, arr_delay=None), _flight(T, flight=2)]), SPEC).values()))
+    counts = q.total(
+        list(
+            q.count_by_day(
+                _annotated(spark, [_flight(T, flight=1, arr_delay=None), _flight(T, flight=2)]), SPEC
+            ).values()
+        )
+    )
     assert (counts.quarantined, counts.unlabelled) == (0, 1)
 
 
 def test_the_contract_names_missing_and_mistyped_columns(spark):
-    df = _raw(spark, [_flight(T)]).drop("distance").withColumn("flight", __import__("pyspark.sql.functions").sql.functions.lit("x"))
+    df = (
+        _raw(spark, [_flight(T)])
+        .drop("distance")
+        .withColumn("flight", __import__("pyspark.sql.functions").sql.functions.lit("x"))
+    )
     with pytest.raises(SchemaContractError) as err:
         enforce_contract(df, SPEC)
-    assert str(err.value) == ("dataset flights: the source breaks its schema contract: column 'flight' is STRING, "
-                              "expected INT; column 'distance' is missing (expected DOUBLE)")
+    assert str(err.value) == (
+        "dataset flights: the source breaks its schema contract: column 'flight' is STRING, "
+        "expected INT; column 'distance' is missing (expected DOUBLE)"
+    )
 
 
 def test_extra_columns_are_ignored_or_refused_as_the_spec_says(spark):

@@ -20,19 +20,35 @@ def report_drift(instance, flags: dict[int, bool], start=JAN):
     """A feature_drift materialization per day, as the asset records it (day i of `flags` after `start`)."""
     for i, drifted in sorted(flags.items()):
         day = (start + timedelta(days=i)).isoformat()
-        instance.report_runless_asset_event(AssetMaterialization("feature_drift", partition=day, metadata={
-            "drift_by_day": MetadataValue.json({day: {"drifted": drifted, "share_drifted": 0.5 if drifted else 0.0,
-                                                       "max_psi": 1.0}})}))
+        instance.report_runless_asset_event(
+            AssetMaterialization(
+                "feature_drift",
+                partition=day,
+                metadata={
+                    "drift_by_day": MetadataValue.json(
+                        {day: {"drifted": drifted, "share_drifted": 0.5 if drifted else 0.0, "max_psi": 1.0}}
+                    )
+                },
+            )
+        )
 
 
 def report_performance(instance, values: dict[int, float], version="3", test_value=0.72):
     """registered_model's gate metadata for the version, then model_performance as the asset records it."""
-    instance.report_runless_asset_event(AssetMaterialization("registered_model", metadata={
-        "model_version": int(version), "challenger_metric": test_value}))
+    instance.report_runless_asset_event(
+        AssetMaterialization(
+            "registered_model", metadata={"model_version": int(version), "challenger_metric": test_value}
+        )
+    )
     for i, value in sorted(values.items()):
         day = (JAN + timedelta(days=i)).isoformat()
-        instance.report_runless_asset_event(AssetMaterialization("model_performance", partition=day, metadata={
-            "metric_name": "auc", "primary_metric_by_day": MetadataValue.json({day: {version: value}})}))
+        instance.report_runless_asset_event(
+            AssetMaterialization(
+                "model_performance",
+                partition=day,
+                metadata={"metric_name": "auc", "primary_metric_by_day": MetadataValue.json({day: {version: value}})},
+            )
+        )
 
 
 def tick(instance, policy, cursor=None):
@@ -78,7 +94,9 @@ def test_the_same_tick_twice_asks_for_the_same_run_key(instance):
     policy = RetrainPolicy(consecutive_days=3)
     keys = [r.run_key for _ in range(2) for r in tick(instance, policy).run_requests]  # e.g. a retried tick
     assert keys == ["retrain-2013-01-03", "retrain-2013-01-03"]  # Dagster starts a run key once
-    assert retrain_day({JAN: True, JAN + timedelta(1): True, JAN + timedelta(2): True}, JAN + timedelta(2), policy) is None
+    assert (
+        retrain_day({JAN: True, JAN + timedelta(1): True, JAN + timedelta(2): True}, JAN + timedelta(2), policy) is None
+    )
 
 
 def test_the_latest_result_of_a_day_wins(instance):
@@ -98,8 +116,10 @@ def test_performance_below_the_threshold_is_a_signal(instance):
 
 def test_extra_run_config_is_kept(instance):
     report_drift(instance, {0: True})
-    policy = RetrainPolicy(consecutive_days=1, run_config={"ops": {"splits": {"config": {"train_days": 5}},
-                                                                   "tuned_pipeline": {"config": {"n_trials": 2}}}})
+    policy = RetrainPolicy(
+        consecutive_days=1,
+        run_config={"ops": {"splits": {"config": {"train_days": 5}}, "tuned_pipeline": {"config": {"n_trials": 2}}}},
+    )
     (request,) = tick(instance, policy).run_requests
     assert request.run_config["ops"]["splits"]["config"] == {"train_days": 5, "end_date": "2013-01-01"}
     assert policy.run_config["ops"]["splits"]["config"] == {"train_days": 5}  # the policy itself is not changed

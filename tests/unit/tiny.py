@@ -8,10 +8,17 @@ from ml.dataset import DatasetSpec, table_source
 
 def tiny_spec(task="classification"):
     return DatasetSpec(
-        name="tiny", load_source=table_source("delta", "/nonexistent"), source_description="tiny",
-        event_time="ts", key_columns=("id", "event_date"),
-        label_expr="label_raw", task=task,
-        numeric_features=("x1", "x2"), categorical_features=("color",), start_date="2024-01-01", model_name="tiny_model",
+        name="tiny",
+        load_source=table_source("delta", "/nonexistent"),
+        source_description="tiny",
+        event_time="ts",
+        key_columns=("id", "event_date"),
+        label_expr="label_raw",
+        task=task,
+        numeric_features=("x1", "x2"),
+        categorical_features=("color",),
+        start_date="2024-01-01",
+        model_name="tiny_model",
     )
 
 
@@ -25,15 +32,20 @@ def tiny_features(spark, n=240, days=12, seed=7, task="classification", colors=(
         signal = 1.5 * x1 - x2 + (0.8 if color == "red" else 0.0)
         label = float(signal + rng.gauss(0, 0.5) > 0) if task == "classification" else signal + rng.gauss(0, 0.1)
         rows.append((i, datetime(day.year, day.month, day.day, 12), day, x1, None if i % 17 == 0 else x2, color, label))
-    return spark.createDataFrame(rows, "id INT, ts TIMESTAMP, event_date DATE, x1 DOUBLE, x2 DOUBLE, color STRING, label DOUBLE")
+    return spark.createDataFrame(
+        rows, "id INT, ts TIMESTAMP, event_date DATE, x1 DOUBLE, x2 DOUBLE, color STRING, label DOUBLE"
+    )
 
 
 def tiny_lineage(run_id, dagster_run_id="dagster-run-1", test_set_version=3):
     """The lineage tags a registered tiny version carries (registration refuses a version without them)."""
     from ml.registry import lineage_tags
 
-    return lineage_tags(tiny_spec(), {"test_set": ("/lakehouse/main/tiny/test_set", test_set_version)},
-                        {"mlflow.run_id": run_id, "dagster.run_id": dagster_run_id})
+    return lineage_tags(
+        tiny_spec(),
+        {"test_set": ("/lakehouse/main/tiny/test_set", test_set_version)},
+        {"mlflow.run_id": run_id, "dagster.run_id": dagster_run_id},
+    )
 
 
 def log_tiny_model(spark, experiment_id, task="classification", weak=False, spec=None, seed=7):
@@ -58,6 +70,7 @@ def log_tiny_model(spark, experiment_id, task="classification", weak=False, spec
     algorithm = "logistic_regression" if task == "classification" else "linear_regression"
     model = build_pipeline(spec, algorithm, {"maxIter": 20}).fit(train.where("label IS NOT NULL"))
     with mlflow.start_run(experiment_id=experiment_id) as run:
-        info = mlflow.spark.log_model(model, artifact_path="model", signature=model_signature(spec),
-                                      pip_requirements=pip_requirements())
+        info = mlflow.spark.log_model(
+            model, artifact_path="model", signature=model_signature(spec), pip_requirements=pip_requirements()
+        )
     return info.model_uri, run.info.run_id, model, test
