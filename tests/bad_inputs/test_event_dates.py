@@ -11,9 +11,21 @@ from delta.tables import DeltaTable
 from ml import delta_io, undated
 from ml.datasets.flights import SPEC
 from ml.features import raw_window
+from orchestration.deployments import local_resources
+from tests.conftest import TEST_SPARK_CONF
 
 DDL = "year INT, month INT, day INT, flight INT, carrier STRING, origin STRING, time_hour TIMESTAMP"
 T = datetime(2013, 2, 2, 12)
+
+
+def quarantine_of(tmp_path):
+    """The lakehouse over tmp_path, and a store of undated rows into its quarantine as raw_data does it."""
+    lake = local_resources(SPEC, state=tmp_path, master="local[2]", spark_conf=TEST_SPARK_CONF)["lakehouse"]
+
+    def store(quarantined, report, label):
+        return lake.replace_rows(quarantined, "quarantine", undated.stored_predicate(label), frame_is_empty=not report.rows)
+
+    return lake.table_path("quarantine"), store
 
 
 def source(spark):
@@ -60,21 +72,21 @@ def test_an_event_date_expression_that_raises_is_named(spark):
 
 def test_undated_rows_are_stored_once_per_source(spark, tmp_path):
     """Every run over a source sees all its undated rows: each run replaces what the last stored for that source."""
-    path = str(tmp_path / "quarantine")
+    path, store = quarantine_of(tmp_path)
     history = lambda: DeltaTable.forPath(spark, path).history().count()  # noqa: E731
     seen = raw_window(source(spark), SPEC, date(2013, 2, 2), date(2013, 2, 3), undated=True)
     none = seen.where("flight = 1")
     report, quarantined = undated.measure(none, SPEC, "source:a")
-    assert report.rows == 0 and undated.store(quarantined, report, path, "source:a") is None
+    assert report.rows == 0 and store(quarantined, report, "source:a") is None
     assert not delta_io.table_exists(spark, path)  # no empty table is created
 
     report, quarantined = undated.measure(seen, SPEC, "source:a")
-    undated.store(quarantined, report, path, "source:a")
+    store(quarantined, report, "source:a")
     other, other_rows = undated.measure(seen.where("flight IN (1, 5)"), SPEC, "source:b")
-    undated.store(other_rows, other, path, "source:b")
+    store(other_rows, other, "source:b")
     next_day = raw_window(source(spark), SPEC, date(2013, 2, 3), date(2013, 2, 4), undated=True)
     again, again_rows = undated.measure(next_day, SPEC, "source:a")  # the next day's run over source a
-    assert again.rows == 3 and undated.store(again_rows, again, path, "source:a").version == 2 and history() == 3
+    assert again.rows == 3 and store(again_rows, again, "source:a").version == 2 and history() == 3
     counts = {
         r.source_partition: r["count"]
         for r in spark.read.format("delta").load(path).groupBy("source_partition").count().collect()
@@ -82,17 +94,17 @@ def test_undated_rows_are_stored_once_per_source(spark, tmp_path):
     assert counts == {"source:a": 3, "source:b": 1}  # a's rows once, not once per day's run
 
     clean, clean_rows = undated.measure(none, SPEC, "source:c")  # a clean source adds no empty commit
-    assert undated.store(clean_rows, clean, path, "source:c") is None and history() == 3
+    assert store(clean_rows, clean, "source:c") is None and history() == 3
 
     fixed, fixed_rows = undated.measure(none, SPEC, "source:a")  # source a was fixed: its rows are emptied
-    assert undated.store(fixed_rows, fixed, path, "source:a").version == 3
+    assert store(fixed_rows, fixed, "source:a").version == 3
     assert spark.read.format("delta").load(path).where("source_partition = 'source:a'").count() == 0
 
 
 def test_a_source_label_with_quotes_is_stored_and_replaced(spark, tmp_path):
-    path, label = str(tmp_path / "quarantine"), undated.source_label("/data/o'hare\\drops")
+    (path, store), label = quarantine_of(tmp_path), undated.source_label("/data/o'hare\\drops")
     seen = raw_window(source(spark), SPEC, date(2013, 2, 2), date(2013, 2, 3), undated=True)
     report, quarantined = undated.measure(seen, SPEC, label)
-    undated.store(quarantined, report, path, label)
-    undated.store(quarantined, report, path, label)
+    store(quarantined, report, label)
+    store(quarantined, report, label)
     assert [r.source_partition for r in spark.read.format("delta").load(path).collect()] == [label] * 3

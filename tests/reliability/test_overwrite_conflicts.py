@@ -4,10 +4,13 @@ asset (train_set, ...) would: every overwrite commits once, on a version of its 
 import json
 import threading
 
+import pytest
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
 from ml import delta_io
+
+pytestmark = pytest.mark.reliability  # a few minutes of racing commits: make test-reliability
 
 ROUNDS = 10
 WRITERS = ("a", "b")
