@@ -23,7 +23,9 @@ def quarantine_of(tmp_path):
     lake = local_resources(SPEC, state=tmp_path, master="local[2]", spark_conf=TEST_SPARK_CONF)["lakehouse"]
 
     def store(quarantined, report, label):
-        return lake.replace_rows(quarantined, "quarantine", undated.stored_predicate(label), frame_is_empty=not report.rows)
+        return lake.replace_rows(
+            quarantined, "quarantine", undated.stored_predicate(label), frame_is_empty=not report.rows
+        )
 
     return lake.table_path("quarantine"), store
 
