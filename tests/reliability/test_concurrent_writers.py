@@ -2,15 +2,13 @@
 no commit is lost, every write gets its own version, and each day holds its last write's rows."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from delta.tables import DeltaTable
 
 from ml.datasets.flights import SPEC
-from orchestration.deployments import REPO_ROOT, local_resources
+from orchestration.deployments import local_resources
+from tests.reliability.writer import start
 
 pytestmark = pytest.mark.reliability
 
@@ -21,20 +19,7 @@ ROWS = 3
 
 def race(state, unlocked=False):
     """Start one writer per day, release them together, and return what each printed."""
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "SPARK_LOCAL_IP": "127.0.0.1"}
-    args = ["--unlocked"] if unlocked else []
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tests.reliability.writer", str(state), day, str(ROUNDS), *args],
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        for day in DAYS
-    ]
+    procs = [start(state, day, ROUNDS, *(["--unlocked"] if unlocked else [])) for day in DAYS]
     for p in procs:  # each has its session and is about to write
         assert json.loads(p.stdout.readline()) == {"ready": DAYS[procs.index(p)]}
     for p in procs:

@@ -5,16 +5,14 @@ is visible, no lock is left behind, and a rerun succeeds."""
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 from delta.tables import DeltaTable
 
 from ml.datasets.flights import SPEC
-from orchestration.deployments import REPO_ROOT, local_resources
-from tests.reliability.writer import ROWS
+from orchestration.deployments import local_resources
+from tests.reliability.writer import ROWS, start
 
 pytestmark = pytest.mark.reliability
 
@@ -22,17 +20,7 @@ DAY = "2013-01-01"
 
 
 def writer(state, rounds, *flags):
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "SPARK_LOCAL_IP": "127.0.0.1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.reliability.writer", str(state), DAY, str(rounds), *flags],
-        cwd=REPO_ROOT,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
+    return start(state, DAY, rounds, *flags)
 
 
 def killed_mid_write(state, flags, seen_before_kill=2, delay=0.7):

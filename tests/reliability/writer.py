@@ -7,6 +7,8 @@ through the lakehouse boundary, and prints each commit's version as JSON lines.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from datetime import date, timedelta
 
@@ -23,6 +25,23 @@ TINY_SPARK = {
     "spark.sql.session.timeZone": "UTC",
 }
 ROWS = 3
+
+
+def start(state, day: str, rounds: int, *flags: str) -> subprocess.Popen:
+    """This script as a process of its own, in a session of its own (so that its whole group can be killed)."""
+    from orchestration.deployments import REPO_ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "SPARK_LOCAL_IP": "127.0.0.1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.reliability.writer", str(state), day, str(rounds), *flags],
+        cwd=REPO_ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def main(state: str, day: str, rounds: int, unlocked: bool = False, overwrite: bool = False) -> None:
