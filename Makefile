@@ -87,7 +87,7 @@ infra-status:
 
 # Not in `make test`: starts its own stack (free ports, a temporary state folder) and runs the whole graph on it.
 test-infra: jars
-	@source infra/java-env.sh && $(PY) -m pytest -m infra tests/infra $(PYTEST_ARGS)
+	@source infra/java-env.sh && $(PY) -m pytest -m infra tests/infra tests/integration/test_mlflow_server.py $(PYTEST_ARGS)
 
 # Not in `make test` (a few minutes: each test starts JVMs of its own): writer processes racing on one table,
 # and killed with SIGKILL in the middle of a write.

@@ -15,6 +15,8 @@ from orchestration.deployments import REPO_ROOT
 from orchestration.resources import MLflowResource
 from tests.unit.tiny import log_tiny_model, tiny_lineage
 
+pytestmark = pytest.mark.infra  # a real MLflow server of its own: make test-infra
+
 NAME = "main.tiny.served_model"
 
 

@@ -9,6 +9,8 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import pytest
+
 from orchestration.deployments import REPO_ROOT
 
 INFRA = REPO_ROOT / "infra"
@@ -113,6 +115,7 @@ def cmdlines_containing(marker: str) -> list[str]:
     return found
 
 
+@pytest.mark.reliability  # starts a real MLflow server: make test-reliability
 def test_the_mlflow_server_gets_its_backend_store_uri_through_the_environment_only(tmp_path):
     """A real server through infra/mlflow-server.sh: it uses the store it was given, and no process has the URI in its
     argv (a PostgreSQL URI holds the password; here a unique marker in a sqlite path stands for it)."""
