@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from orchestration.deployments import REPO_ROOT
+from tests.listening import group_members, listening, on_loopback
 
 pytestmark = pytest.mark.e2e
 
@@ -45,6 +46,9 @@ ASSETS = (
 SHOTS = REPO_ROOT / "test-artifacts" / "e2e"
 CHROMIUM = os.environ.get("FLIGHTLINE_CHROMIUM", "/usr/bin/chromium")
 RUN_TIMEOUT_S = 900  # a run launched by the UI starts its own process and JVM; the machine may be shared
+
+
+DEV: dict = {}  # the running `dagster dev`: its process group and the webserver's port
 
 
 def free_port() -> int:
@@ -146,6 +150,7 @@ def webserver(state):
         preexec_fn=default_signals,
     )
     url = f"http://127.0.0.1:{port}"
+    DEV.update(pgid=proc.pid, port=port)
     try:
         deadline = time.time() + 300
         while True:
@@ -259,6 +264,15 @@ def expand_all_groups(page):
         page.keyboard.press("Escape")  # close the menu, so that the screenshot shows the whole graph
         return
     pytest.fail("the asset graph's settings menu never showed 'Expand all groups' (screenshots in test-artifacts/e2e)")
+
+
+def test_dagster_dev_listens_on_loopback_only(webserver):
+    """The webserver, the daemon and the code server `dagster dev` starts: every listening socket on 127.0.0.1."""
+    found = listening(group_members(DEV["pgid"]) | {DEV["pgid"]})
+    addresses = sorted(a for per_pid in found.values() for a in per_pid)
+    assert f"127.0.0.1:{DEV['port']}" in addresses  # the webserver was found: the check below is not vacuous
+    assert [a for a in addresses if not on_loopback(a)] == [], addresses
+    print(f"\ndagster dev listening: {addresses}")
 
 
 def test_the_asset_graph_shows_every_asset_of_the_lineage(webserver, page):

@@ -5,7 +5,6 @@ does; the test checks what each service holds, then stops them and checks that n
 
 import json
 import os
-import re
 import socket
 import stat
 import subprocess
@@ -19,6 +18,7 @@ import pytest
 
 from orchestration.deployments import REPO_ROOT
 from tests.integration.test_graph import source_rows_per_day
+from tests.listening import group_members, listening, on_loopback
 
 pytestmark = pytest.mark.infra
 
@@ -253,24 +253,6 @@ def test_the_tables_hold_every_source_row(stack, pipeline_run):
     assert count["batch_predictions"] == count["validated_features"]
 
 
-def listening(pids: set[int]) -> dict[int, set[str]]:
-    """pid -> the local addresses (host:port) its TCP sockets listen on, from `ss -ltnpH`."""
-    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
-    found: dict[int, set[str]] = {}
-    for line in out.splitlines():
-        fields = line.split()
-        local = fields[3]
-        for pid in (int(p) for p in re.findall(r"pid=(\d+)", line)):
-            if pid in pids:
-                found.setdefault(pid, set()).add(local)
-    return found
-
-
-def group_members(leader: int) -> set[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "-g", str(leader)], capture_output=True, text=True).stdout
-    return {int(p) for p in out.split()}
-
-
 def test_every_service_listens_on_loopback_only(stack, pipeline_run):
     """PostgreSQL, the MLflow server (and its workers), the Spark master and both workers: every listening socket of
     theirs is on 127.0.0.1 (or ::1), none on 0.0.0.0 or an outside address."""
@@ -287,8 +269,7 @@ def test_every_service_listens_on_loopback_only(stack, pipeline_run):
     assert all(addresses.values()), addresses  # each service was found listening: the check below is not vacuous
     assert env["MLFLOW_TRACKING_URI"].rsplit(":", 1)[1].strip("/") in {a.rsplit(":", 1)[1] for a in addresses["mlflow"]}
     assert env["FLIGHTLINE_SPARK_MASTER"].rsplit(":", 1)[1] in {a.rsplit(":", 1)[1] for a in addresses["master"]}
-    loopback = ("127.0.0.1", "[::1]", "[::ffff:127.0.0.1]")  # the last: a JVM's IPv6 socket bound to 127.0.0.1
-    outside = {name: [a for a in found if a.rsplit(":", 1)[0] not in loopback] for name, found in addresses.items()}
+    outside = {name: [a for a in found if not on_loopback(a)] for name, found in addresses.items()}
     assert outside == {name: [] for name in addresses}, addresses
     print(f"\nlistening: {addresses}")
 
