@@ -34,6 +34,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from ml.dataset import EVENT_DATE
+from ml.days import DayWindow
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class DeltaCommit:
 
 
 def window_predicate(start: date, end: date, column: str = EVENT_DATE) -> str:
-    return f"{column} >= '{start.isoformat()}' AND {column} < '{end.isoformat()}'"
+    return DayWindow(start, end).predicate(column)
 
 
 def write_partitions(

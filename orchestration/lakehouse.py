@@ -149,7 +149,6 @@ class LakehouseResource(ConfigurableResource):
                 predicate,
                 EVENT_DATE,
                 user_metadata=_commit_metadata(run_id, lineage),
-                what=f"{path} where {predicate}",
             )
 
     def overwrite(self, frame: DataFrame, table: str, run_id: str | None = None, **lineage: Any) -> DeltaCommit:

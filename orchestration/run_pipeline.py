@@ -16,7 +16,6 @@ import mlflow
 from dagster import AssetKey, DagsterEventType, DagsterInstance
 
 from assets import contracts as c
-from assets.contracts import FAILED_DAYS, WRITTEN_DAYS
 from ml.splits import SplitSizes
 from ml.training import TuningConfig
 
@@ -34,8 +33,8 @@ def held_by_the_gate(result) -> list[str]:
     for step in failed:
         failure = result.failure_data_for_node(step).user_failure_data
         metadata = failure.metadata if failure is not None else {}
-        written = metadata.get(WRITTEN_DAYS)
-        if FAILED_DAYS not in metadata or not (written and written.value):
+        written = metadata.get(c.WRITTEN_DAYS)
+        if c.FAILED_DAYS not in metadata or not (written and written.value):
             return []  # a failure of another kind, or a gate that wrote nothing: the run cannot go on
         held.append(failure.description)
     return held
