@@ -24,7 +24,6 @@ from pyspark.sql import functions as F
 
 from assets.common import SPEC, daily_partitions, window_of
 from assets.gate import daily_gate, suite_check_result
-from assets.ingest import raw_data
 from ml import quarantine as q
 from ml.dataset import EVENT_DATE
 from ml.days import days_label
@@ -95,7 +94,7 @@ def reconciliation(raw_rows: int, feature_rows: int, quarantined_rows: int, coun
             description="Rows that broke a row-level rule, with the rules and the raw record.",
         ),
     },
-    deps=[raw_data],
+    deps=["raw_data"],  # not raw_quarantine, the other table of its step
     partitions_def=daily_partitions,
     backfill_policy=BackfillPolicy.single_run(),
     check_specs=[

@@ -1,4 +1,5 @@
-"""raw_data: the source's rows of each day, as they came, in a Delta table partitioned by event date."""
+"""raw_data and raw_quarantine: the source's rows of each day, as they came, in a Delta table partitioned by event date;
+the source's rows without a partition date, which no day can hold, in raw_quarantine (ml/undated.py)."""
 
 import json
 
@@ -7,9 +8,11 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetOut,
     BackfillPolicy,
+    MaterializeResult,
     MetadataValue,
-    asset,
+    multi_asset,
 )
 from pyspark import StorageLevel
 
@@ -25,13 +28,26 @@ from ml.quality import raw_suite, run_suite_by_day
 from orchestration.lakehouse import LakehouseResource
 
 RAW_CHECK = "raw_suite"
+RAW_QUARANTINE = "raw_quarantine"
 
 
-@asset(
+@multi_asset(
+    outs={
+        "raw_data": AssetOut(
+            kinds={"spark", "delta", "great_expectations"},
+            group_name="daily",
+            description=f"Source rows by event date: {SPEC.source_description}. Checked against the spec's schema "
+            "contract before anything is written.",
+        ),
+        RAW_QUARANTINE: AssetOut(
+            kinds={"spark", "delta"},
+            group_name="daily",
+            description="The source's rows without a partition date (rule no_partition_date), with the raw record: "
+            "one copy per source, which each run over it replaces.",
+        ),
+    },
     partitions_def=daily_partitions,
     backfill_policy=BackfillPolicy.single_run(),
-    group_name="daily",
-    kinds={"spark", "delta", "great_expectations"},
     check_specs=[
         AssetCheckSpec(
             RAW_CHECK,
@@ -42,8 +58,6 @@ RAW_CHECK = "raw_suite"
             "partition date within the quarantine budget",
         )
     ],
-    description=f"Source rows by event date: {SPEC.source_description}. Checked against the spec's schema "
-    "contract before anything is written.",
 )
 def raw_data(context: AssetExecutionContext, lakehouse: LakehouseResource):
     window = window_of(context)
@@ -56,15 +70,18 @@ def raw_data(context: AssetExecutionContext, lakehouse: LakehouseResource):
         source_label = undated.source_label(lakehouse.source_location)
         report, quarantined = undated.measure(seen, SPEC, source_label)  # the pass that reads the source
         if report.rows:
-            context.log.warning(f"raw_data {window.label}: {report.describe()}")
+            context.log.warning(f"raw_data {window.label}: {report.describe(RAW_QUARANTINE)}")
         q_commit = lakehouse.replace_rows(
             quarantined,
-            "quarantine",
+            RAW_QUARANTINE,
             undated.stored_predicate(source_label),
             run_id=context.run.run_id,
             frame_is_empty=not report.rows,
         )
         undated_meta = undated_metadata(report, q_commit)
+        yield MaterializeResult(
+            asset_key=RAW_QUARANTINE, metadata=raw_quarantine_metadata(lakehouse, q_commit, quarantined.schema, window)
+        )
         rows = undated.dated(seen)
         verdicts = run_suite_by_day(rows, lambda n: raw_suite(SPEC, days=n), window.days)
         outcomes = {d: v.outcome.with_result(report.outcome()) for d, v in verdicts.items()}
@@ -97,7 +114,7 @@ def raw_data(context: AssetExecutionContext, lakehouse: LakehouseResource):
             )
 
         stored = (
-            f" The {report.rows} rows without a partition date are in quarantine (Delta v{q_commit.version})."
+            f" The {report.rows} rows without a partition date are in {RAW_QUARANTINE} (Delta v{q_commit.version})."
             if report.rows
             else ""
         )
@@ -139,6 +156,14 @@ def day_check(suite: AssetCheckResult, rows: int, day) -> AssetCheckResult:
     )
 
 
+def raw_quarantine_metadata(lakehouse: LakehouseResource, commit: DeltaCommit | None, schema, window) -> dict:
+    """What a run stored in raw_quarantine: all of its source's undated rows (not one day's), or nothing (a clean
+    source adds no commit)."""
+    if commit is None:
+        return lakehouse.unwritten_metadata(RAW_QUARANTINE, window)
+    return {**lakehouse.metadata(commit, RAW_QUARANTINE, schema), "partition": window.label}
+
+
 def undated_metadata(report: undated.UndatedRows, q_commit: DeltaCommit | None) -> dict:
     """The source's rows without a partition date, for the raw check and the materialization."""
     metadata = {
@@ -147,5 +172,5 @@ def undated_metadata(report: undated.UndatedRows, q_commit: DeltaCommit | None) 
         "sample_rows_without_partition_date": MetadataValue.json([json.loads(r) for r in report.samples]),
     }
     if q_commit is not None:
-        metadata["quarantine_delta_version"] = q_commit.version
+        metadata[f"{RAW_QUARANTINE}_delta_version"] = q_commit.version
     return metadata

@@ -37,6 +37,7 @@ from ml.registry import GateConfig, champion_version, gate, lineage_tags, regist
 from ml.scoring import ResolvedModel, check_signature, evaluate_version, load_model, score
 from ml.splits import SplitWindow, split_counts, time_splits
 from ml.training import TuningConfig, tune_and_log
+from orchestration.definitions import INGEST_KEYS
 
 TUNING = {"n_trials": 2, "algorithms": ["logistic_regression"]}
 
@@ -122,7 +123,7 @@ def through_dagster(world, start: date, end: date, split_config: dict) -> None:
         instance=instance,
         tags=tags,
         run_config=quiet,
-        asset_selection=[AssetKey("raw_data"), AssetKey("validated_features"), AssetKey("quarantine")],
+        asset_selection=INGEST_KEYS,
     ).success
     assert training.execute_in_process(
         instance=instance,

@@ -165,6 +165,8 @@ def backfill(month_days: int) -> None:
     """A month of batch_predictions through Dagster: one single-run backfill vs one run per day."""
     from dagster import AssetKey
 
+    from orchestration.definitions import INGEST_KEYS
+
     start = date(2013, 1, 1)
     last = start + timedelta(days=month_days - 1)
     tags = {
@@ -178,7 +180,7 @@ def backfill(month_days: int) -> None:
         instance=instance,
         tags=tags,
         run_config=quiet,
-        asset_selection=[AssetKey("raw_data"), AssetKey("validated_features"), AssetKey("quarantine")],
+        asset_selection=INGEST_KEYS,
     ).success
     assert training.execute_in_process(
         instance=instance,

@@ -4,10 +4,11 @@ A run takes the source rows whose event date falls in its window. A row whose ev
 missing or impossible year, month or day; an unparseable event time) falls in every run's blind spot, so
 each run also keeps the source's undated rows, in the same pass that reads its window (`raw_window(...,
 undated=True)`, persisted once by raw_data). The run then counts them, records a few on the raw check,
-counts them against the quarantine budget, and stores them in the quarantine table under a NULL event_date
-with the rule `no_partition_date`. Every run over a source sees all of that source's undated rows, whatever its
-window, so they are stored once per source (`source_label`, in the `source_partition` column), each run
-replacing what the last one stored: 365 daily runs over a year's file keep one copy, not 365.
+counts them against the quarantine budget, and hands them back as quarantine rows under a NULL event_date
+with the rule `no_partition_date`, for raw_data to store in a table of their own (`raw_quarantine`). Every run
+over a source sees all of that source's undated rows, whatever its window, so they are stored once per source
+(`source_label`, in the `source_partition` column), each run replacing what the last one stored: 365 daily runs
+over a year's file keep one copy, not 365.
 """
 
 from __future__ import annotations
@@ -53,10 +54,10 @@ class UndatedRows:
     def within_budget(self) -> bool:
         return self.fraction <= self.budget
 
-    def describe(self) -> str:
+    def describe(self, stored_in: str) -> str:
         return (
             f"{self.rows} source rows have no partition date ({self.fraction:.2%} of the {self.rows + self.window_rows} "
-            f"rows this run saw, budget {self.budget:.2%}); they are stored in quarantine as {NO_PARTITION_DATE}"
+            f"rows this run saw, budget {self.budget:.2%}); they are stored in {stored_in} as {NO_PARTITION_DATE}"
         )
 
     def outcome(self) -> ExpectationOutcome:
@@ -73,7 +74,7 @@ class UndatedRows:
 
 
 def source_label(location: str | None) -> str:
-    """What the quarantine records as the source_partition of a source's undated rows: the source itself."""
+    """What the quarantine rows record as the source_partition of a source's undated rows: the source itself."""
     return f"source:{location or 'default'}"
 
 
@@ -121,7 +122,7 @@ def event_date_errors(spec: DatasetSpec):
 
 
 def stored_predicate(source: str) -> str:
-    """The quarantine's undated rows of `source`: a run replaces them with its own, so a rerun, or another day's
+    """The stored undated rows of `source`: a run replaces them with its own, so a rerun, or another day's
     run over the same source, never duplicates them, and a fixed source empties them."""
     return f"{EVENT_DATE} IS NULL AND source_partition = '{_escaped(source)}'"
 

@@ -24,7 +24,10 @@ from orchestration.sensors import RetrainPolicy, build_retrain_sensor
 
 daily_assets = AssetSelection.assets(
     raw_data, validated_features, batch_predictions, model_performance, feature_drift
-)  # + quarantine
+)  # + raw_quarantine, quarantine: the other tables of the raw_data and validated_features steps
+# What `make run` (and a range backfill) runs as its two daily phases, as asset keys for `asset_selection`
+INGEST_KEYS = sorted({*raw_data.keys, *validated_features.keys})
+SCORING_KEYS = sorted({*batch_predictions.keys, *model_performance.keys, *feature_drift.keys})
 training_assets = AssetSelection.assets(splits, tuned_pipeline, registered_model)
 
 daily_job = define_asset_job(

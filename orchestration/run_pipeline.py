@@ -13,7 +13,7 @@ import sys
 import time
 
 import mlflow
-from dagster import AssetKey, DagsterEventType, DagsterInstance
+from dagster import DagsterEventType, DagsterInstance
 
 from assets import contracts as c
 from ml.splits import SplitSizes
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from assets.common import daily_partitions
-    from orchestration.definitions import defs
+    from orchestration.definitions import INGEST_KEYS, SCORING_KEYS, defs
 
     keys = daily_partitions.get_partition_keys()
     start, end = args.start or keys[0], args.end or keys[-1]
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         lambda: daily_job.execute_in_process(
             instance=instance,
             tags=range_tags,
-            asset_selection=[AssetKey("raw_data"), AssetKey("validated_features"), AssetKey("quarantine")],
+            asset_selection=INGEST_KEYS,
             run_config=quiet,
             raise_on_error=False,
         ),
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         lambda: daily_job.execute_in_process(
             instance=instance,
             tags=range_tags,
-            asset_selection=[AssetKey("batch_predictions"), AssetKey("model_performance"), AssetKey("feature_drift")],
+            asset_selection=SCORING_KEYS,
             run_config=quiet,
             raise_on_error=False,
         ),
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\nDone. The whole graph is materialized" + (", but for the days the gate held (below)." if held else "."))
     print(
         f"  Delta tables:      {os.path.dirname(raw_uri.removeprefix('file://'))}/  "
-        f"(raw_data, validated_features, quarantine, train_set, validation_set, test_set, batch_predictions, "
+        f"(raw_data, raw_quarantine, validated_features, quarantine, train_set, validation_set, test_set, batch_predictions, "
         f"model_performance, drift_metrics)"
     )
     print(f"  MLflow store:      {mlflow.get_tracking_uri()}")

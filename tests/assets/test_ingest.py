@@ -16,8 +16,10 @@ def test_a_range_run_writes_every_day_of_the_source_in_one_commit(world):
     assert meta["dagster/table_name"] == "main.flights.raw_data"
     assert meta["dagster/uri"] == f"file://{world.lake.table_path('raw_data')}"
     assert meta["rows_without_partition_date"] == 0 and meta["ignored_columns"] == ""
-    assert "quarantine_delta_version" not in meta  # a clean source stores nothing in quarantine
-    assert world.commit_of("quarantine", result.run_id) == []  # ... and adds no empty commit there
+    assert "raw_quarantine_delta_version" not in meta  # a clean source stores nothing in raw_quarantine
+    assert world.lake.version("raw_quarantine") is None  # ... and adds no empty commit there
+    quarantined = metadata_of(result, "raw_quarantine", DAYS[1])  # the step's other table: declared, so in the graph
+    assert (quarantined["rows_written"], quarantined["delta_version"]) == (0, -1)
     assert {c.name for c in meta["dagster/column_schema"].columns} >= set(world.header) | {"event_date", "temp"}
 
     assert world.counts_by_day("raw_data", version=0) == world.rows_per_day  # counted in Python from the CSV
@@ -62,4 +64,4 @@ def test_a_cut_off_day_fails_its_own_raw_check_and_keeps_its_rows(world, tmp_pat
         DAYS[2]: version + 1,
     }
     assert world.counts_by_day("raw_data") == before  # Feb 1 and 3 replaced, not appended; Feb 2 keeps its rows
-    assert world.commit_of("quarantine", result.run_id) == []  # no rows without a date: nothing for quarantine
+    assert world.lake.version("raw_quarantine") is None  # no rows without a date: nothing for raw_quarantine

@@ -13,7 +13,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 
 from assets.features import validated_features
-from assets.ingest import raw_data
+from assets.ingest import RAW_QUARANTINE, raw_data
 from assets.performance import model_performance
 from assets.predictions import batch_predictions
 from ml import undated
@@ -549,10 +549,16 @@ def test_a_cut_off_day_in_a_range_run_fails_its_raw_check_alone(spark, world, tm
 
 def undated_quarantine(spark, resources, folder):
     label = undated.source_label(str(folder))
-    rows = table(spark, resources, "quarantine").where(
+    rows = table(spark, resources, RAW_QUARANTINE).where(
         F.col("event_date").isNull() & (F.col("source_partition") == label)
     )
     return sorted((r.flight, tuple(r.failed_rules)) for r in rows.collect())
+
+
+def raw_quarantine_state(spark, resources) -> tuple[int, int]:
+    """raw_quarantine's Delta version and its rows (all undated: it holds no day), (-1, 0) before its first write."""
+    version = resources["lakehouse"].version(RAW_QUARANTINE)
+    return (-1, 0) if version is None else (version, table(spark, resources, RAW_QUARANTINE).count())
 
 
 def test_rows_without_a_partition_date_are_counted_sampled_and_quarantined(spark, world, tmp_path):
@@ -562,7 +568,7 @@ def test_rows_without_a_partition_date_are_counted_sampled_and_quarantined(spark
     bad[0][COL["month"]] = "13"  # an impossible date: NULL from try_to_date, where make_date would raise (ANSI)
     bad[1][COL["day"]] = "x"  # not a number: a malformed record whose day is NULL
     bad[2][COL["year"]] = ""  # missing
-    before = snapshot(spark, resources)
+    before, q_before = snapshot(spark, resources), raw_quarantine_state(spark, resources)
     result = run_day(world, write_csv(tmp_path, HEADER, rows + bad), day)  # reruns: test_event_dates.py
     assert result.success, [str(e) for e in result.all_events if e.is_failure]
     check = checks_of(result)["raw_suite"]
@@ -572,9 +578,9 @@ def test_rows_without_a_partition_date_are_counted_sampled_and_quarantined(spark
     assert sorted(str(s["flight"]) for s in samples) == sorted(r[COL["flight"]] for r in bad)
     raw_meta = result.asset_materializations_for_node("raw_data")[0].metadata
     assert raw_meta["rows_without_partition_date"].value == 3
-    assert (
-        raw_meta["quarantine_delta_version"].value == before["quarantine"][0] + 1
-    )  # the run's first quarantine commit
+    assert raw_meta["raw_quarantine_delta_version"].value == q_before[0] + 1  # the run's one raw_quarantine commit
+    q_meta = result.asset_materializations_for_node("raw_data")[1].metadata  # the step's other table
+    assert (q_meta["delta_version"].value, q_meta["dagster/row_count"].value) == (q_before[0] + 1, 3)
     assert undated_quarantine(spark, resources, tmp_path) == sorted(
         (r[COL["flight"]], ("no_partition_date",)) for r in bad
     )
@@ -582,11 +588,12 @@ def test_rows_without_a_partition_date_are_counted_sampled_and_quarantined(spark
     warnings = [e.user_message for e in instance.all_logs(result.run_id) if "have no partition date" in e.user_message]
     assert warnings == [
         f"raw_data {day}: 3 source rows have no partition date ({3 / (len(rows) + 3):.2%} of the "
-        f"{len(rows) + 3} rows this run saw, budget 5.00%); they are stored in quarantine as "
+        f"{len(rows) + 3} rows this run saw, budget 5.00%); they are stored in raw_quarantine as "
         "no_partition_date"
     ]
     after = snapshot(spark, resources)
-    assert after["quarantine"][1][None] == before["quarantine"][1].get(None, 0) + 3
+    assert raw_quarantine_state(spark, resources)[1] == q_before[1] + 3  # this source's 3, beside other sources'
+    assert None not in after["quarantine"][1]  # validated_features' quarantine holds days only
     for t in TABLES:  # no other day changed
         assert {d: n for d, n in after[t][1].items() if d not in (day, None)} == {
             d: n for d, n in before[t][1].items() if d not in (day, None)
@@ -599,7 +606,7 @@ def test_too_many_rows_without_a_partition_date_fail_the_raw_check_and_wait_in_q
     bad = moved(day_rows(2), 14)[:80]
     for r in bad:
         r[COL["month"]] = "13"
-    before = snapshot(spark, resources)
+    before, q_before = snapshot(spark, resources), raw_quarantine_state(spark, resources)
     result = run_day(world, write_csv(tmp_path, HEADER, rows + bad), day)
     assert not result.success and started(result) == ["raw_data"]
     check = checks_of(result)["raw_suite"]
@@ -611,10 +618,9 @@ def test_too_many_rows_without_a_partition_date_fail_the_raw_check_and_wait_in_q
         f"raw_data {day}: the raw suite failed, nothing was written (the partition keeps its previous rows): "
         f"expect_rows_to_have_a_partition_date(event_date): 80 unexpected ({100 * 80 / (len(rows) + 80):.3f}%)" in error
     )
-    assert f"The 80 rows without a partition date are in quarantine (Delta v{before['quarantine'][0] + 1})." in error
-    after = snapshot(spark, resources)
-    assert {t: after[t] for t in TABLES if t != "quarantine"} == {t: before[t] for t in TABLES if t != "quarantine"}
-    assert after["quarantine"][1] == {**before["quarantine"][1], None: before["quarantine"][1].get(None, 0) + 80}
+    assert f"The 80 rows without a partition date are in raw_quarantine (Delta v{q_before[0] + 1})." in error
+    assert snapshot(spark, resources) == before  # no day of any table changed
+    assert raw_quarantine_state(spark, resources) == (q_before[0] + 1, q_before[1] + 80)
     assert len(undated_quarantine(spark, resources, tmp_path)) == 80
 
 

@@ -19,15 +19,15 @@ T = datetime(2013, 2, 2, 12)
 
 
 def quarantine_of(tmp_path):
-    """The lakehouse over tmp_path, and a store of undated rows into its quarantine as raw_data does it."""
+    """The lakehouse over tmp_path, and a store of undated rows into raw_quarantine as raw_data does it."""
     lake = local_resources(SPEC, state=tmp_path, master="local[2]", spark_conf=TEST_SPARK_CONF)["lakehouse"]
 
     def store(quarantined, report, label):
         return lake.replace_rows(
-            quarantined, "quarantine", undated.stored_predicate(label), frame_is_empty=not report.rows
+            quarantined, "raw_quarantine", undated.stored_predicate(label), frame_is_empty=not report.rows
         )
 
-    return lake.table_path("quarantine"), store
+    return lake.table_path("raw_quarantine"), store
 
 
 def source(spark):

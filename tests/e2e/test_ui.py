@@ -34,6 +34,7 @@ PARTITION = "2013-01-07"  # launched from the UI
 BROKEN = "2013-01-08"  # launched from the UI too: a tenth of its flights have a negative distance
 ASSETS = (
     "raw_data",
+    "raw_quarantine",
     "validated_features",
     "quarantine",
     "train_set",

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.infra
 START, END = "2013-01-01", "2013-01-06"
 ASSETS = {
     "raw_data",
+    "raw_quarantine",
     "validated_features",
     "quarantine",
     "train_set",

@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from ml.datasets.flights import SPEC, package_data_dir
 from ml.metrics import evaluate
 from ml.registry import register_version
+from orchestration.definitions import INGEST_KEYS
 from orchestration.deployments import REPO_ROOT
 from tests.conftest import build_world, latest_metadata, table
 from tests.integration.backfill import run_backfill
@@ -50,7 +51,7 @@ def materialized(world):
     ingest = daily.execute_in_process(
         instance=instance,
         tags=RANGE,
-        asset_selection=[AssetKey("raw_data"), AssetKey("validated_features"), AssetKey("quarantine")],
+        asset_selection=INGEST_KEYS,
     )
     train = training.execute_in_process(
         instance=instance,

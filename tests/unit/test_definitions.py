@@ -28,6 +28,7 @@ def test_the_graph_has_the_lineage_assets_jobs_and_schedule():
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {
         "raw_data",
+        "raw_quarantine",
         "validated_features",
         "quarantine",
         "train_set",
@@ -46,6 +47,7 @@ def test_the_graph_has_the_lineage_assets_jobs_and_schedule():
     daily = {k.to_user_string() for k in defs.resolve_job_def("daily_job").asset_layer.executable_asset_keys}
     assert daily == {
         "raw_data",
+        "raw_quarantine",
         "validated_features",
         "quarantine",
         "batch_predictions",
