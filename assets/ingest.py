@@ -156,12 +156,14 @@ def day_check(suite: AssetCheckResult, rows: int, day) -> AssetCheckResult:
     )
 
 
-def raw_quarantine_metadata(lakehouse: LakehouseResource, commit: DeltaCommit | None, schema, window) -> dict:
+def raw_quarantine_metadata(
+    lakehouse: LakehouseResource, commit: DeltaCommit | None, schema, window, source: str
+) -> dict:
     """What a run stored in raw_quarantine: all of its source's undated rows (not one day's), or nothing (a clean
     source adds no commit)."""
     if commit is None:
-        return lakehouse.unwritten_metadata(RAW_QUARANTINE, window)
-    return {**lakehouse.metadata(commit, RAW_QUARANTINE, schema), "partition": window.label}
+        return lakehouse.unwritten_metadata(RAW_QUARANTINE, window, source_partition=source)
+    return {**lakehouse.metadata(commit, RAW_QUARANTINE, schema), "partition": window.label, "source_partition": source}
 
 
 def undated_metadata(report: undated.UndatedRows, q_commit: DeltaCommit | None) -> dict:

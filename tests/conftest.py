@@ -38,6 +38,21 @@ def spark(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def world(spark, tmp_path_factory):
+    """The tiny world of tests/world.py (three real days, the whole graph materialized once), shared by
+    tests/assets/ and tests/bad_inputs/: building it costs a minute or two, so it is built once per session."""
+    from tests.world import build_tiny_world
+
+    return build_tiny_world(tmp_path_factory.mktemp("world"))
+
+
+def pytest_collection_modifyitems(items):
+    """tests/assets/ first: its tests read the shared world as its runs left it, and the tests of
+    tests/bad_inputs/ then write more days and bad sources into it (a stable sort: the rest keeps its order)."""
+    items.sort(key=lambda item: 0 if "/tests/assets/" in str(item.path) else 1)
+
+
+@pytest.fixture(scope="session")
 def mlflow_store(tmp_path_factory):
     """A real MLflow tracking and registry store (sqlite + local artifacts), shared by the session:
     creating its tables takes ~10 s. Tests that register models use names of their own."""

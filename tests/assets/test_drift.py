@@ -6,7 +6,7 @@ import pytest
 from assets.common import SPEC
 from assets.contracts import DRIFT_BY_DAY, DRIFT_METRICS
 from assets.drift import feature_drift
-from tests.assets.conftest import DAYS, MODEL_NAME, metadata_of
+from tests.world import DAYS, MODEL_NAME, metadata_of
 
 FEATURES = set(SPEC.numeric_features) | set(SPEC.categorical_features)
 

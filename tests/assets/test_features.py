@@ -6,7 +6,7 @@ import json
 
 from pyspark.sql import functions as F
 
-from tests.assets.conftest import BROKEN, BROKEN_DAY, DAYS, check_evaluations, materializations, metadata_of
+from tests.world import BROKEN, BROKEN_DAY, DAYS, check_evaluations, materializations, metadata_of
 
 
 def test_a_range_run_writes_the_good_rows_of_every_day_and_reconciles(world):

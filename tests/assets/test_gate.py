@@ -25,8 +25,8 @@ from assets.gate import daily_gate
 from orchestration.lakehouse import LakehouseResource
 from orchestration.resources import SparkResource
 from orchestration.run_pipeline import held_by_the_gate
-from tests.assets.conftest import check_evaluations, materializations
 from tests.conftest import TEST_SPARK_CONF
+from tests.world import check_evaluations, materializations
 
 PROBE, CHECK, ROWS = "gate_probe", "probe_check", 2
 probe_days = DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-02-01")

@@ -2,7 +2,7 @@
 
 from assets.contracts import FAILED_DAYS, WRITTEN_DAYS
 from assets.ingest import raw_data
-from tests.assets.conftest import DAYS, RANGE, check_evaluations, materializations, metadata_of, started, write_csv
+from tests.world import DAYS, RANGE, check_evaluations, materializations, metadata_of, started, write_csv
 
 
 def test_a_range_run_writes_every_day_of_the_source_in_one_commit(world):

@@ -4,7 +4,7 @@ arrival delay is known. The AUC is recomputed here in Python, from the predictio
 import pytest
 
 from assets.performance import model_performance
-from tests.assets.conftest import DAYS, metadata_of
+from tests.world import DAYS, metadata_of
 
 
 def python_auc(world, predictions_version: int) -> dict[str, float]:

@@ -5,7 +5,7 @@ import json
 from pyspark.sql import functions as F
 
 from assets.predictions import batch_predictions
-from tests.assets.conftest import DAYS, MODEL_NAME, metadata_of
+from tests.world import DAYS, MODEL_NAME, metadata_of
 
 
 def champion(world):

@@ -4,7 +4,7 @@ import json
 
 from assets.common import SPEC
 from assets.splits import splits
-from tests.assets.conftest import DAYS, metadata_of
+from tests.world import DAYS, metadata_of
 
 WINDOWS = {
     "train_set": ("2013-02-01", "2013-02-02"),

@@ -6,7 +6,7 @@ import pytest
 from assets.splits import SPLIT_TABLES
 from assets.training import registered_model
 from ml.drift import PROFILE_ARTIFACT
-from tests.assets.conftest import DAYS, MODEL_NAME, metadata_of
+from tests.world import DAYS, MODEL_NAME, metadata_of
 
 
 def tuned(world) -> dict:

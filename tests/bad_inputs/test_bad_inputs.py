@@ -8,39 +8,19 @@ import sys
 import time
 
 import pytest
-from dagster import AssetKey, materialize
+from dagster import materialize
 from delta.tables import DeltaTable
 
 from assets.predictions import batch_predictions
 from orchestration.deployments import REPO_ROOT
-from tests.conftest import build_world
 
-DAYS = {"dagster/asset_partition_range_start": "2013-02-01", "dagster/asset_partition_range_end": "2013-02-03"}
 SPLIT = {"end_date": "2013-02-03", "train_days": 1, "validation_days": 1, "test_days": 1}
 
 
 @pytest.fixture(scope="module")
-def world(spark, tmp_path_factory):
-    defs, instance, resources, state = build_world(tmp_path_factory.mktemp("bad"))
-    daily, training = defs.resolve_job_def("daily_job"), defs.resolve_job_def("training_job")
-    assert daily.execute_in_process(
-        instance=instance,
-        tags=DAYS,
-        asset_selection=[AssetKey("raw_data"), AssetKey("validated_features"), AssetKey("quarantine")],
-    ).success
-    assert training.execute_in_process(
-        instance=instance,
-        run_config={
-            "ops": {
-                "splits": {"config": SPLIT},
-                "tuned_pipeline": {"config": {"n_trials": 1, "algorithms": ["logistic_regression"]}},
-            }
-        },
-    ).success
-    assert daily.execute_in_process(
-        instance=instance, tags=DAYS, asset_selection=[AssetKey("batch_predictions")]
-    ).success
-    return defs, instance, resources, state
+def world(world):
+    """The session's tiny world (tests/world.py: 2013-02-01..03 ingested, v1 champion, scored), as these tests take it."""
+    return world.defs, world.instance, world.resources, world.state
 
 
 def versions(spark, resources, *tables):

@@ -20,7 +20,8 @@ from ml import undated
 from ml.datasets.flights import package_data_dir
 from orchestration.lakehouse import LakehouseResource
 from orchestration.run_pipeline import held_by_the_gate
-from tests.conftest import build_world, table
+from tests.conftest import table
+from tests.world import BROKEN
 
 TABLES = ("raw_data", "validated_features", "quarantine", "batch_predictions")
 BASE = {"dagster/asset_partition_range_start": "2013-02-01", "dagster/asset_partition_range_end": "2013-02-03"}
@@ -65,32 +66,11 @@ def write_csv(folder, header, rows, raw_bytes: bytes = b""):
 
 
 @pytest.fixture(scope="module")
-def world(spark, tmp_path_factory):
-    state = tmp_path_factory.mktemp("sources")
-    source = write_csv(state / "source", HEADER, FEB)
-    defs, instance, resources, _ = build_world(state)
-    lake = resources["lakehouse"]
-    resources = {**resources, "lakehouse": with_source(lake, source)}
-    daily = [raw_data, validated_features, batch_predictions]
-    assert materialize(daily[:2], instance=instance, resources=resources, tags=BASE).success
-    assert (
-        defs.resolve_job_def("training_job")
-        .execute_in_process(
-            instance=instance,
-            run_config={
-                "ops": {
-                    "splits": {
-                        "config": {"end_date": "2013-02-03", "train_days": 1, "validation_days": 1, "test_days": 1}
-                    },
-                    "tuned_pipeline": {"config": {"n_trials": 1, "algorithms": ["logistic_regression"]}},
-                }
-            },
-        )
-        .success
-    )
-    assert materialize(daily, selection=[batch_predictions], instance=instance, resources=resources, tags=BASE).success
-    assert table(spark, resources, "quarantine").count() == 0  # the real days are clean
-    return instance, resources, state
+def world(world):
+    """The session's tiny world (tests/world.py: 2013-02-01..03 ingested, a champion, scored), as these tests take
+    it. Its 5 broken rows of Feb 2 are its only quarantined rows, and it has no rows without a partition date."""
+    assert world.table("quarantine").count() == BROKEN and world.lake.version(RAW_QUARANTINE) is None
+    return world.instance, world.resources, world.state
 
 
 def with_source(lake: LakehouseResource, folder) -> LakehouseResource:

