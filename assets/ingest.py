@@ -80,7 +80,8 @@ def raw_data(context: AssetExecutionContext, lakehouse: LakehouseResource):
         )
         undated_meta = undated_metadata(report, q_commit)
         yield MaterializeResult(
-            asset_key=RAW_QUARANTINE, metadata=raw_quarantine_metadata(lakehouse, q_commit, quarantined.schema, window)
+            asset_key=RAW_QUARANTINE,
+            metadata=raw_quarantine_metadata(lakehouse, q_commit, quarantined.schema, window, source_label),
         )
         rows = undated.dated(seen)
         verdicts = run_suite_by_day(rows, lambda n: raw_suite(SPEC, days=n), window.days)

@@ -122,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     # From what the runs recorded: in prod the resources' fields are EnvVars, which only a run may read.
-    raw_uri = ingest.asset_materializations_for_node("raw_data")[0].metadata[c.URI].value
+    raw_uri = next(
+        m.metadata[c.URI].value
+        for m in ingest.asset_materializations_for_node("raw_data")
+        if m.asset_key.path == ["raw_data"]
+    )
     gate = trained.asset_materializations_for_node("registered_model")[0].metadata
     print("\nDone. The whole graph is materialized" + (", but for the days the gate held (below)." if held else "."))
     print(

@@ -21,7 +21,7 @@ from ml.datasets.flights import package_data_dir
 from orchestration.lakehouse import LakehouseResource
 from orchestration.run_pipeline import held_by_the_gate
 from tests.conftest import table
-from tests.world import BROKEN
+from tests.world import BROKEN, materializations
 
 TABLES = ("raw_data", "validated_features", "quarantine", "batch_predictions")
 BASE = {"dagster/asset_partition_range_start": "2013-02-01", "dagster/asset_partition_range_end": "2013-02-03"}
@@ -372,7 +372,7 @@ def test_an_extra_column_is_ignored_with_a_warning(spark, world, tmp_path):
     before = snapshot(spark, resources)
     result = run_day(world, write_csv(tmp_path, HEADER + ["gate"], rows), "2013-02-10")
     assert result.success
-    raw_meta = result.asset_materializations_for_node("raw_data")[0].metadata
+    [raw_meta] = [m.metadata for m in materializations(result, "raw_data")]
     assert raw_meta["ignored_columns"].value == "gate"
     assert "gate" not in table(spark, resources, "raw_data").columns
     assert_only_day_changed(spark, resources, before, "2013-02-10")
@@ -512,9 +512,7 @@ def test_a_cut_off_day_in_a_range_run_fails_its_raw_check_alone(spark, world, tm
         "2013-02-18": "FAILED",
         "2013-02-19": "SUCCEEDED",
     }
-    written = {
-        m.partition: m.metadata["dagster/row_count"].value for m in result.asset_materializations_for_node("raw_data")
-    }
+    written = {m.partition: m.metadata["dagster/row_count"].value for m in materializations(result, "raw_data")}
     n = len(day_rows(3))
     assert written == {"2013-02-17": n, "2013-02-19": n}
     after = snapshot(spark, resources)
@@ -556,10 +554,10 @@ def test_rows_without_a_partition_date_are_counted_sampled_and_quarantined(spark
     assert check.metadata["rows_without_partition_date_fraction"].value == pytest.approx(3 / (len(rows) + 3))
     samples = check.metadata["sample_rows_without_partition_date"].value
     assert sorted(str(s["flight"]) for s in samples) == sorted(r[COL["flight"]] for r in bad)
-    raw_meta = result.asset_materializations_for_node("raw_data")[0].metadata
+    [raw_meta] = [m.metadata for m in materializations(result, "raw_data")]
     assert raw_meta["rows_without_partition_date"].value == 3
     assert raw_meta["raw_quarantine_delta_version"].value == q_before[0] + 1  # the run's one raw_quarantine commit
-    q_meta = result.asset_materializations_for_node("raw_data")[1].metadata  # the step's other table
+    [q_meta] = [m.metadata for m in materializations(result, RAW_QUARANTINE)]  # the step's other table
     assert (q_meta["delta_version"].value, q_meta["dagster/row_count"].value) == (q_before[0] + 1, 3)
     assert undated_quarantine(spark, resources, tmp_path) == sorted(
         (r[COL["flight"]], ("no_partition_date",)) for r in bad

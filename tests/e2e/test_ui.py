@@ -333,6 +333,29 @@ def test_the_lineage_metadata_of_the_partition_is_shown(webserver, page, launche
     shot(page, "06-tuned-pipeline-mlflow-run")
 
 
+def test_the_cli_materializes_a_selection_and_a_partition(state):
+    """`dagster asset materialize`, as the README shows it, on the seeded instance (no browser: it is here because
+    it starts a process and a JVM of its own, which `make test` leaves to the heavier targets). A step that writes
+    two tables is selected whole: raw_data with raw_quarantine."""
+    from dagster import AssetKey
+
+    instance = instance_for(state)
+    before = instance.get_latest_materialization_event(AssetKey("raw_data")).run_id
+    proc = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "dagster"), "asset", "materialize", "-m"]
+        + ["orchestration.definitions", "--select", "raw_data,raw_quarantine", "--partition", "2013-01-02"],
+        cwd=REPO_ROOT,
+        env=state[1],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for key in ("raw_data", "raw_quarantine"):
+        event = instance_for(state).get_latest_materialization_event(AssetKey(key))
+        assert event.run_id != before and event.asset_materialization.partition == "2013-01-02", key
+
+
 def test_a_broken_day_shows_its_failed_check_with_the_reason_and_nothing_downstream(
     webserver, page, state, launched_run
 ):

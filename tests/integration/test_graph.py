@@ -382,25 +382,6 @@ def dagster_cli(state, *args):
     return proc
 
 
-def test_the_cli_materializes_a_selection_and_a_partition(world, materialized):
-    _, instance, _, state = world
-    before = instance.get_latest_materialization_event(AssetKey("raw_data")).run_id
-    dagster_cli(
-        state,
-        "asset",
-        "materialize",
-        "-m",
-        "orchestration.definitions",
-        "--select",
-        "raw_data",
-        "--partition",
-        "2013-01-02",
-    )
-    event = DagsterInstance.from_ref(instance.get_ref()).get_latest_materialization_event(AssetKey("raw_data"))
-    assert event.run_id != before
-    assert event.asset_materialization.partition == "2013-01-02"
-
-
 def test_drift_closes_the_loop_through_the_sensor_and_the_gate(spark, world, materialized):
     """feature_drift -> sensor -> training run -> challenger -> gate decision. The thresholds are lowered so
     that these January days count as drifted (real seasonal drift is asserted in test_drift_real.py)."""
