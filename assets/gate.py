@@ -63,7 +63,8 @@ def daily_gate(
     commit = lakehouse.write_window(rows, table, window, passed, run_id=context.run.run_id) if passed else None
     if commit:
         context.log.info(
-            f"{table} {window.label}: {commit.rows_written} rows of {len(passed)} day(s), Delta v{commit.version}"
+            f"{table} {window.label}: {commit.rows_written} rows of {_days(len(passed), 'written', 'written')}, "
+            f"Delta v{commit.version}"
         )
     if passed and len(passed) == len(days):  # one MaterializeResult, which Dagster records on every day
         yield MaterializeResult(
@@ -85,13 +86,14 @@ def daily_gate(
     message = None if passed else all_failed()
     if message is None:
         outcome = (
-            f"The other {len(passed)} day(s) were written (Delta v{commit.version})"
+            f"The other {_days(len(passed), 'was', 'were')} written (Delta v{commit.version})"
             if passed
             else f"Nothing was written to {table}"
         )
         message = (
             f"{table} {window.label}: {'; '.join(dict.fromkeys(reasons(failed)))}. {outcome}; "
-            f"the failed day(s) keep their previous rows.{' ' + note if note else ''}"
+            f"{'the failed day keeps its' if len(failed) == 1 else 'the failed days keep their'} previous rows."
+            f"{' ' + note if note else ''}"
         )
     raise Failure(
         description=message,
@@ -101,6 +103,11 @@ def daily_gate(
             **(failure_metadata or {}),
         },
     )
+
+
+def _days(n: int, singular: str, plural: str) -> str:
+    """'1 day was' / '3 days were'."""
+    return f"{n} day {singular}" if n == 1 else f"{n} days {plural}"
 
 
 def suite_check_result(

@@ -149,8 +149,8 @@ def test_a_failed_day_keeps_its_rows_and_the_days_that_passed_are_written(probe)
     assert not result.success
     assert lake.version(PROBE) == version + 1  # one commit, of the two good days
     message = (
-        f"gate_probe 2024-01-05...2024-01-07: 2024-01-06 is bad. The other 2 day(s) were written "
-        f"(Delta v{version + 1}); the failed day(s) keep their previous rows. Look in the probe."
+        f"gate_probe 2024-01-05...2024-01-07: 2024-01-06 is bad. The other 2 days were written "
+        f"(Delta v{version + 1}); the failed day keeps its previous rows. Look in the probe."
     )
     assert failure(result).description == message
     meta = {k: v.value for k, v in failure(result).metadata.items()}
@@ -195,7 +195,7 @@ def test_a_run_whose_days_all_fail_writes_nothing(probe, own_message):
         "every day failed, said the probe"
         if own_message
         else f"gate_probe {days[0]}...{days[1]}: a shared reason. Nothing was written to gate_probe; the failed "
-        "day(s) keep their previous rows. Look in the probe."
+        "days keep their previous rows. Look in the probe."
     )  # a reason shared by two days, told once
     assert failure(result).description == expected
     assert failure(result).metadata[WRITTEN_DAYS].value == [] and failure(result).metadata[FAILED_DAYS].value == list(

@@ -46,7 +46,7 @@ def test_a_cut_off_day_fails_its_own_raw_check_and_keeps_its_rows(world, tmp_pat
     failure = result.failure_data_for_node("raw_data").user_failure_data
     assert failure.description == (
         "raw_data 2013-02-01...2013-02-03: 2013-02-02: 50 source rows, outside the spec's bounds of 100..2000 rows "
-        f"per day. The other 2 day(s) were written (Delta v{version + 1}); the failed day(s) keep their previous rows."
+        f"per day. The other 2 days were written (Delta v{version + 1}); the failed day keeps its previous rows."
     )
     assert failure.metadata[FAILED_DAYS].value == [DAYS[1]]
     assert failure.metadata[WRITTEN_DAYS].value == [DAYS[0], DAYS[2]]

@@ -446,7 +446,7 @@ def test_bad_days_in_a_range_run_fail_alone_and_the_good_days_are_written(spark,
         "; 2013-02-16: the feature suite failed: expect_column_values_to_not_be_null(temp): "
         f"{len(day_rows(3))} unexpected (100.000%)"
     ) in error
-    assert "The other 1 day(s) were written" in error
+    assert "The other 1 day was written" in error
     held = held_by_the_gate(result)  # `make run` reports these and goes on with the day written
     assert len(held) == 1 and held[0].startswith("validated_features 2013-02-14...2013-02-16: 2013-02-15: ")
     assert held[0].endswith(
@@ -505,7 +505,7 @@ def test_a_cut_off_day_in_a_range_run_fails_its_raw_check_alone(spark, world, tm
     assert started(result) == ["raw_data"]  # nothing downstream of the failed check runs, for any day of the run
     assert (
         "raw_data 2013-02-17...2013-02-19: 2013-02-18: 50 source rows, outside the spec's bounds of 100..2000 "
-        "rows per day. The other 2 day(s) were written"
+        "rows per day. The other 2 days were written"
     ) in error_of(result, "raw_data")
     assert check_status(instance, "raw_suite", "raw_data", days) == {
         "2013-02-17": "SUCCEEDED",
