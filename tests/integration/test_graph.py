@@ -4,13 +4,11 @@ persistent Dagster instance. Asserts contents: counts reconcile, aliases resolve
 import csv
 import io
 import json
-import os
-import subprocess
-import sys
 import zipfile
 from datetime import date
 
 import pytest
+import yaml
 from dagster import AssetKey, DagsterInstance
 from pyspark.ml.functions import array_to_vector
 from pyspark.sql import functions as F
@@ -19,7 +17,6 @@ from ml.datasets.flights import SPEC, package_data_dir
 from ml.metrics import evaluate
 from ml.registry import register_version
 from orchestration.definitions import INGEST_KEYS
-from orchestration.deployments import REPO_ROOT
 from tests.conftest import build_world, latest_metadata, table
 from tests.integration.backfill import run_backfill
 
@@ -362,26 +359,6 @@ def test_tables_are_real_delta_for_an_independent_reader(world, materialized):
     assert DeltaTable(resources["lakehouse"].table_path("raw_data")).metadata().partition_columns == ["event_date"]
 
 
-def dagster_cli(state, *args):
-    """The `dagster` command line, as an operator runs it, on the world's state folder and Dagster instance."""
-    env = {
-        **os.environ,
-        "FLIGHTLINE_STATE_DIR": str(state),
-        "DAGSTER_HOME": str(state / "dagster"),
-        "PYTHONPATH": str(REPO_ROOT),
-    }
-    proc = subprocess.run(
-        [os.path.join(os.path.dirname(sys.executable), "dagster"), *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
-
-
 def test_drift_closes_the_loop_through_the_sensor_and_the_gate(spark, world, materialized):
     """feature_drift -> sensor -> training run -> challenger -> gate decision. The thresholds are lowered so
     that these January days count as drifted (real seasonal drift is asserted in test_drift_real.py)."""
@@ -437,7 +414,7 @@ def test_drift_closes_the_loop_through_the_sensor_and_the_gate(spark, world, mat
 def test_the_rollback_job_moves_the_champion_and_scoring_follows(spark, world, materialized, tmp_path):
     from ml.registry import register_version
 
-    defs, instance, resources, state = world
+    defs, instance, resources, _ = world
     client, name = resources["mlflow"].client, resources["lakehouse"].model_name
     champion = client.get_model_version_by_alias(name, "champion")
     lineage = {k: v for k, v in champion.tags.items() if not k.startswith("gate.")}
@@ -450,7 +427,12 @@ def test_the_rollback_job_moves_the_champion_and_scoring_follows(spark, world, m
         f"      requested_by: ops@example.com\n      reason: 'INC-7: roll to v{other}'\n"
     )
 
-    dagster_cli(state, "job", "execute", "-m", "orchestration.definitions", "-j", "rollback_job", "-c", str(config))
+    # The README's config file, as `dagster job execute -j rollback_job -c` reads it (that command runs in
+    # make test-reliability, racing a gate); in-process here, to spare a JVM start.
+    rolled = defs.resolve_job_def("rollback_job").execute_in_process(
+        instance=instance, run_config=yaml.safe_load(config.read_text())
+    )
+    assert rolled.success
 
     assert str(client.get_model_version_by_alias(name, "champion").version) == other
     observed = DagsterInstance.from_ref(instance.get_ref()).fetch_observations(AssetKey("registered_model"), limit=1)

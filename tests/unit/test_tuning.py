@@ -113,7 +113,7 @@ def test_hopeless_trials_are_pruned_after_one_fold(data, mlflow_store):
     outcome = tune(
         mlflow_store,
         data,
-        n_trials=6,
+        n_trials=4,
         validation="kfold",
         folds=3,
         search_space=PRUNABLE,
@@ -121,7 +121,7 @@ def test_hopeless_trials_are_pruned_after_one_fold(data, mlflow_store):
         study_name="prune",
     )
     states = {t["number"]: t["state"] for t in outcome.trials}
-    assert outcome.n_pruned >= 1 and outcome.n_complete + outcome.n_pruned == 6
+    assert outcome.n_pruned >= 1 and outcome.n_complete + outcome.n_pruned == 4
     client = mlflow_store.client
     for t in outcome.trials:
         run = client.get_run(t["mlflow_run_id"])
