@@ -14,7 +14,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYTHONPATH := $(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install java jars run test lint serve bench-serving ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model bench-event-storage bench-tuning bench-drift bench-drift-wide bench-scoring bench-undated \
+.PHONY: help install java jars run test lint serve test-serving bench-serving ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model bench-event-storage bench-tuning bench-drift bench-drift-wide bench-scoring bench-undated \
 	infra-up infra-down infra-status test-infra test-e2e test-reliability chromium
 
 help:
@@ -140,6 +140,11 @@ bench-event-storage: install
 PORT ?= 8765
 serve: install
 	@$(PY) -m serving.server --port $(PORT) $(ARGS)
+
+# Not in `make test` (about 3 minutes): the real-time server as its own process on a free port of 127.0.0.1, real
+# HTTP, reloads after promotions; with the ONNX export's unit tests.
+test-serving: jars
+	@source infra/java-env.sh && $(PY) -m pytest -m "serving or not serving" tests/integration/test_serving.py tests/unit/test_onnx_export.py $(PYTEST_ARGS)
 
 # Not in `make test`: the real-time server against the Spark pyfunc baseline (bench/serving.py), 127.0.0.1 only.
 bench-serving: jars

@@ -25,6 +25,8 @@ from ml.registry import register_version
 from ml.scoring import ResolvedModel, load_model, score
 from tests.unit.tiny import log_tiny_model, tiny_lineage, tiny_spec
 
+pytestmark = pytest.mark.serving  # about 3 minutes (a server process, Spark fits): make test-serving
+
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "main.tiny.serving"
 FEATURES = list(tiny_spec().features)
@@ -81,14 +83,14 @@ def register_exported(client, spark, experiment, description, **kwargs):
     version = register_version(client, NAME, uri, run_id, description, tiny_lineage(run_id))
     outcome = ox.export_version(client, NAME, version.version, test, tiny_spec())
     assert outcome.servable, outcome.reason
-    return version, run_id, test
+    return str(version.version), run_id, test
 
 
 @pytest.fixture(scope="module")
 def served(spark, mlflow_store):
     client, experiment = mlflow_store.client, mlflow_store.experiment_id()
     v1, run_id, test = register_exported(client, spark, experiment, "LR")
-    client.set_registered_model_alias(NAME, "champion", v1.version)
+    client.set_registered_model_alias(NAME, "champion", v1)
     port = free_port()
     process = start_server(port, mlflow_store.tracking_uri)
     try:
@@ -112,17 +114,17 @@ def batch_scored(spark, test, version: str, run_id: str) -> dict[int, tuple[floa
 def test_predictions_match_batch_scoring_for_the_same_rows(spark, served):
     port, v1 = served["port"], served["v1"]
     rows = [r.asDict() for r in served["test"].select("id", *FEATURES).orderBy("id").collect()]
-    expected = batch_scored(spark, served["test"], v1.version, served["run_id"])
+    expected = batch_scored(spark, served["test"], v1, served["run_id"])
     status, headers, body = call(port, "/predict", {"instances": [{c: r[c] for c in FEATURES} for r in rows]})
-    assert status == 200 and (body["model_name"], body["model_version"]) == (NAME, v1.version)
-    assert (headers["x-model-name"], headers["x-model-version"]) == (NAME, v1.version)
+    assert status == 200 and (body["model_name"], body["model_version"]) == (NAME, v1)
+    assert (headers["x-model-name"], headers["x-model-version"]) == (NAME, v1)
     assert len(body["predictions"]) == len(rows) == len(expected) > 0
     for row, got in zip(rows, body["predictions"], strict=True):
         prediction, probability = expected[row["id"]]
         assert got["prediction"] == prediction and abs(got["probability"] - probability) <= ox.TOLERANCE
     for row in rows[:3]:  # single rows
         status, headers, body = call(port, "/predict", {"instance": {c: row[c] for c in FEATURES}})
-        assert status == 200 and body["model_version"] == v1.version and headers["x-model-version"] == v1.version
+        assert status == 200 and body["model_version"] == v1 and headers["x-model-version"] == v1
         assert abs(body["prediction"]["probability"] - expected[row["id"]][1]) <= ox.TOLERANCE
 
 
@@ -135,7 +137,7 @@ def test_unseen_category_and_null_numeric_score_as_spark_does(spark, served):
     frame = spark.createDataFrame(
         [(i, *r.values()) for i, r in enumerate(rows)], "id INT, x1 DOUBLE, x2 DOUBLE, color STRING"
     ).withColumn("event_date", F.current_date())
-    expected = batch_scored(spark, frame, served["v1"].version, served["run_id"])
+    expected = batch_scored(spark, frame, served["v1"], served["run_id"])
     status, _, body = call(served["port"], "/predict", {"instances": rows})
     assert status == 200
     for i, got in enumerate(body["predictions"]):
@@ -143,7 +145,7 @@ def test_unseen_category_and_null_numeric_score_as_spark_does(spark, served):
 
 
 def test_bad_requests_get_a_4xx_naming_the_field_and_the_server_stays_up(served):
-    port, version = served["port"], served["v1"].version
+    port, version = served["port"], served["v1"]
     good = {"x1": 0.1, "x2": 0.2, "color": "red"}
     cases = [
         ({"instance": {"x1": 0.1, "color": "red"}}, 422, "x2", "missing"),
@@ -167,33 +169,37 @@ def test_reload_after_a_promotion_by_endpoint_and_by_sighup(spark, served, mlflo
     v2, _, _ = register_exported(client, spark, mlflow_store.experiment_id(), "weak", weak=True, seed=3)
     row = {"instance": {"x1": 1.0, "x2": -1.0, "color": "red"}}
     before = call(port, "/predict", row)[2]["prediction"]["probability"]
-    client.set_registered_model_alias(NAME, "champion", v2.version)
-    assert call(port, "/predict", row)[2]["model_version"] == v1.version  # nothing moves until a reload
+    client.set_registered_model_alias(NAME, "champion", v2)
+    assert call(port, "/predict", row)[2]["model_version"] == v1  # nothing moves until a reload
     status, _, body = call(port, "/reload")
-    assert status == 200 and (body["model_version"], body["previous_version"]) == (v2.version, v1.version)
+    assert status == 200 and (body["model_version"], body["previous_version"]) == (v2, v1)
     _, headers, body = call(port, "/predict", row)
-    assert body["model_version"] == v2.version == headers["x-model-version"]
+    assert body["model_version"] == v2 == headers["x-model-version"]
     assert abs(body["prediction"]["probability"] - before) > 1e-6
 
-    client.set_registered_model_alias(NAME, "champion", v1.version)  # a rollback, picked up on SIGHUP
+    client.set_registered_model_alias(NAME, "champion", v1)  # a rollback, picked up on SIGHUP
     served["process"].send_signal(signal.SIGHUP)
     deadline = time.monotonic() + 30
-    while call(port, "/health")[2]["model_version"] != v1.version:
+    while call(port, "/health")[2]["model_version"] != v1:
         assert time.monotonic() < deadline, "SIGHUP did not reload @champion"
         time.sleep(0.2)
 
     # A champion without an export (never exported, or refused) is not loaded: the server keeps v1 and says why.
     v3 = register_version(
-        client, NAME, f"models:/{NAME}/{v1.version}", served["run_id"], "no export", tiny_lineage(served["run_id"])
+        client, NAME, f"models:/{NAME}/{v1}", served["run_id"], "no export", tiny_lineage(served["run_id"])
     )
-    client.set_registered_model_alias(NAME, "champion", v3.version)
+    client.set_registered_model_alias(NAME, "champion", str(v3.version))
     status, _, body = call(port, "/reload")
-    assert status == 409 and "never exported" in body["error"] and body["model_version"] == v1.version
-    assert call(port, "/predict", row)[2]["model_version"] == v1.version
+    assert status == 409 and "never exported" in body["error"] and body["model_version"] == v1
+    assert call(port, "/predict", row)[2]["model_version"] == v1
 
 
 def test_the_server_refuses_to_start_on_a_champion_it_cannot_serve(served, mlflow_store):
     """Runs after the reload test: @champion is then v3, which has no export."""
     process = start_server(free_port(), mlflow_store.tracking_uri)
-    out, _ = process.communicate(timeout=90)
+    try:
+        out, _ = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
     assert process.returncode == 2 and "not servable in real time" in out and "never exported" in out

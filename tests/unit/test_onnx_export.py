@@ -138,7 +138,7 @@ def test_export_stores_the_graph_with_the_version_or_tags_why_not(spark, mlflow_
     assert float(tags["serving.parity.share_within"]) == 1.0 and tags["serving.parity.class_mismatches"] == "0"
     client.set_registered_model_alias(name, "champion", v1.version)
     served = ox.load_served(client, name)
-    assert (served.version, served.run_id) == (v1.version, run_id)
+    assert (served.version, served.run_id) == (str(v1.version), run_id)
     assert served.scorer.manifest.parity["rows"] == outcome.parity.rows > 0
 
     # A random forest: onnxmltools writes its one-hot (categorical) splits wrongly; parity catches it.
