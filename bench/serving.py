@@ -4,8 +4,8 @@
 
 1. A champion on NYC flights: logistic regression on 2013-01-01..21, registered in a temporary MLflow store and
    exported to ONNX, its parity checked on the rows of 2013-01-22..31 (ml/onnx_export.py, as registration does).
-2. The server as its own process on a free port of 127.0.0.1; clients (threads, one keep-alive connection each)
-   send single rows and batches of 100, with 1 and 8 clients at once. Every configuration stops after
+2. The server as its own process on a free port of 127.0.0.1; clients (processes, bench/http_load.py, one
+   keep-alive connection each) send single rows and batches of 100, with 1 and 8 clients at once. Every configuration stops after
    `--requests` requests or `--seconds` seconds, whichever comes first.
 3. The baseline: the same version loaded with `mlflow.pyfunc.load_model` (the Spark flavor: a local Spark job per
    call), `predict` called in-process per request (no HTTP, which favours it), bounded by `--baseline-requests`
@@ -32,6 +32,7 @@ from pathlib import Path
 
 import mlflow
 
+from bench import http_load
 from bench.world import quiet_environment, session
 from ml import onnx_export as ox
 from ml.dataset import LABEL, SourceContext
@@ -101,6 +102,17 @@ def start_server(port: int, tracking_uri: str) -> subprocess.Popen:
     raise RuntimeError("the server did not come up in 120 s")
 
 
+def stats(latencies: list[float], elapsed: float) -> dict:
+    latencies = sorted(latencies)
+    return {
+        "requests": len(latencies),
+        "p50_ms": statistics.median(latencies),
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        "requests_per_s": len(latencies) / elapsed,
+        "seconds": elapsed,
+    }
+
+
 def run_load(send, payloads: list, clients: int, max_requests: int, seconds: float) -> dict:
     """`send(client_state, payload)` from `clients` threads until max_requests or seconds; latencies in ms."""
     latencies: list[float] = []
@@ -127,15 +139,7 @@ def run_load(send, payloads: list, clients: int, max_requests: int, seconds: flo
         t.start()
     for t in threads:
         t.join()
-    elapsed = time.perf_counter() - started
-    latencies.sort()
-    return {
-        "requests": len(latencies),
-        "p50_ms": statistics.median(latencies),
-        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
-        "requests_per_s": len(latencies) / elapsed,
-        "seconds": elapsed,
-    }
+    return stats(latencies, time.perf_counter() - started)
 
 
 def http_send(port: int):
@@ -189,7 +193,7 @@ def main() -> None:
                 ]
                 run_load(send, bodies, 1, 50, args.seconds)  # warm-up, not counted
                 for clients in (1, 8):
-                    r = run_load(send, bodies, clients, args.requests, args.seconds)
+                    r = stats(*http_load.run(port, bodies, clients, args.requests, args.seconds))
                     results.append(("onnx server (HTTP)", batch, clients, r))
                     print(results[-1], flush=True)
         finally:
