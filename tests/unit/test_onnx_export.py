@@ -126,6 +126,7 @@ def test_a_setting_onnx_cannot_reproduce_is_refused_naming_it(constant_column):
         pipeline.stages[3].setHandleInvalid("keep")
 
 
+@pytest.mark.serving  # 30-60 s (two fits, two exports): make test-serving
 def test_export_stores_the_graph_with_the_version_or_tags_why_not(spark, mlflow_store):
     client, experiment = mlflow_store.client, mlflow_store.experiment_id()
     name = "main.tiny.onnx_export"
