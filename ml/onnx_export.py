@@ -476,7 +476,7 @@ class ExportOutcome:
             "serving_onnx_uri": self.uri or "",
             "serving_parity_rows": p.rows if p else 0,
             "serving_parity_share_within": p.share_within if p else 0.0,
-            "serving_parity_max_abs_diff": p.max_abs_diff if p else float("nan"),
+            "serving_parity_max_abs_diff": p.max_abs_diff if p else "",
             "serving_parity_class_mismatches": p.class_mismatches if p else 0,
             "serving_export_seconds": round(self.seconds, 2),
         }
