@@ -14,13 +14,14 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYTHONPATH := $(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install java jars run test lint ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model bench-event-storage bench-tuning bench-drift bench-drift-wide bench-scoring bench-undated \
+.PHONY: help install java jars run test lint serve test-serving bench-serving ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model bench-event-storage bench-tuning bench-drift bench-drift-wide bench-scoring bench-undated \
 	infra-up infra-down infra-status test-infra test-e2e test-reliability chromium
 
 help:
 	@echo "make run        install everything and materialize the whole graph on NYC flights 2013"
 	@echo "make test       install everything and run the test suite"
 	@echo "make lint       ruff check + ruff format --check (changes nothing)"
+	@echo "make serve      the @champion over HTTP on 127.0.0.1:$${PORT:-8765} (ONNX in onnxruntime; POST /reload or SIGHUP)"
 	@echo "make ui         Dagster UI on http://127.0.0.1:3000 (dagster dev)"
 	@echo "make mlflow-ui  MLflow UI on http://127.0.0.1:5000"
 	@echo "make mlflow-server       a real MLflow tracking + registry server on http://127.0.0.1:5001 (stop: make mlflow-server-stop)"
@@ -134,3 +135,17 @@ bench-execution-model: jars
 
 bench-event-storage: install
 	@$(PY) -m bench.event_storage $(ARGS)
+
+# The champion's ONNX export over HTTP on 127.0.0.1 (orchestration/serving.py); PORT=8765 by default. Reload: POST /reload or SIGHUP.
+PORT ?= 8765
+serve: install
+	@$(PY) -m orchestration.serving --port $(PORT) $(ARGS)
+
+# Not in `make test` (about 3 minutes): the real-time server as its own process on a free port of 127.0.0.1, real
+# HTTP, reloads after promotions; with the ONNX export's unit tests.
+test-serving: jars
+	@source infra/java-env.sh && $(PY) -m pytest -m "serving or not serving" tests/integration/test_serving.py tests/unit/test_onnx_export.py $(PYTEST_ARGS)
+
+# Not in `make test`: the real-time server against the Spark pyfunc baseline (bench/serving.py), 127.0.0.1 only.
+bench-serving: jars
+	@source infra/java-env.sh && $(PY) -m bench.serving $(ARGS)

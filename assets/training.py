@@ -10,6 +10,7 @@ from assets import contracts as c
 from assets.common import SPEC
 from assets.splits import SPLIT_TABLES
 from ml import registry
+from ml.onnx_export import export_version
 from ml.registry import CHALLENGER, CHAMPION, GateConfig, gate, register_version
 from ml.scoring import evaluate_version
 from ml.search_space import ParamRange
@@ -262,6 +263,9 @@ def registered_model(
 
     # Both versions are judged on the same data: the test_set version this model was tuned with.
     test = lakehouse.read_at("test_set", tuned_pipeline["inputs"]["test_set"]["delta_version"])
+    # Real-time serving: the ONNX export, checked against Spark on the test set (before the gate moves @champion).
+    export = export_version(client, name, version.version, test.frame, SPEC)
+    context.log.info(f"ONNX export of v{version.version}: {'ok' if export.servable else 'refused'}: {export.reason}")
     metric = tuned_pipeline["metric"]
     gate_config = config.gate_config()
     decision = gate(
@@ -296,5 +300,6 @@ def registered_model(
             "test_set_delta_version": test.version,
             "code_version": tags["code.version"],
             "dataset_spec_fingerprint": tags["dataset.spec_fingerprint"],
+            **export.metadata(),
         },
     )

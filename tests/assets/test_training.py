@@ -77,6 +77,10 @@ def test_the_first_registered_version_is_promoted_to_champion(world):
     assert (tags["dagster.run_id"], tags["mlflow.run_id"], tags["gate.decision"]) == (result.run_id, run_id, "promoted")
     assert {tags[f"input.{t}.delta_version"] for t in SPLIT_TABLES} == {"0"}
     assert str(world.client.get_model_version_by_alias(MODEL_NAME, "champion").version) == "1"
+    # the ONNX export for real-time serving (ml/onnx_export.py), checked against Spark on the test set
+    assert (meta["serving_onnx"], tags["serving.onnx"]) == ("ok", "ok"), meta["serving_reason"]
+    assert meta["serving_parity_rows"] > 0 and meta["serving_parity_share_within"] >= 0.999
+    assert meta["serving_parity_class_mismatches"] == 0 and meta["serving_onnx_uri"] == tags["serving.onnx_uri"]
 
 
 def test_the_same_model_registered_again_does_not_beat_the_champion_and_becomes_challenger(world):
