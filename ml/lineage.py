@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import cache
 from typing import Any
@@ -242,7 +242,7 @@ def alias_history(stores: Stores, name: str) -> list[dict]:
 
 
 def _iso_millis(millis: int | None) -> str | None:
-    return None if millis is None else datetime.fromtimestamp(millis / 1000).astimezone().isoformat(timespec="seconds")
+    return None if millis is None else datetime.fromtimestamp(millis / 1000, UTC).isoformat(timespec="seconds")
 
 
 def model_hop(stores: Stores, name: str, version: str) -> dict:

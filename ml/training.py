@@ -88,6 +88,14 @@ class SplitSource:
         return f"{self.table_name}@v{self.delta_version}"  # mlflow.data.load_delta's own naming
 
 
+class VersionedDeltaSource(DeltaDatasetSource):
+    """DeltaDatasetSource that records its version 0 too: mlflow 3.17's `to_dict` drops a falsy version
+    (`if self._delta_table_version:`), so a split's first version would show no version at all."""
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "delta_table_version": self._delta_table_version}
+
+
 class CountedDeltaDataset(SparkDataset):
     """mlflow.data.load_delta's dataset (a Spark frame over a Delta source at a version), with the row count it
     was given as its profile.
@@ -103,7 +111,7 @@ class CountedDeltaDataset(SparkDataset):
         self._num_rows = num_rows
         super().__init__(
             df=frame,
-            source=DeltaDatasetSource(path=source.path, delta_table_version=source.delta_version),
+            source=VersionedDeltaSource(path=source.path, delta_table_version=source.delta_version),
             targets=targets,
             name=source.dataset_name,
         )
@@ -370,10 +378,14 @@ def _tune(
         mlflow.log_metrics(
             {f"best_trial_validation_{metric}": best.value, "trials_complete": len(complete), "trials_pruned": n_pruned}
         )
+        # run_id given: MLflow then reads the run's inputs afresh and finds the datasets logged above (the active
+        # run object still has none, and it would log each again, without its context).
+        run_id = parent.info.run_id
+        validation_values = {f"validation_{k}": v for k, v in validation_metrics.items()}
+        mlflow.log_metrics(validation_values, run_id=run_id, dataset=datasets.get("validation"))
         mlflow.log_metrics(
-            {f"validation_{k}": v for k, v in validation_metrics.items()}, dataset=datasets.get("validation")
+            {f"test_{k}": v for k, v in test_metrics.items()}, run_id=run_id, dataset=datasets.get("test")
         )
-        mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items()}, dataset=datasets.get("test"))
         mlflow.log_dict({"trials": trials}, "trials.json")
         if config.reports:
             with tempfile.TemporaryDirectory() as tmp:
