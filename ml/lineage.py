@@ -280,6 +280,13 @@ def run_hop(stores: Stores, run_id: str) -> dict:
                 "profile": json.loads(item.dataset.profile) if item.dataset.profile else None,
             }
         )
+    by_dataset = {}  # metric -> the dataset it was logged against (kept with the run's logged model)
+    for output in run.outputs.model_outputs if run.outputs else []:
+        try:
+            logged = stores.client.get_logged_model(output.model_id)
+        except MlflowException:
+            continue
+        by_dataset.update({m.key: m.dataset_name for m in logged.metrics or [] if m.dataset_name})
     return {
         "run_id": run.info.run_id,
         "run_name": run.info.run_name,
@@ -289,6 +296,7 @@ def run_hop(stores: Stores, run_id: str) -> dict:
         "url": stores.run_url(run.info.experiment_id, run.info.run_id),
         "tags": {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")},
         "test_metrics": {k: v for k, v in sorted(run.data.metrics.items()) if k.startswith("test_")},
+        "test_metrics_dataset": sorted({d for k, d in by_dataset.items() if k.startswith("test_")}),
         "datasets": datasets,
     }
 
@@ -350,13 +358,13 @@ def prediction_lineage(
     day: date,
     table: str = PREDICTIONS,
     version: int | None = None,
-    features_version: int | None = None,
+    scored_from: Callable[[dict], int | None] | None = None,
 ) -> dict:
     """The whole chain of one prediction (see the module docstring), as plain values (JSON-ready).
 
-    `version`: the predictions table's version to read (default: the current one). `features_version`: the
-    validated_features version scoring read, for a prediction commit that does not record it (older commits);
-    a recorded one wins. Raises LineageError naming the hop that is missing."""
+    `version`: the predictions table's version to read (default: the current one). `scored_from(commit)`: the
+    validated_features version scoring read, asked only when the prediction's commit does not record it (commits
+    written before it did). Raises LineageError naming the hop that is missing."""
     prediction = row_at(stores, table, keys, day, version)
     row, commit_meta = prediction["row"], prediction["commit"]["user_metadata"]
     for column in ("model_name", "model_version", "model_run_id"):
@@ -370,14 +378,17 @@ def prediction_lineage(
         )
     run = run_hop(stores, model["run_id"])
     trained_on = input_versions(model["tags"]) or input_versions(run["tags"])
+    splits = split_hops(stores, trained_on, day)
 
-    scored_from = commit_meta.get(c.delta_version_key(FEATURES), features_version)
-    if scored_from is None:
+    features_version = commit_meta.get(c.delta_version_key(FEATURES))
+    if features_version is None and scored_from is not None:
+        features_version = scored_from(prediction["commit"])
+    if features_version is None:
         raise LineageError(
             f"the commit v{prediction['commit']['version']} of {table} does not record the {FEATURES} version it "
             "read: give it (the batch_predictions materialization records it)"
         )
-    features = row_at(stores, FEATURES, keys, day, int(scored_from))
+    features = row_at(stores, FEATURES, keys, day, int(features_version))
     raw_version = features["commit"]["user_metadata"].get(c.delta_version_key(RAW))
     raw = row_at(stores, RAW, keys, day, None if raw_version is None else int(raw_version))
     if raw_version is None:
@@ -388,24 +399,26 @@ def prediction_lineage(
         "prediction": prediction,
         "model": model,
         "mlflow_run": run,
-        "splits": split_hops(stores, trained_on, day),
+        "splits": splits,
         "features": features,
         "raw": raw,
         "source": raw["commit"]["user_metadata"].get(c.COMMIT_SOURCE),
         "day": day_status(stores, keys, day),
-        "dagster_run_ids": _dagster_run_ids(prediction, features, raw, model, run, trained_on, stores),
+        "dagster_run_ids": _dagster_run_ids(prediction, features, raw, model, run, splits),
     }
 
 
-def _dagster_run_ids(prediction, features, raw, model, run, trained_on, stores) -> dict[str, dict]:
+def _dagster_run_ids(prediction, features, raw, model, run, splits) -> dict[str, dict]:
     """step -> the Dagster run that wrote it, as each store recorded it (a commit's userMetadata, a tag)."""
     steps = {
         RAW: {"run_id": raw["commit"]["user_metadata"].get(c.COMMIT_RUN_ID), "recorded_in": "Delta commit"},
         FEATURES: {"run_id": features["commit"]["user_metadata"].get(c.COMMIT_RUN_ID), "recorded_in": "Delta commit"},
     }
-    for table, version in trained_on.items():
-        commit = commit_at(stores, table, version)
-        steps[table] = {"run_id": commit["user_metadata"].get(c.COMMIT_RUN_ID), "recorded_in": "Delta commit"}
+    for split in splits.values():
+        steps[split["table"]] = {
+            "run_id": split["commit"]["user_metadata"].get(c.COMMIT_RUN_ID),
+            "recorded_in": "Delta commit",
+        }
     steps["tuned_pipeline"] = {"run_id": run["tags"].get("dagster.run_id"), "recorded_in": "MLflow run tag"}
     steps["registered_model"] = {
         "run_id": model["tags"].get("dagster.run_id"),

@@ -378,14 +378,6 @@ def _tune(
         mlflow.log_metrics(
             {f"best_trial_validation_{metric}": best.value, "trials_complete": len(complete), "trials_pruned": n_pruned}
         )
-        # run_id given: MLflow then reads the run's inputs afresh and finds the datasets logged above (the active
-        # run object still has none, and it would log each again, without its context).
-        run_id = parent.info.run_id
-        validation_values = {f"validation_{k}": v for k, v in validation_metrics.items()}
-        mlflow.log_metrics(validation_values, run_id=run_id, dataset=datasets.get("validation"))
-        mlflow.log_metrics(
-            {f"test_{k}": v for k, v in test_metrics.items()}, run_id=run_id, dataset=datasets.get("test")
-        )
         mlflow.log_dict({"trials": trials}, "trials.json")
         if config.reports:
             with tempfile.TemporaryDirectory() as tmp:
@@ -408,6 +400,17 @@ def _tune(
             pip_requirements=pip_requirements(),
             input_example=validation.select(*inputs).limit(3).toPandas(),
         )
+        # The validation and test metrics, on the run and on its logged model, against their datasets: MLflow 3 keeps
+        # a metric's dataset only with a model (`model_id`); the model's page lists each metric with its dataset.
+        # run_id given: MLflow then reads the run's inputs afresh and finds the datasets logged above (the active
+        # run object still has none, and it would log each again, without its context).
+        for prefix, values in (("validation", validation_metrics), ("test", test_metrics)):
+            mlflow.log_metrics(
+                {f"{prefix}_{k}": v for k, v in values.items()},
+                run_id=parent.info.run_id,
+                model_id=info.model_id,
+                dataset=datasets.get(prefix),
+            )
         outcome = TrainingOutcome(
             run_id=parent.info.run_id,
             experiment_id=experiment_id,

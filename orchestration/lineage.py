@@ -159,22 +159,18 @@ def explain(
 ) -> dict:
     """The whole chain of one prediction: ml.lineage's Delta and MLflow hops, and the Dagster ones."""
     stores = stores_of(lakehouse, mlflow)
-    chain = L.prediction_lineage(stores, keys, day, table, features_version=_scored_from(instance, stores, keys, day))
+    chain = L.prediction_lineage(
+        stores, keys, day, table, scored_from=lambda commit: _scored_from(instance, commit, day, table)
+    )
     chain["dagster"] = dagster_hops(instance, chain, ui_base(base))
     return chain
 
 
-def _scored_from(instance: DagsterInstance, stores: L.Stores, keys: dict, day: date) -> int | None:
-    """The validated_features version scoring read, from the batch_predictions materialization of the row's
-    commit: only used if that commit does not record it itself (commits written before it did)."""
-    try:
-        commit = L.row_at(stores, L.PREDICTIONS, keys, day)["commit"]
-    except L.LineageError:
-        return None  # prediction_lineage says why, naming the hop
-    if L.c.delta_version_key(L.FEATURES) in commit["user_metadata"]:
-        return None
+def _scored_from(instance: DagsterInstance, commit: dict, day: date, table: str) -> int | None:
+    """The validated_features version scoring read, from the materialization of the run that made the prediction's
+    commit: for commits that do not record it themselves (written before they did)."""
     run_id = commit["user_metadata"].get(L.c.COMMIT_RUN_ID)
-    found = materialization_in_run(instance, L.PREDICTIONS, run_id, day.isoformat()) if run_id else None
+    found = materialization_in_run(instance, table, run_id, day.isoformat()) if run_id else None
     value = (found or {"metadata": {}})["metadata"].get(L.c.delta_version_key(L.FEATURES))
     return None if value is None else int(value)
 
@@ -219,7 +215,9 @@ def format_chain(chain: dict) -> str:
             for e in m["alias_history"]
         ],
         f"MLflow run   {r['run_id']} ({r['run_name']}, {r['status']}){_url(r['url'])}{_run(steps, 'tuned_pipeline')}",
-        "             test: " + ", ".join(f"{k.removeprefix('test_')}={v:.4f}" for k, v in r["test_metrics"].items()),
+        "             test: "
+        + ", ".join(f"{k.removeprefix('test_')}={v:.4f}" for k, v in r["test_metrics"].items())
+        + (f" (on {', '.join(r['test_metrics_dataset'])})" if r["test_metrics_dataset"] else ""),
         *[
             f"             dataset ({ds['context']}): {ds['name']} (Delta v{ds['delta_version']}"
             + (f", {ds['profile']['num_rows']} rows" if (ds["profile"] or {}).get("num_rows") is not None else "")

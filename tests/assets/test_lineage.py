@@ -135,10 +135,17 @@ def test_the_run_logs_its_three_splits_as_mlflow_datasets_with_their_delta_versi
         assert dataset.name == f"main.flights.{table}@v{version}"
         assert json.loads(dataset.profile) == {"num_rows": world.table(table, version).count()}
         assert "label" in {column["name"] for column in json.loads(dataset.schema)["mlflow_colspec"]}
-    [test_auc] = world.client.get_metric_history(run.info.run_id, "test_auc")
-    assert (test_auc.dataset_name, test_auc.dataset_digest) == (inputs["test"].name, inputs["test"].digest)
-    [validation_auc] = world.client.get_metric_history(run.info.run_id, "validation_auc")
-    assert validation_auc.dataset_name == inputs["validation"].name
+    # MLflow 3 keeps a metric's dataset with the logged model: the run's model lists each metric with its dataset.
+    [output] = run.outputs.model_outputs
+    metrics = {m.key: m for m in world.client.get_logged_model(output.model_id).metrics}
+    assert (metrics["test_auc"].dataset_name, metrics["test_auc"].dataset_digest) == (
+        inputs["test"].name,
+        inputs["test"].digest,
+    )
+    assert metrics["test_auc"].value == run.data.metrics["test_auc"]
+    assert metrics["validation_auc"].dataset_name == inputs["validation"].name
+    assert len(world.client.get_metric_history(run.info.run_id, "test_auc")) == 1  # logged once
+    assert chain["mlflow_run"]["test_metrics_dataset"] == [inputs["test"].name]
     assert [(d["context"], d["delta_version"]) for d in chain["mlflow_run"]["datasets"]] == [
         (c, int(run.data.tags[f"input.{t}.delta_version"]))
         for c, t in zip(("training", "validation", "test"), SPLIT_TABLES, strict=True)
@@ -309,12 +316,12 @@ def test_what_is_missing_is_named(world, key, stores, capsys, monkeypatch):
 
 
 def test_a_day_whose_latest_check_failed_is_held_by_the_gate():
-    """gate_of_day on an instance of its own: a failed evaluation of the day holds it, a later pass releases it."""
+    """gate_of_day on an instance of its own: a failed evaluation of the day holds it; a passed one does not."""
     with DagsterInstance.ephemeral() as instance:
-        for passed in (True, False):
+        for day, passed in ((DAY, False), (DAYS[0], True)):  # a runless evaluation: one per check and day
             instance.report_runless_asset_event(
                 AssetCheckEvaluation(
-                    asset_key=AssetKey("raw_data"), check_name="raw_suite", passed=passed, partition=DAY
+                    asset_key=AssetKey("raw_data"), check_name="raw_suite", passed=passed, partition=day
                 )
             )
         gate = cli.gate_of_day(instance, DAY, "http://ui")
@@ -325,7 +332,4 @@ def test_a_day_whose_latest_check_failed_is_held_by_the_gate():
             ("feature_suite", None),
         }
         assert cli.gate_of_day(instance, DAYS[0], "http://ui")["held_by_the_gate"] is False
-        instance.report_runless_asset_event(
-            AssetCheckEvaluation(asset_key=AssetKey("raw_data"), check_name="raw_suite", passed=True, partition=DAY)
-        )
-        assert cli.gate_of_day(instance, DAY, "http://ui")["held_by_the_gate"] is False
+        assert cli.gate_of_day(instance, DAYS[2], "http://ui")["checks"][0]["passed"] is None  # never evaluated
