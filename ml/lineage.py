@@ -261,6 +261,14 @@ def model_hop(stores: Stores, name: str, version: str) -> dict:
     }
 
 
+def logged_models(stores: Stores, experiment_id: str, run_id: str) -> list:
+    """The models a run logged (MLflow 3's LoggedModel: its metrics carry their dataset)."""
+    try:
+        return list(stores.client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'"))
+    except MlflowException:  # a store without logged models (MLflow 2 servers)
+        return []
+
+
 def run_hop(stores: Stores, run_id: str) -> dict:
     try:
         run = stores.client.get_run(run_id)
@@ -281,11 +289,7 @@ def run_hop(stores: Stores, run_id: str) -> dict:
             }
         )
     by_dataset = {}  # metric -> the dataset it was logged against (kept with the run's logged model)
-    for output in run.outputs.model_outputs if run.outputs else []:
-        try:
-            logged = stores.client.get_logged_model(output.model_id)
-        except MlflowException:
-            continue
+    for logged in logged_models(stores, run.info.experiment_id, run.info.run_id):
         by_dataset.update({m.key: m.dataset_name for m in logged.metrics or [] if m.dataset_name})
     return {
         "run_id": run.info.run_id,
