@@ -400,15 +400,25 @@ def _tune(
             pip_requirements=pip_requirements(),
             input_example=validation.select(*inputs).limit(3).toPandas(),
         )
-        # The validation and test metrics, on the run and on its logged model, against their datasets: MLflow 3 keeps
-        # a metric's dataset only with a model (`model_id`); the model's page lists each metric with its dataset.
+        # The validation and test metrics, on the run and against their datasets. MLflow 3 keeps a metric's dataset
+        # only with a LoggedModel (`model_id`; the run's `metrics` table has no dataset), and mlflow.spark.log_model
+        # creates none (it logs through the legacy run-artifact path, `Model._log_v2`): an external LoggedModel,
+        # pointing at the model's URI, holds them, and the experiment's Models tab lists each metric with its dataset.
         # run_id given: MLflow then reads the run's inputs afresh and finds the datasets logged above (the active
         # run object still has none, and it would log each again, without its context).
+        model_id = info.model_id
+        if model_id is None and datasets:
+            model_id = mlflow.create_external_model(
+                name="model",
+                source_run_id=parent.info.run_id,
+                tags={"flightline.model_uri": info.model_uri},
+                experiment_id=experiment_id,
+            ).model_id
         for prefix, values in (("validation", validation_metrics), ("test", test_metrics)):
             mlflow.log_metrics(
                 {f"{prefix}_{k}": v for k, v in values.items()},
                 run_id=parent.info.run_id,
-                model_id=info.model_id,
+                model_id=model_id,
                 dataset=datasets.get(prefix),
             )
         outcome = TrainingOutcome(

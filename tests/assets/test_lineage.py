@@ -6,6 +6,8 @@ so every expectation is read from the stores, not assumed)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import date
 
 import pytest
@@ -336,3 +338,9 @@ def test_a_day_whose_latest_check_failed_is_held_by_the_gate():
         }
         assert cli.gate_of_day(instance, DAYS[0], "http://ui")["held_by_the_gate"] is False
         assert cli.gate_of_day(instance, DAYS[2], "http://ui")["checks"][0]["passed"] is None  # never evaluated
+
+
+def test_ml_lineage_imports_nothing_of_dagster():
+    code = "import sys, ml.lineage; print(sorted(m for m in sys.modules if m.split('.')[0] == 'dagster'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
