@@ -14,11 +14,12 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYTHONPATH := $(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install java jars run test lint serve test-serving bench-serving ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model bench-event-storage bench-tuning bench-drift bench-drift-wide bench-scoring bench-undated \
+.PHONY: help install java jars run lineage test lint serve test-serving bench-serving ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model bench-event-storage bench-tuning bench-drift bench-drift-wide bench-scoring bench-undated \
 	infra-up infra-down infra-status test-infra test-e2e test-reliability chromium
 
 help:
 	@echo "make run        install everything and materialize the whole graph on NYC flights 2013"
+	@echo "make lineage    which data and which model made a prediction (ARGS=\"prediction --key ... --date ...\"; --help)"
 	@echo "make test       install everything and run the test suite"
 	@echo "make lint       ruff check + ruff format --check (changes nothing)"
 	@echo "make serve      the @champion over HTTP on 127.0.0.1:$${PORT:-8765} (ONNX in onnxruntime; POST /reload or SIGHUP)"
@@ -56,6 +57,10 @@ $(DAGSTER_HOME)/dagster.yaml: infra/dagster.yaml
 
 run: jars $(DAGSTER_HOME)/dagster.yaml
 	@source infra/java-env.sh && $(PY) -m orchestration.run_pipeline $(ARGS)
+
+# The chain of one prediction (a sample one without ARGS), read from the stores `make run` filled; see orchestration/lineage.py.
+lineage: jars $(DAGSTER_HOME)/dagster.yaml
+	@source infra/java-env.sh && $(PY) -m orchestration.lineage $(ARGS)
 
 test: jars $(DAGSTER_HOME)/dagster.yaml
 	@source infra/java-env.sh && $(PY) -m pytest $(PYTEST_ARGS)

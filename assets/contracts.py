@@ -5,6 +5,22 @@ A metadata key that nothing outside its asset reads stays a plain string in that
 
 from __future__ import annotations
 
+# ---- the split tables (assets.splits writes them, tuned_pipeline reads them, ml.lineage follows them) ----------
+SPLITS = ("train", "validation", "test")
+SPLIT_TABLES = tuple(f"{name}_set" for name in SPLITS)
+
+# ---- a Delta commit's userMetadata (orchestration.lakehouse writes it) -> ml.lineage ------------------------------
+COMMIT_RUN_ID = "dagster_run_id"  # the Dagster run that made the commit
+COMMIT_SOURCE = "source"  # raw_data: the source location its rows came from
+COMMIT_WINDOW = "window"  # the split tables: the split window, {train_start, train_end, ...} (ml.splits)
+
+
+def delta_version_key(table: str) -> str:
+    """`<table>_delta_version`: the version of an input a reader read (materialization metadata, commit
+    userMetadata)."""
+    return f"{table}_delta_version"
+
+
 # ---- tables whose name is not their asset's key ---------------------------------------------------------------
 DRIFT_METRICS = "drift_metrics"  # written by feature_drift
 

@@ -188,6 +188,7 @@ def validated_features(context: AssetExecutionContext, lakehouse: LakehouseResou
             },
             reasons=reasons,
             failure_metadata=raw.lineage,
+            commit_lineage=raw.lineage,
             note=f"Rows that broke a row-level rule are in quarantine (Delta v{q_commit.version}).",
         )
     finally:

@@ -49,6 +49,7 @@ def daily_gate(
     note: str = "",
     all_failed: Callable[[], str | None] = lambda: None,
     failure_metadata: dict | None = None,
+    commit_lineage: dict | None = None,
 ) -> Iterator:
     """Write the days of `window` whose `checks` all passed, and record the run's outcome.
 
@@ -57,10 +58,16 @@ def daily_gate(
     - `reasons(failed_days)`: why they failed, one phrase per reason (a reason shared by several days once);
       `note`: a sentence appended to the failure (where the rejected rows went); `all_failed()`: a message of its
       own for a run where nothing passed, or None.
+    - `commit_lineage`: what the write records in its Delta commit's userMetadata besides the run id (the input
+      versions it read, the source), so that a table's history alone says where a day's rows came from.
     """
     days = window.days
     passed = [d for d in days if all(c.passed for c in checks[d])]
-    commit = lakehouse.write_window(rows, table, window, passed, run_id=context.run.run_id) if passed else None
+    commit = (
+        lakehouse.write_window(rows, table, window, passed, run_id=context.run.run_id, **(commit_lineage or {}))
+        if passed
+        else None
+    )
     if commit:
         context.log.info(
             f"{table} {window.label}: {commit.rows_written} rows of {_days(len(passed), 'written', 'written')}, "

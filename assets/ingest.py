@@ -16,6 +16,7 @@ from dagster import (
 )
 from pyspark import StorageLevel
 
+from assets import contracts as c
 from assets.common import SPEC, daily_partitions, window_of
 from assets.gate import daily_gate, suite_check_result
 from ml import undated
@@ -135,6 +136,7 @@ def raw_data(context: AssetExecutionContext, lakehouse: LakehouseResource):
             reasons=reasons,
             note=stored.strip(),
             all_failed=all_failed,
+            commit_lineage={c.COMMIT_SOURCE: lakehouse.source_location or SPEC.source_description},
         )
     finally:
         seen.unpersist()

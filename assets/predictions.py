@@ -46,7 +46,13 @@ def batch_predictions(
     inputs = check_signature(model.uri, features.frame.schema)  # before anything is written
     predictions = score_with(config.scorer, features.frame.where(window.predicate()), model, SPEC, inputs)
     commit = lakehouse.write_window(
-        predictions, "batch_predictions", window, run_id=context.run.run_id, model_uri=model.uri, scorer=config.scorer
+        predictions,
+        "batch_predictions",
+        window,
+        run_id=context.run.run_id,
+        model_uri=model.uri,
+        scorer=config.scorer,
+        **features.lineage,
     )
     context.log.info(
         f"batch_predictions {window.label}: {commit.rows_written} rows by {name} v{model.version} ({config.scorer})"

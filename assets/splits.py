@@ -5,13 +5,14 @@ from datetime import date, timedelta
 from dagster import AssetExecutionContext, AssetOut, Config, Output, multi_asset
 from pydantic import Field
 
+from assets import contracts as c
 from assets.common import SPEC
+from assets.contracts import SPLIT_TABLES, SPLITS
 from assets.features import validated_features
 from ml.splits import SplitSizes, SplitWindow, split_counts, time_splits
 from orchestration.lakehouse import LakehouseResource
 
-SPLITS = ("train", "validation", "test")
-SPLIT_TABLES = tuple(f"{name}_set" for name in SPLITS)
+__all__ = ["SPLITS", "SPLIT_TABLES", "SplitConfig", "splits"]
 
 
 class SplitConfig(Config):
@@ -60,7 +61,7 @@ def splits(context: AssetExecutionContext, config: SplitConfig, lakehouse: Lakeh
     for name, frame in time_splits(features.frame, window).items():
         table = f"{name}_set"
         commit = lakehouse.overwrite(
-            frame, table, run_id=context.run.run_id, window=window.as_dict(), **features.lineage
+            frame, table, run_id=context.run.run_id, **{c.COMMIT_WINDOW: window.as_dict()}, **features.lineage
         )
         context.log.info(f"{table}: {commit.rows_written} rows, Delta v{commit.version}")
         start, end = window.ranges()[name]

@@ -8,13 +8,13 @@ from pydantic import Field
 
 from assets import contracts as c
 from assets.common import SPEC
-from assets.splits import SPLIT_TABLES
+from assets.contracts import SPLIT_TABLES, SPLITS
 from ml import registry
 from ml.onnx_export import export_version
 from ml.registry import CHALLENGER, CHAMPION, GateConfig, gate, register_version
 from ml.scoring import evaluate_version
 from ml.search_space import ParamRange
-from ml.training import TuningConfig, tune_and_log
+from ml.training import SplitSource, TuningConfig, tune_and_log
 from orchestration.lakehouse import LakehouseResource
 from orchestration.resources import MLflowResource, OptunaResource
 
@@ -167,6 +167,10 @@ def tuned_pipeline(
         experiment_id=experiment_id,
         tags=lineage_tags(context, inputs),
         progress=context.log.info,
+        sources={
+            split: SplitSource(lakehouse.table_name(t), *inputs[t])
+            for split, t in zip(SPLITS, SPLIT_TABLES, strict=True)
+        },
     )
     handoff = {
         "run_id": outcome.run_id,

@@ -26,6 +26,8 @@ from typing import Any
 import mlflow
 import optuna
 import pyspark
+from mlflow.data.delta_dataset_source import DeltaDatasetSource
+from mlflow.data.spark_dataset import SparkDataset
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.models.signature import ModelSignature
 from mlflow.tracking import MlflowClient
@@ -35,7 +37,7 @@ from pyspark import StorageLevel
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
 
-from ml.dataset import DatasetSpec
+from ml.dataset import LABEL, DatasetSpec
 from ml.drift import PROFILE_ARTIFACT, build_profile
 from ml.metrics import HIGHER_IS_BETTER, TASK_METRICS, evaluate
 from ml.pipeline import build_pipeline
@@ -68,6 +70,57 @@ class TuningConfig:
     startup_trials: int = 5  # random trials before TPE models the space (Optuna's default is 10)
 
 
+# The MLflow input context of each split (`mlflow.log_input(..., context=...)`): the run page's Datasets list.
+DATASET_CONTEXTS = {"train": "training", "validation": "validation", "test": "test"}
+
+
+@dataclass(frozen=True)
+class SplitSource:
+    """Where a split was read: the Delta table (its name and path) at one version. The run logs it as an MLflow
+    dataset, so the run page says which table versions trained and tested it."""
+
+    table_name: str  # catalog.schema.table
+    path: str
+    delta_version: int
+
+    @property
+    def dataset_name(self) -> str:
+        return f"{self.table_name}@v{self.delta_version}"  # mlflow.data.load_delta's own naming
+
+
+class VersionedDeltaSource(DeltaDatasetSource):
+    """DeltaDatasetSource that records its version 0 too: mlflow 3.17's `to_dict` drops a falsy version
+    (`if self._delta_table_version:`), so a split's first version would show no version at all."""
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "delta_table_version": self._delta_table_version}
+
+
+class CountedDeltaDataset(SparkDataset):
+    """mlflow.data.load_delta's dataset (a Spark frame over a Delta source at a version), with the row count it
+    was given as its profile.
+
+    SparkDataset's own profile runs `df.rdd.mapPartitions(...).sumApprox(5 s)`: a pass that ships every row
+    through Python workers (not to the driver, but a full scan, answered approximately after 5 s). The rows are
+    counted by Spark anyway (the tuning counts train and validation), so the profile is that exact count.
+    Schema (from the frame's schema, no data read) and digest (the plan's semantic hash) are SparkDataset's.
+    The source is built directly, as load_delta does: `mlflow.data.from_spark(path=..., version=...)` only
+    accepts a version for a path on the local file system."""
+
+    def __init__(self, frame: DataFrame, source: SplitSource, num_rows: int, targets: str | None = None):
+        self._num_rows = num_rows
+        super().__init__(
+            df=frame,
+            source=VersionedDeltaSource(path=source.path, delta_table_version=source.delta_version),
+            targets=targets,
+            name=source.dataset_name,
+        )
+
+    @property
+    def profile(self) -> dict:
+        return {"num_rows": self._num_rows}
+
+
 @dataclass
 class TrainingOutcome:
     run_id: str
@@ -97,6 +150,22 @@ def model_signature(spec: DatasetSpec) -> ModelSignature:
 
 def pip_requirements() -> list[str]:
     return [f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}"]
+
+
+def log_split_inputs(
+    sources: Mapping[str, SplitSource], frames: Mapping[str, DataFrame], counts: Mapping[str, int]
+) -> dict[str, CountedDeltaDataset]:
+    """Log each split with a source as a dataset input of the active run; a split not counted yet is counted
+    here (in Spark: one number comes back)."""
+    datasets = {
+        split: CountedDeltaDataset(
+            frames[split], source, counts[split] if split in counts else frames[split].count(), targets=LABEL
+        )
+        for split, source in sources.items()
+    }
+    for split, dataset in datasets.items():
+        mlflow.log_input(dataset, context=DATASET_CONTEXTS[split])
+    return datasets
 
 
 def _study(config: TuningConfig, direction: str) -> optuna.Study:
@@ -147,8 +216,13 @@ def tune_and_log(
     experiment_id: str,
     tags: dict[str, str],
     progress: Callable[[str], None] = log.info,
+    sources: Mapping[str, SplitSource] | None = None,
 ) -> TrainingOutcome:
-    """One MLflow parent run; a child run per trial; the best pipeline refit, tested and logged with a signature."""
+    """One MLflow parent run; a child run per trial; the best pipeline refit, tested and logged with a signature.
+
+    `sources` ({"train" | "validation" | "test": SplitSource}): where the splits were read; the parent run logs
+    each as an MLflow dataset input (context training / validation / test) with its Delta version, and logs the
+    validation and test metrics against their dataset."""
     metric = config.metric or spec.metric
     if metric not in TASK_METRICS[spec.task]:
         raise ValueError(f"metric {metric!r} does not fit a {spec.task} task; choose one of {TASK_METRICS[spec.task]}")
@@ -158,13 +232,15 @@ def tune_and_log(
     train = train.persist(StorageLevel.MEMORY_AND_DISK)  # read once per study, not once per trial
     validation = validation.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        return _tune(spec, train, validation, test, config, metric, space, experiment_id, tags, progress)
+        return _tune(spec, train, validation, test, config, metric, space, experiment_id, tags, progress, sources or {})
     finally:
         train.unpersist()
         validation.unpersist()
 
 
-def _tune(spec, train, validation, test, config, metric, space, experiment_id, tags, progress) -> TrainingOutcome:
+def _tune(
+    spec, train, validation, test, config, metric, space, experiment_id, tags, progress, sources
+) -> TrainingOutcome:
     higher = HIGHER_IS_BETTER[metric]
     n_train, n_validation = train.count(), validation.count()
     if n_train == 0 or n_validation == 0:
@@ -201,6 +277,11 @@ def _tune(spec, train, validation, test, config, metric, space, experiment_id, t
             }
         )
         mlflow.log_dict({"space": describe(space), "folds": [f.description for f in folds]}, "search_space.json")
+        datasets = log_split_inputs(
+            sources,
+            {"train": train, "validation": validation, "test": test},
+            {"train": n_train, "validation": n_validation},
+        )
 
         def objective(trial: optuna.Trial) -> float:
             pools.enter()
@@ -297,8 +378,6 @@ def _tune(spec, train, validation, test, config, metric, space, experiment_id, t
         mlflow.log_metrics(
             {f"best_trial_validation_{metric}": best.value, "trials_complete": len(complete), "trials_pruned": n_pruned}
         )
-        mlflow.log_metrics({f"validation_{k}": v for k, v in validation_metrics.items()})
-        mlflow.log_metrics({f"test_{k}": v for k, v in test_metrics.items()})
         mlflow.log_dict({"trials": trials}, "trials.json")
         if config.reports:
             with tempfile.TemporaryDirectory() as tmp:
@@ -321,6 +400,27 @@ def _tune(spec, train, validation, test, config, metric, space, experiment_id, t
             pip_requirements=pip_requirements(),
             input_example=validation.select(*inputs).limit(3).toPandas(),
         )
+        # The validation and test metrics, on the run and against their datasets. MLflow 3 keeps a metric's dataset
+        # only with a LoggedModel (`model_id`; the run's `metrics` table has no dataset), and mlflow.spark.log_model
+        # creates none (it logs through the legacy run-artifact path, `Model._log_v2`): an external LoggedModel,
+        # pointing at the model's URI, holds them, and the experiment's Models tab lists each metric with its dataset.
+        # run_id given: MLflow then reads the run's inputs afresh and finds the datasets logged above (the active
+        # run object still has none, and it would log each again, without its context).
+        model_id = info.model_id
+        if model_id is None and datasets:
+            model_id = mlflow.create_external_model(
+                name="model",
+                source_run_id=parent.info.run_id,
+                tags={"flightline.model_uri": info.model_uri},
+                experiment_id=experiment_id,
+            ).model_id
+        for prefix, values in (("validation", validation_metrics), ("test", test_metrics)):
+            mlflow.log_metrics(
+                {f"{prefix}_{k}": v for k, v in values.items()},
+                run_id=parent.info.run_id,
+                model_id=model_id,
+                dataset=datasets.get(prefix),
+            )
         outcome = TrainingOutcome(
             run_id=parent.info.run_id,
             experiment_id=experiment_id,

@@ -29,6 +29,7 @@ from dagster import ConfigurableResource, MetadataValue, TableColumn, TableSchem
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
+from assets import contracts as c
 from ml import delta_io
 from ml.dataset import EVENT_DATE
 from ml.days import DayWindow
@@ -47,7 +48,7 @@ class Pinned:
     @property
     def lineage(self) -> dict[str, int]:
         """`<table>_delta_version`: the metadata a reader records of what it read."""
-        return {f"{self.table}_delta_version": self.version}
+        return {c.delta_version_key(self.table): self.version}
 
 
 class LakehouseResource(ConfigurableResource):
@@ -233,5 +234,5 @@ def column_schema(schema: StructType) -> TableSchema:
 
 def _commit_metadata(run_id: str | None, lineage: dict) -> str | None:
     """The commit's userMetadata: the Dagster run that wrote it, and the caller's lineage (JSON)."""
-    fields = {**({"dagster_run_id": run_id} if run_id else {}), **lineage}
+    fields = {**({c.COMMIT_RUN_ID: run_id} if run_id else {}), **lineage}
     return json.dumps(fields, sort_keys=True, default=str) if fields else None
