@@ -26,7 +26,9 @@ from orchestration.deployments import REPO_ROOT
 
 BIN = Path(sys.executable).parent
 # Short-lived JVMs start faster with the client compiler only and the serial collector; what they compute is the same.
-JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+# A process stopped (SIGSTOP) for minutes must not find its own local executor "lost" when it continues: Spark's
+# heartbeat timeout (spark.network.timeout, 120 s) counts the pause, as it would a laptop's sleep.
+JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Dspark.network.timeout=3600s"
 MODEL = "main.flights.arrival_delay"
 REGISTERED = re.compile(rf"registered {re.escape(MODEL)} v(\d+)")
 

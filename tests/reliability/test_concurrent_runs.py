@@ -79,7 +79,8 @@ def test_two_cli_runs_on_different_days_of_one_table_lose_no_commit(spark, fligh
         for m in materializations.values()
         if "delta_conflict_retries" in m.metadata
     )
+    shown = {day: expected[day] for day in DAYS}
     print(
         f"\n{2 * ROUNDS} `dagster asset materialize` runs in {ROUNDS} rounds of 2 at once: {len(history)} commits, "
-        f"versions 0..{2 * ROUNDS - 1}, conflicts retried: {retries}, commits lost: 0; rows per day { ({day: expected[day] for day in DAYS}) }"
+        f"versions 0..{2 * ROUNDS - 1}, conflicts retried: {retries}, commits lost: 0; rows per day {shown}"
     )
