@@ -68,7 +68,8 @@ class TuningRunConfig(Config):
     study_name: str | None = Field(
         default=None,
         description=(
-            "empty: derived from the inputs' Delta versions and this config, so a rerun on the same data resumes the study"
+            "empty: derived from what the splits were made from and this config, so a rerun on the same data resumes "
+            "the study"
         ),
     )
 
@@ -99,11 +100,15 @@ class TuningRunConfig(Config):
             study_name=study_name,
         )
 
-    def default_study_name(self, inputs: dict[str, tuple[str, int]]) -> str:
-        """Same inputs and same search config -> same study, so a rerun resumes (n_trials and parallelism may change)."""
+    def default_study_name(self, sources: dict[str, dict]) -> str:
+        """Same data and same search config -> same study, so a rerun resumes (n_trials and parallelism may change).
+
+        `sources` says what each split was made from (`split_sources`), not which Delta version holds it: a rerun of
+        the training job (after a crash, say) writes the same rows to new split versions, and must resume its study.
+        """
         key = json.dumps(
             {
-                "inputs": inputs,
+                "inputs": sources,
                 "config": self.model_dump(exclude={"n_trials", "parallelism", "timeout_seconds", "study_name"}),
                 "spec": SPEC.fingerprint(),
             },
@@ -111,6 +116,16 @@ class TuningRunConfig(Config):
             default=str,
         )
         return f"{SPEC.model_name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def split_sources(lakehouse: LakehouseResource, versions: dict[str, int]) -> dict[str, dict]:
+    """What each split version was made from, as its commit recorded it (the splits step's window and the
+    validated_features version it read), with the table's path; the version itself only if nothing was recorded."""
+    sources = {}
+    for table, version in versions.items():
+        lineage = lakehouse.commit_lineage(table, version)
+        sources[table] = {"path": lakehouse.table_path(table), **(lineage or {"delta_version": version})}
+    return sources
 
 
 def lineage_tags(context: AssetExecutionContext, inputs: dict[str, tuple[str, int]]) -> dict[str, str]:
@@ -163,7 +178,7 @@ def tuned_pipeline(
         frames["train_set"],
         frames["validation_set"],
         frames["test_set"],
-        config.tuning(config.study_name or config.default_study_name(inputs), optuna.url()),
+        config.tuning(config.study_name or config.default_study_name(split_sources(lakehouse, versions)), optuna.url()),
         experiment_id=experiment_id,
         tags=lineage_tags(context, inputs),
         progress=context.log.info,

@@ -352,6 +352,16 @@ def last_commit(spark: SparkSession, path: str, user_metadata: str | None = None
     )
 
 
+def commit_metadata(spark: SparkSession, path: str, version: int) -> str | None:
+    """The userMetadata of the commit that made `version` of the table (None if it has none)."""
+    with log_errors(path):
+        history = DeltaTable.forPath(spark, path).history()
+        row = history.where(history.version == version).select("userMetadata").first()
+    if row is None:
+        raise DeltaTableError(f"Delta table {path} has no version {version} in its history")
+    return row["userMetadata"]
+
+
 def table_exists(spark: SparkSession, path: str) -> bool:
     return DeltaTable.isDeltaTable(spark, path)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from dagster import EnvVar
 
 from ml.dataset import DatasetSpec
+from orchestration.io import RunValuesIOManager
 from orchestration.lakehouse import LakehouseResource
 from orchestration.resources import MLflowResource, OptunaResource, SparkResource
 
@@ -62,6 +63,7 @@ def local_resources(
             source_location=os.environ.get("FLIGHTLINE_SOURCE_LOCATION"),
         ),
         "optuna": OptunaResource(storage=f"sqlite:///{state / 'optuna' / 'studies.db'}"),
+        "io_manager": RunValuesIOManager(),  # each run reads its own splits and handoff (orchestration/io.py)
     }
 
 
@@ -122,6 +124,7 @@ def prod_resources(spec: DatasetSpec) -> dict:
         "optuna": OptunaResource(
             storage=env("FLIGHTLINE_OPTUNA_STORAGE")
         ),  # postgresql://... (secret in the URL: env only)
+        "io_manager": RunValuesIOManager(),  # each run reads its own splits and handoff (orchestration/io.py)
     }
 
 

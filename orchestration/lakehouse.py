@@ -100,6 +100,18 @@ class LakehouseResource(ConfigurableResource):
         path = self.table_path(table)
         return delta_io.current_version(self.session, path) if delta_io.table_exists(self.session, path) else None
 
+    def commit_lineage(self, table: str, version: int) -> dict[str, Any]:
+        """What the commit that made `version` of `table` recorded of its inputs (its userMetadata, without the
+        ids of the run and of the write that made it): where those rows came from. {} if it recorded nothing."""
+        raw = delta_io.commit_metadata(self.session, self.table_path(table), version)
+        try:
+            fields = json.loads(raw) if raw else {}
+        except ValueError:
+            fields = {"note": raw}
+        if not isinstance(fields, dict):
+            fields = {"note": fields}
+        return {k: v for k, v in fields.items() if k not in ("dagster_run_id", "write_id")}
+
     # ---- writes --------------------------------------------------------------------------------------------
 
     def write_window(

@@ -1,0 +1,62 @@
+"""The code location's IO manager: each run's asset values (the splits' Delta versions, the tuned pipeline's handoff)
+kept apart, so two runs at once never read each other's.
+
+Dagster's default filesystem IO manager keeps one file per asset, `<storage>/<asset>`, written by whichever run
+wrote last. Two training runs at once (a manual one and the drift sensor's) would then hand each other their
+values between two steps: a run's tuned_pipeline could train on the split versions of the other run, and its
+registered_model register the other run's model. Here a value lives at `<storage>/runs/<run id>/<asset>`:
+- a step's output is written under its own run;
+- an input that a step of the same run produced is read from that run (re-executed, from the parent run that
+  produced it, as Dagster tells);
+- an input this run did not produce (`registered_model` materialized alone) is read from the run that
+  materialized the asset last, from the event log.
+"""
+
+from __future__ import annotations
+
+from dagster import (
+    ConfigurableIOManagerFactory,
+    DagsterInvariantViolationError,
+    InitResourceContext,
+    InputContext,
+    OutputContext,
+)
+from dagster._core.execution.context.output import RUN_ID_PLACEHOLDER  # no public name for it
+from dagster._core.storage.fs_io_manager import PickledObjectFilesystemIOManager
+from pydantic import Field
+
+
+class RunValuesIOManager(ConfigurableIOManagerFactory):
+    """Pickles under the instance's storage folder (as Dagster's FilesystemIOManager), one folder per run."""
+
+    base_dir: str | None = Field(default=None, description="empty: the Dagster instance's storage folder")
+
+    def create_io_manager(self, context: InitResourceContext) -> PickledObjectFilesystemIOManager:
+        return _PerRun(base_dir=self.base_dir or context.instance.storage_directory())
+
+
+class _PerRun(PickledObjectFilesystemIOManager):
+    def get_asset_relative_path(self, context: InputContext | OutputContext):
+        from upath import UPath
+
+        return UPath("runs", producing_run(context), *context.asset_key.path)
+
+
+def producing_run(context: InputContext | OutputContext) -> str:
+    """The run whose value this is: the writer's own run, or for an input the run that produced it."""
+    if isinstance(context, OutputContext):
+        return context.run_id
+    # A step of this run, or of the parent run of a re-execution, produced it; an asset that no step of the plan
+    # produces gets a stand-in context whose run id is Dagster's placeholder.
+    try:
+        run_id = context.upstream_output.run_id
+    except (AttributeError, DagsterInvariantViolationError):  # no upstream output, or no run recorded for it
+        run_id = None
+    if run_id and run_id != RUN_ID_PLACEHOLDER:
+        return run_id
+    event = context.instance.get_latest_materialization_event(context.asset_key)
+    if event is None:
+        raise DagsterInvariantViolationError(
+            f"asset {context.asset_key.to_user_string()} was never materialized: there is no value to load"
+        )
+    return event.run_id
