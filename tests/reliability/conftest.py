@@ -37,7 +37,7 @@ class Source:
 
 @pytest.fixture(scope="session")
 def flights_source(tmp_path_factory) -> Source:
-    from tests.assets.conftest import package_rows, write_csv
+    from tests.world import package_rows, write_csv
 
     header, rows = package_rows(2, 1, 3)
     source = Source(write_csv(tmp_path_factory.mktemp("source"), header, rows), header, rows)
@@ -51,7 +51,7 @@ def seeded_lakehouse(spark, flights_source, tmp_path_factory) -> Path:
     the training job reads. Read-only: each module copies it."""
     from assets.features import validated_features
     from assets.ingest import raw_data
-    from tests.assets.conftest import ALL_ASSETS
+    from tests.world import ALL_ASSETS
     from tests.conftest import build_world
 
     state = tmp_path_factory.mktemp("seed")

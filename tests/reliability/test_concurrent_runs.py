@@ -25,7 +25,7 @@ def materialize_raw(d, day: str, round_: int):
         "-m",
         "orchestration.definitions",
         "--select",
-        "raw_data",
+        "raw_data,raw_quarantine",  # the raw_data step, whole (a multi-asset)
         "--partition",
         day,
     )
