@@ -30,7 +30,7 @@ help:
 	@echo "make infra-down stop them"
 	@echo "make test-infra start them on free ports, materialize the whole graph through them, check, stop"
 	@echo "make test-e2e   dagster dev driven by headless Chromium: graph, a partition launched from the UI, checks"
-	@echo "make test-reliability  real processes: two writers racing on one table, writers SIGKILLed mid-write"
+	@echo "make test-reliability  real processes: writers and dagster runs racing, runs SIGKILLed, the daemon's run queue"
 	@echo "make clean      delete the local state (.state: lakehouse, MLflow store, Dagster instance)"
 
 java:
@@ -95,8 +95,8 @@ infra-status:
 test-infra: jars
 	@source infra/java-env.sh && $(PY) -m pytest -m infra tests/infra tests/integration/test_mlflow_server.py $(PYTEST_ARGS)
 
-# Not in `make test` (a few minutes: each test starts JVMs of its own): writer processes racing on one table,
-# and killed with SIGKILL in the middle of a write.
+# Not in `make test` (35 min on a loaded 2-core machine: each test starts JVMs): writer processes and `dagster` runs racing on one
+# table and one model, killed with SIGKILL mid-write, mid-study and mid-registration, and the daemon's run queue.
 test-reliability: jars
 	@source infra/java-env.sh && $(PY) -m pytest -m reliability tests/reliability $(PYTEST_ARGS)
 

@@ -49,6 +49,8 @@ def flights_source(tmp_path_factory) -> Source:
 def seeded_lakehouse(spark, flights_source, tmp_path_factory) -> Path:
     """raw_data and validated_features of the three days (one range run each, in this process): the tables that
     the training job reads. Read-only: each module copies it."""
+    from dagster import materialize
+
     from assets.features import validated_features
     from assets.ingest import raw_data
     from tests.world import ALL_ASSETS
@@ -58,8 +60,6 @@ def seeded_lakehouse(spark, flights_source, tmp_path_factory) -> Path:
     _, instance, resources, _ = build_world(state)
     resources = {**resources, "lakehouse": resources["lakehouse"].replaced(source_location=str(flights_source.folder))}
     for asset in (raw_data, validated_features):
-        from dagster import materialize
-
         result = materialize(ALL_ASSETS, selection=[asset], instance=instance, resources=resources, tags=RANGE)
         assert result.success
     lake = resources["lakehouse"]
