@@ -53,8 +53,8 @@ def seeded_lakehouse(spark, flights_source, tmp_path_factory) -> Path:
 
     from assets.features import validated_features
     from assets.ingest import raw_data
-    from tests.world import ALL_ASSETS
     from tests.conftest import build_world
+    from tests.world import ALL_ASSETS
 
     state = tmp_path_factory.mktemp("seed")
     _, instance, resources, _ = build_world(state)
