@@ -409,7 +409,9 @@ def _tune(
         model_id = info.model_id
         if model_id is None and datasets:
             model_id = mlflow.create_external_model(
-                name="model",
+                # Not "model": MLflow 3 resolves `runs:/<run>/model` (a version's source) to a logged model of that
+                # name before the run's artifact, and this one holds metrics, not the Spark flavor.
+                name="split_metrics",
                 source_run_id=parent.info.run_id,
                 tags={"flightline.model_uri": info.model_uri},
                 experiment_id=experiment_id,
