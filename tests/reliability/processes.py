@@ -140,16 +140,20 @@ class Process:
                 raise AssertionError(f"{self.name}: no {pattern.pattern!r} within {timeout} s:\n{self.tail()}")
             time.sleep(0.05)
 
-    def wait_for_model_download(self, timeout: float = 300) -> Path:
+    def wait_for_model_download(self, timeout: float = 300, nth: int = 1) -> Path:
         """Wait until MLflow downloads a whole model (`MLmodel` and the Spark model next to it) into this process's
         TMPDIR: after `registered ... vN`, that is the gate loading a version to evaluate it, so its first read of
         @champion is done. (Registering reads the MLmodel file alone; the model the run logged was written to a
-        temporary folder that is gone by then.)"""
+        temporary folder that is gone by then.) `nth`: the nth whole download: registered_model's ONNX export loads
+        the version first, and the gate's evaluation loads it again."""
         deadline = time.monotonic() + timeout
+        seen: list[Path] = []  # every whole download so far, in order (a finished one's folder may be gone already)
         while True:
-            found = [p.parent for p in self.tmpdir.rglob("MLmodel") if (p.parent / "sparkml").is_dir()]
-            if found:
-                return found[0]
+            for p in self.tmpdir.rglob("MLmodel"):
+                if (p.parent / "sparkml").is_dir() and p.parent not in seen:
+                    seen.append(p.parent)
+            if len(seen) >= nth:
+                return seen[nth - 1]
             if self.popen.poll() is not None:
                 raise AssertionError(f"{self.name} exited before it downloaded a model:\n{self.tail()}")
             if time.monotonic() > deadline:

@@ -153,7 +153,7 @@ def first_to_register(procs: list[Process], timeout: float = 900) -> tuple[Proce
 
 def stopped_while_evaluating(world: World, proc: Process, version: str) -> None:
     """SIGSTOP `proc` once its gate has begun evaluating `version` (it has read @champion); nothing decided yet."""
-    proc.wait_for_model_download()
+    proc.wait_for_model_download(nth=2)  # the export's load of the version, then the gate's
     proc.stop()
     assert world.tags(version) == {}, f"{proc.name} had decided already: {world.tags(version)}"
 
