@@ -34,22 +34,14 @@ from assets.predictions import batch_predictions
 from assets.splits import splits
 from assets.training import registered_model, tuned_pipeline
 from ml.datasets.flights import package_data_dir
+from orchestration.definitions import defs as project
 from tests.conftest import build_world
 
 DAYS = ["2013-02-01", "2013-02-02", "2013-02-03"]
 RANGE = {"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[-1]}
 SPLIT = {"end_date": DAYS[-1], "train_days": 1, "validation_days": 1, "test_days": 1}
 TUNING = {"n_trials": 1, "algorithms": ["logistic_regression"]}
-ALL_ASSETS = [
-    raw_data,
-    validated_features,
-    splits,
-    tuned_pipeline,
-    registered_model,
-    batch_predictions,
-    model_performance,
-    feature_drift,
-]
+ALL_ASSETS = list(project.assets)  # the code location's assets: a world materializes the graph it deploys
 MODEL_NAME = "main.flights.arrival_delay"
 BROKEN_DAY, BROKEN = DAYS[1], 5  # the first 5 flights of Feb 2 get a negative distance
 
