@@ -199,7 +199,11 @@ def register_version(
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
-        client.create_registered_model(name, description=f"{name}, trained and gated by the flightline pipeline")
+        try:
+            client.create_registered_model(name, description=f"{name}, trained and gated by the flightline pipeline")
+        except MlflowException as race:  # a concurrent first registration created it between the get and the create
+            if race.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
     return client.create_model_version(name=name, source=model_uri, run_id=run_id, description=description, tags=tags)
 
 

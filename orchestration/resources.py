@@ -11,6 +11,7 @@ from typing import Any
 import mlflow
 from dagster import ConfigurableResource, InitResourceContext
 from dagster_pyspark import PySparkResource
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from pydantic import PrivateAttr
 from pyspark.sql import SparkSession
@@ -122,7 +123,12 @@ class MLflowResource(ConfigurableResource):
         if self.artifact_root:
             Path(self.artifact_root).mkdir(parents=True, exist_ok=True)
             location = Path(self.artifact_root).resolve().as_uri()
-        return self.client.create_experiment(self.experiment, artifact_location=location)
+        try:
+            return self.client.create_experiment(self.experiment, artifact_location=location)
+        except MlflowException as race:  # two first runs at once: the other one created it between the get and here
+            if race.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return self.client.get_experiment_by_name(self.experiment).experiment_id
 
     def run_url(self, experiment_id: str, run_id: str) -> str | None:
         if not self.ui_url:

@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 from ml import onnx_export as ox
 from ml.registry import register_version
 from ml.scoring import ResolvedModel, load_model, score
+from tests.listening import listening, on_loopback
 from tests.unit.tiny import log_tiny_model, tiny_lineage, tiny_spec
 
 pytestmark = pytest.mark.serving  # about 3 minutes (a server process, Spark fits): make test-serving
@@ -119,6 +120,15 @@ def batch_scored(spark, test, version: str, run_id: str) -> dict[int, tuple[floa
     model = ResolvedModel(NAME, version, run_id, f"models:/{NAME}/{version}")
     rows = score(test, load_model(model), model, tiny_spec()).select("id", "prediction", "probability").collect()
     return {r["id"]: (r["prediction"], r["probability"]) for r in rows}
+
+
+def test_the_server_listens_on_127_0_0_1_only(served):
+    """Every listening socket of the server's process is on loopback (from `ss -ltnp`), and its port is one of them."""
+    found = listening({served["process"].pid})
+    addresses = found.get(served["process"].pid, set())
+    assert f"127.0.0.1:{served['port']}" in addresses, found  # found listening: the check below is not vacuous
+    assert all(on_loopback(a) for a in addresses), addresses
+    print(f"\nserving listening: {sorted(addresses)}")
 
 
 def test_predictions_match_batch_scoring_for_the_same_rows(spark, served):

@@ -64,6 +64,45 @@ def aliases(client, name):
 # --- registration ---------------------------------------------------------------------------------------------
 
 
+def test_concurrent_first_registrations_and_experiments_all_succeed(models, mlflow_store, NAME):
+    """Two training runs that start together on a new model (or a new store) both create it: the loser of each race
+    reads what the winner created. Real threads on the session's sqlite store; without the catch, about 8 of the 10
+    rounds of 4 creators raised RESOURCE_ALREADY_EXISTS."""
+    import threading
+
+    from orchestration.resources import MLflowResource
+
+    client, logged = mlflow_store.client, models["classification"]["good"]
+    errors, versions, experiments = [], [], {}
+
+    def run(target, *args):
+        try:
+            target(*args)
+        except Exception as exc:  # noqa: BLE001 - collected, then asserted empty
+            errors.append(repr(exc))
+
+    def first_experiment(name):
+        resource = MLflowResource(tracking_uri=mlflow_store.tracking_uri, experiment=name)
+        experiments.setdefault(name, set()).add(resource.experiment_id())
+
+    for round_ in range(5):
+        threads = [threading.Thread(target=run, args=(first_experiment, f"{NAME}.{round_}")) for _ in range(4)]
+        threads += [
+            threading.Thread(
+                target=run, args=(lambda n: versions.append(register(client, n, logged)), f"{NAME}_{round_}")
+            )
+            for _ in range(2)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
+    assert {name: len(ids) for name, ids in experiments.items()} == {f"{NAME}.{r}": 1 for r in range(5)}
+    assert sorted(versions) == ["1"] * 5 + ["2"] * 5  # each model: two versions, one per registration
+    mlflow_store.configure()  # the resources above pointed MLflow at the same store; leave it as the session had it
+
+
 def test_a_version_carries_its_lineage_and_description(models, mlflow_store, NAME):
     client = mlflow_store.client
     uri, run_id, _ = models["classification"]["good"]
