@@ -8,6 +8,9 @@ moves them.
 
 The lineage CLI (orchestration/lineage.py) asks whether a day was held by the gate: the latest evaluation of a
 check for one partition, which only the event log storage answers (`PartitionKeyFilter`, under `dagster._core`).
+
+orchestration/io.py tells an input produced by no step of the run (an asset materialized alone) by the run id
+Dagster gives its stand-in upstream context, `RUN_ID_PLACEHOLDER`, which has no public name.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (  # n
     AssetCheckEvaluationTargetMaterializationData,
 )
 from dagster._core.event_api import PartitionKeyFilter  # no public equivalent in 1.13
+from dagster._core.execution.context.output import RUN_ID_PLACEHOLDER  # no public name for it in 1.13
+
+__all__ = ["RUN_ID_PLACEHOLDER", "latest_check_evaluations", "latest_materializations"]
 
 
 def latest_materializations(context: AssetExecutionContext, key: AssetKey, partitions: set[str]) -> dict:

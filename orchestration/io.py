@@ -14,16 +14,23 @@ registered_model register the other run's model. Here a value lives at `<storage
 
 from __future__ import annotations
 
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
 from dagster import (
     ConfigurableIOManagerFactory,
     DagsterInvariantViolationError,
     InitResourceContext,
     InputContext,
+    IOManager,
     OutputContext,
 )
-from dagster._core.execution.context.output import RUN_ID_PLACEHOLDER  # no public name for it
-from dagster._core.storage.fs_io_manager import PickledObjectFilesystemIOManager
 from pydantic import Field
+
+from assets.dagster_adapter import RUN_ID_PLACEHOLDER
 
 
 class RunValuesIOManager(ConfigurableIOManagerFactory):
@@ -31,15 +38,34 @@ class RunValuesIOManager(ConfigurableIOManagerFactory):
 
     base_dir: str | None = Field(default=None, description="empty: the Dagster instance's storage folder")
 
-    def create_io_manager(self, context: InitResourceContext) -> PickledObjectFilesystemIOManager:
-        return _PerRun(base_dir=self.base_dir or context.instance.storage_directory())
+    def create_io_manager(self, context: InitResourceContext) -> IOManager:
+        return _PerRun(Path(self.base_dir or context.instance.storage_directory()))
 
 
-class _PerRun(PickledObjectFilesystemIOManager):
-    def get_asset_relative_path(self, context: InputContext | OutputContext):
-        from upath import UPath
+class _PerRun(IOManager):
+    def __init__(self, base_dir: Path):
+        self.base_dir = base_dir
 
-        return UPath("runs", producing_run(context), *context.asset_key.path)
+    def path(self, context: InputContext | OutputContext) -> Path:
+        return self.base_dir.joinpath("runs", producing_run(context), *context.asset_key.path)
+
+    def handle_output(self, context: OutputContext, obj: Any) -> None:
+        path = self.path(context)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Written whole or not at all: a run killed mid-write leaves no half pickle for a re-execution to read.
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+            pickle.dump(obj, tmp, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp.name, path)
+        context.add_output_metadata({"path": str(path)})
+
+    def load_input(self, context: InputContext) -> Any:
+        path = self.path(context)
+        if not path.exists():
+            raise DagsterInvariantViolationError(
+                f"no value of {context.asset_key.to_user_string()} at {path}: the run that produced it kept none"
+            )
+        with open(path, "rb") as fh:
+            return pickle.load(fh)
 
 
 def producing_run(context: InputContext | OutputContext) -> str:

@@ -18,6 +18,8 @@ from orchestration.lakehouse import LakehouseResource
 from orchestration.resources import MLflowResource
 
 PROMOTION_TAG = "flightline/promotion"  # infra/dagster.yaml limits runs with one value of it to one at a time
+MAX_RUNTIME_TAG = "dagster/max_runtime"  # Dagster's run monitoring fails a run past it (seconds): a dead run's slot
+PROMOTION_MAX_RUNTIME_SECONDS = 6 * 3600  # frees after this; a training run that needs longer sets its own tag
 SAMPLE_ROWS = 100  # current features the version must score before it becomes @champion
 
 
@@ -71,8 +73,9 @@ def set_champion_version(
 
 
 def promotion_tags(spec: DatasetSpec) -> dict[str, str]:
-    """The tag of the runs that move @champion (training, rollback): they queue one at a time per model."""
-    return {PROMOTION_TAG: spec.model_name}
+    """The tags of the runs that move @champion (training, rollback): they queue one at a time per model, and a run
+    whose process died frees the queue once it is past its maximum runtime (infra/dagster.yaml's run monitoring)."""
+    return {PROMOTION_TAG: spec.model_name, MAX_RUNTIME_TAG: str(PROMOTION_MAX_RUNTIME_SECONDS)}
 
 
 @job(

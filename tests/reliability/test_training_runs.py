@@ -20,6 +20,7 @@ compares with the champion, with the default margin.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from assets.splits import SPLIT_TABLES
 from ml.datasets.flights import SPEC
 from ml.registry import CHALLENGER, CHAMPION, GateConfig, decide
 from orchestration.deployments import local_mlflow
-from orchestration.rollback import PROMOTION_TAG
+from orchestration.rollback import MAX_RUNTIME_TAG, PROMOTION_MAX_RUNTIME_SECONDS, PROMOTION_TAG
 from tests.reliability.conftest import DAYS
 from tests.reliability.processes import (
     MODEL,
@@ -87,9 +88,10 @@ class World:
     client: MlflowClient
     optuna_url: str
 
-    def train(self, name: str, search_space: dict | None, n_trials: int = 1) -> Process:
+    def train(self, name: str, search_space: dict | None, n_trials: int = 1, tags: dict | None = None) -> Process:
         config = self.d.config(name, training_config(search_space, n_trials))
-        return self.d.dagster(name, "job", "execute", "-m", MODULE, "-j", "training_job", "-c", str(config))
+        extra = ["--tags", json.dumps(tags)] if tags else []
+        return self.d.dagster(name, "job", "execute", "-m", MODULE, "-j", "training_job", "-c", str(config), *extra)
 
     def rollback(self, name: str, version: str, requested_by: str, reason: str) -> Process:
         op = {"config": {"version": int(version), "requested_by": requested_by, "reason": reason}}
@@ -414,8 +416,10 @@ def test_training_killed_mid_study_then_mid_registration_resumes_and_leaves_the_
     before = split_state(spark, world)
     assert {t: n for t, (_, n) in before.items()} == rows
 
-    # 1. SIGKILL during the study: trial 0 is done (in the storage), trial 1 of 3 is running.
-    first = world.train("study-killed", None, n_trials=3)
+    # 1. SIGKILL during the study: trial 0 is done (in the storage), trial 1 of 3 is running. The killed runs get a
+    # short maximum runtime (step 4: run monitoring fails them once it has passed); the others keep the job's.
+    short = {MAX_RUNTIME_TAG: "20"}
+    first = world.train("study-killed", None, n_trials=3, tags=short)
     try:
         first.wait_for(r"trial 1/3 COMPLETE")
         deadline = time.monotonic() + 300
@@ -443,7 +447,7 @@ def test_training_killed_mid_study_then_mid_registration_resumes_and_leaves_the_
     assert (world.versions(), world.aliases()) == (versions, aliases)  # nothing registered, nothing moved
 
     # 2. The rerun resumes the study (2 new trials of 3) and is SIGKILLed while its gate evaluates the new version.
-    second = world.train("registration-killed", None, n_trials=3)
+    second = world.train("registration-killed", None, n_trials=3, tags=short)
     try:
         orphan = second.wait_for(REGISTERED).group(1)
         second.wait_for_model_download()
@@ -482,6 +486,29 @@ def test_training_killed_mid_study_then_mid_registration_resumes_and_leaves_the_
     assert (tags["gate.rounds"], tags["gate.champion_version"], tags["gate.reason"]) == ("1", champion or "", reason)
     assert world.aliases() == ({CHAMPION: version} if promoted else {CHAMPION: champion, CHALLENGER: version})
     assert world.tags(orphan) == {} and orphan not in world.aliases().values()
+
+    # 4. The killed runs are still STARTED: their processes died with them. The daemon's run monitoring
+    # (infra/dagster.yaml) fails each once it is past its maximum runtime, which frees the promotion queue.
+    from dagster import DagsterRunStatus
+
+    instance = world.d.instance()
+    killed = [run_id_of(first), run_id_of(second)]
+    assert [instance.get_run_by_id(r).status for r in killed] == [DagsterRunStatus.STARTED] * 2
+    assert instance.get_run_by_id(run_id_of(third)).tags[MAX_RUNTIME_TAG] == str(PROMOTION_MAX_RUNTIME_SECONDS)
+    daemon = world.d.start("monitor", "dagster-daemon", "run", "-w", "workspace.yaml")
+    try:
+        deadline = time.monotonic() + 300
+        while {instance.get_run_by_id(r).status for r in killed} != {DagsterRunStatus.FAILURE}:
+            assert time.monotonic() < deadline and daemon.popen.poll() is None, daemon.tail()
+            time.sleep(1)
+    finally:
+        daemon.signal_group(signal.SIGTERM)
+        try:
+            daemon.popen.wait(timeout=60)
+        except Exception:
+            pass
+        daemon.end()
+    assert instance.get_run_by_id(run_id_of(third)).status == DagsterRunStatus.SUCCESS  # a finished run is untouched
     print(
         f"\nstudy {study}: killed in trial 2 of 3 (trial 0 kept: {first_trial}); the rerun ran 2 new trials, was "
         f"killed while its gate evaluated v{orphan} (left ungated, no alias); the next rerun ran 0 new trials and "
