@@ -19,6 +19,7 @@ from assets.predictions import batch_predictions
 from assets.splits import splits
 from assets.training import registered_model, tuned_pipeline
 from orchestration.deployments import resources_for
+from orchestration.reproduce import reproduce_job
 from orchestration.rollback import promotion_tags, rollback_job
 from orchestration.sensors import RetrainPolicy, build_retrain_sensor
 
@@ -56,7 +57,7 @@ defs = Definitions(
         model_performance,
         feature_drift,
     ],
-    jobs=[daily_job, training_job, rollback_job],
+    jobs=[daily_job, training_job, rollback_job, reproduce_job],
     schedules=[daily_schedule],
     sensors=[retrain_sensor],
     resources=resources_for(SPEC),
