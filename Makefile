@@ -14,7 +14,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYTHONPATH := $(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install java jars run lineage test lint serve test-serving bench-serving ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model bench-event-storage bench-tuning bench-drift bench-drift-wide bench-scoring bench-undated \
+.PHONY: help install java jars run lineage test lint serve test-serving bench-serving ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model bench-event-storage bench-tuning bench-drift bench-drift-wide bench-scoring bench-undated bench-replay \
 	infra-up infra-down infra-status test-infra test-e2e test-reliability chromium
 
 help:
@@ -45,8 +45,9 @@ install: java $(VENV)/.installed
 
 # Delta's jars come from Maven Central through Spark's Ivy (cached in ~/.ivy2.5.2); this proves a Delta round trip.
 $(STATE)/.delta-jars-ok: $(VENV)/.installed
-	@mkdir -p $(STATE)
-	@source infra/java-env.sh && $(PY) -m ml.spark
+	@mkdir -p $(STATE)/logs
+	@echo "Delta's jars through Spark's Ivy (once); its report: $(STATE)/logs/jars.log"
+	@source infra/java-env.sh && $(PY) -m ml.spark >$(STATE)/logs/jars.log 2>&1 || { tail -n 40 $(STATE)/logs/jars.log; exit 1; }
 	@touch $@
 
 jars: install $(STATE)/.delta-jars-ok
@@ -55,6 +56,7 @@ $(DAGSTER_HOME)/dagster.yaml: infra/dagster.yaml
 	@mkdir -p $(DAGSTER_HOME)
 	cp infra/dagster.yaml $@
 
+# One line per phase on the terminal; Dagster's, Spark's and Ivy's output in $(STATE)/logs/run-<time>.log (printed).
 run: jars $(DAGSTER_HOME)/dagster.yaml
 	@source infra/java-env.sh && $(PY) -m orchestration.run_pipeline $(ARGS)
 
@@ -128,6 +130,10 @@ bench-drift: jars
 
 bench-drift-wide: jars
 	@source infra/java-env.sh && $(PY) -m bench.drift_wide $(ARGS)
+
+# Replay (reproduce_job): Spark training's determinism (the same Delta versions, and the same rows partitioned otherwise) and a replay's cost.
+bench-replay: jars
+	@source infra/java-env.sh && $(PY) -m bench.replay $(ARGS)
 
 bench-registry: jars
 	@source infra/java-env.sh && $(PY) -m bench.registry_gate $(ARGS)

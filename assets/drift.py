@@ -5,7 +5,7 @@ from pydantic import Field
 from pyspark.sql import functions as F
 
 from assets import contracts as c
-from assets.common import daily_partitions, window_of
+from assets.common import daily_partitions, ownership, window_of
 from assets.features import validated_features
 from assets.training import registered_model
 from ml.dataset import EVENT_DATE
@@ -37,6 +37,7 @@ class DriftConfig(Config):
     backfill_policy=BackfillPolicy.single_run(),
     group_name="monitoring",
     kinds={"spark", "delta"},
+    **ownership("monitoring"),
     description="PSI, KS (numeric) and JS (categorical) of every feature against the champion's training data.",
 )
 def feature_drift(

@@ -22,14 +22,15 @@ from dagster import (
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
-from assets.common import SPEC, daily_partitions, window_of
+from assets.common import SPEC, daily_partitions, ownership, window_of
 from assets.gate import daily_gate, suite_check_result
 from ml import quarantine as q
+from ml.columns import feature_column_lineage, feature_table_columns
 from ml.dataset import EVENT_DATE
 from ml.days import days_label
 from ml.features import with_derived
 from ml.quality import feature_suite, run_suite_by_day, with_key_column
-from orchestration.lakehouse import LakehouseResource
+from orchestration.lakehouse import LakehouseResource, column_lineage, declared_schema
 
 SUITE_CHECK = "feature_suite"
 BUDGET_CHECK = "quarantine_budget"
@@ -86,11 +87,14 @@ def reconciliation(raw_rows: int, feature_rows: int, quarantined_rows: int, coun
         "validated_features": AssetOut(
             kinds={"spark", "delta", "great_expectations"},
             group_name="daily",
+            metadata=declared_schema(feature_table_columns(SPEC)),
+            **ownership("features"),
             description="Cleaned, typed features and the label (NULL while unknown).",
         ),
         "quarantine": AssetOut(
             kinds={"spark", "delta"},
             group_name="daily",
+            **ownership("features"),
             description="Rows that broke a row-level rule, with the rules and the raw record.",
         ),
     },
@@ -179,10 +183,12 @@ def validated_features(context: AssetExecutionContext, lakehouse: LakehouseResou
             checks,
             metadata=lambda commit: {
                 **raw.lineage,
+                **column_lineage(feature_column_lineage(SPEC, "raw_data")),
                 **reconciliation(total.rows, commit.rows_written, q_commit.rows_written or 0, total),
             },
             day_metadata=lambda commit, d: {
                 **raw.lineage,
+                **column_lineage(feature_column_lineage(SPEC, "raw_data")),
                 "dagster/row_count": counts[d].kept,
                 **day_reconciliation(commit, d),
             },

@@ -17,7 +17,7 @@ from dagster import (
 from pyspark import StorageLevel
 
 from assets import contracts as c
-from assets.common import SPEC, daily_partitions, window_of
+from assets.common import SPEC, daily_partitions, ownership, window_of
 from assets.gate import daily_gate, suite_check_result
 from ml import undated
 from ml.contract import enforce_contract
@@ -37,12 +37,14 @@ RAW_QUARANTINE = "raw_quarantine"
         "raw_data": AssetOut(
             kinds={"spark", "delta", "great_expectations"},
             group_name="daily",
+            **ownership("ingest"),
             description=f"Source rows by event date: {SPEC.source_description}. Checked against the spec's schema "
             "contract before anything is written.",
         ),
         RAW_QUARANTINE: AssetOut(
             kinds={"spark", "delta"},
             group_name="daily",
+            **ownership("ingest"),
             description="The source's rows without a partition date (rule no_partition_date), with the raw record: "
             "one copy per source, which each run over it replaces.",
         ),

@@ -10,7 +10,7 @@ from dagster import AssetExecutionContext, BackfillPolicy, MaterializeResult, Me
 from pyspark.sql import functions as F
 
 from assets import contracts as c
-from assets.common import SPEC, daily_partitions, window_of
+from assets.common import SPEC, daily_partitions, ownership, window_of
 from assets.features import validated_features
 from assets.predictions import batch_predictions
 from ml.days import DayWindow
@@ -26,6 +26,7 @@ from orchestration.lakehouse import LakehouseResource
     backfill_policy=BackfillPolicy.single_run(),
     group_name="daily",
     kinds={"spark", "delta"},
+    **ownership("monitoring"),
     description="The task's metrics per day and model version, on the predictions whose labels have arrived.",
 )
 def model_performance(context: AssetExecutionContext, lakehouse: LakehouseResource) -> MaterializeResult:

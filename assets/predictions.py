@@ -5,12 +5,13 @@ from typing import Literal
 from dagster import AssetExecutionContext, BackfillPolicy, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from assets.common import SPEC, daily_partitions, window_of
+from assets.common import SPEC, daily_partitions, ownership, window_of
 from assets.features import validated_features
 from assets.training import registered_model
+from ml.columns import prediction_column_lineage, prediction_table_columns
 from ml.registry import champion_version
 from ml.scoring import ResolvedModel, check_signature, score_with
-from orchestration.lakehouse import LakehouseResource
+from orchestration.lakehouse import LakehouseResource, column_lineage, declared_schema
 from orchestration.resources import MLflowResource
 
 
@@ -31,6 +32,8 @@ class ScoringConfig(Config):
     backfill_policy=BackfillPolicy.single_run(),
     group_name="daily",
     kinds={"spark", "delta", "mlflow"},
+    metadata=declared_schema(prediction_table_columns(SPEC)),
+    **ownership("serving"),
     description="Predictions of the @champion model; every row names the model name, version and run.",
 )
 def batch_predictions(
@@ -73,5 +76,6 @@ def batch_predictions(
             probability_available=SPEC.task == "classification" and config.scorer == "native",
             rows_scored=commit.rows_written or 0,
             **features.lineage,
+            **column_lineage(prediction_column_lineage(SPEC, "validated_features")),
         )
     )

@@ -5,12 +5,14 @@ from datetime import date, timedelta
 from dagster import AssetExecutionContext, AssetOut, Config, Output, multi_asset
 from pydantic import Field
 
+import ml.splits
 from assets import contracts as c
-from assets.common import SPEC
+from assets.common import SPEC, code_version, ownership
 from assets.contracts import SPLIT_TABLES, SPLITS
 from assets.features import validated_features
+from ml.columns import feature_table_columns
 from ml.splits import SplitSizes, SplitWindow, split_counts, time_splits
-from orchestration.lakehouse import LakehouseResource
+from orchestration.lakehouse import LakehouseResource, declared_schema
 
 __all__ = ["SPLITS", "SPLIT_TABLES", "SplitConfig", "splits"]
 
@@ -40,7 +42,16 @@ class SplitConfig(Config):
 
 
 @multi_asset(
-    outs={table: AssetOut(kinds={"spark", "delta"}, group_name="training") for table in SPLIT_TABLES},
+    outs={
+        table: AssetOut(
+            kinds={"spark", "delta"},
+            group_name="training",
+            code_version=code_version(ml.splits),
+            metadata=declared_schema(feature_table_columns(SPEC)),
+            **ownership("training"),
+        )
+        for table in SPLIT_TABLES
+    },
     deps=[validated_features],
     description="Time-based splits: train on the earlier days, validate on the next, test on the latest.",
 )

@@ -2,12 +2,21 @@
 
 import hashlib
 import json
+from datetime import timedelta
 
-from dagster import AssetExecutionContext, AssetIn, Config, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, AssetIn, Config, FreshnessPolicy, MetadataValue, Output, asset
 from pydantic import Field
 
+import ml.metrics
+import ml.onnx_export
+import ml.pipeline
+import ml.registry
+import ml.scoring
+import ml.search_space
+import ml.training
+import ml.validation
 from assets import contracts as c
-from assets.common import SPEC
+from assets.common import SPEC, code_version, ownership
 from assets.contracts import SPLIT_TABLES, SPLITS
 from ml import registry
 from ml.onnx_export import export_version
@@ -20,6 +29,9 @@ from orchestration.resources import MLflowResource, OptunaResource
 
 TUNING = TuningConfig()  # the defaults of the run config below
 GATE = GateConfig()
+# A champion older than this fails registered_model's freshness policy (warns after MODEL_WARN_AGE): retrain it.
+MODEL_MAX_AGE = timedelta(days=30)
+MODEL_WARN_AGE = timedelta(days=14)
 
 
 class ParamRangeConfig(Config):
@@ -155,6 +167,8 @@ def trials_table(trials: list[dict], metric: str, url_of) -> str:
     ins={table: AssetIn() for table in SPLIT_TABLES},  # each the Delta version that the splits step wrote
     group_name="training",
     kinds={"spark", "mlflow", "optuna"},
+    code_version=code_version(ml.training, ml.pipeline, ml.search_space, ml.validation, ml.metrics),
+    **ownership("training"),
     description="Spark ML pipeline tuned by an Optuna TPE study; every trial is a nested MLflow run.",
 )
 def tuned_pipeline(
@@ -252,6 +266,10 @@ class GateRunConfig(Config):
     ins={"tuned_pipeline": AssetIn()},
     group_name="training",
     kinds={"mlflow"},
+    code_version=code_version(ml.registry, ml.scoring, ml.onnx_export),
+    # The model's age: evaluated by Dagster's freshness daemon (on by default since 1.12), shown on the asset's page.
+    freshness_policy=FreshnessPolicy.time_window(fail_window=MODEL_MAX_AGE, warn_window=MODEL_WARN_AGE),
+    **ownership("training"),
     description="The tuned pipeline as a version of catalog.schema.model; @champion only if it beats the champion.",
 )
 def registered_model(

@@ -58,6 +58,7 @@ def build_world(state):
     resources = local_resources(SPEC, state=state, master="local[2]", spark_conf=SPARK_CONF)
     defs = Definitions(
         assets=project.assets,
+        asset_checks=project.asset_checks,
         jobs=project.jobs,
         schedules=project.schedules,
         sensors=project.sensors,

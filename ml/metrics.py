@@ -20,7 +20,10 @@ def evaluator(task: str, metric: str):
         raise ValueError(f"metric {metric!r} does not fit a {task} task; choose one of {TASK_METRICS.get(task)}")
     if metric in ("auc", "pr_auc"):
         name = "areaUnderROC" if metric == "auc" else "areaUnderPR"
-        return BinaryClassificationEvaluator(labelCol=LABEL, rawPredictionCol="probability", metricName=name)
+        # numBins=0: the exact curve, one point per distinct score. The default (1000) groups the sorted scores into
+        # bins per partition of a range-partitioned sort whose sample is seeded by the RDD's id, so the same
+        # predictions gave an AUC that moved by ~1e-5 from one evaluation to the next (bench/replay.py).
+        return BinaryClassificationEvaluator(labelCol=LABEL, rawPredictionCol="probability", metricName=name, numBins=0)
     if metric in ("f1", "log_loss"):
         name = "f1" if metric == "f1" else "logLoss"
         return MulticlassClassificationEvaluator(labelCol=LABEL, predictionCol="prediction", metricName=name)

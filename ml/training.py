@@ -19,7 +19,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ from ml.drift import PROFILE_ARTIFACT, build_profile
 from ml.metrics import HIGHER_IS_BETTER, TASK_METRICS, evaluate
 from ml.pipeline import build_pipeline
 from ml.reports import model_report, study_report
-from ml.search_space import describe, params_of, resolve_space, suggest
+from ml.search_space import ParamRange, describe, params_of, resolve_space, suggest
 from ml.validation import make_folds
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,35 @@ class TuningConfig:
     timeout_seconds: float | None = None  # stop starting new trials after this long
     target_value: float | None = None  # stop once a trial reaches this value of the metric
     startup_trials: int = 5  # random trials before TPE models the space (Optuna's default is 10)
+
+
+# The run's record of its whole tuning configuration (a JSON artifact): what a replay (ml/replay.py) runs again.
+TUNING_CONFIG_ARTIFACT = "tuning_config.json"
+# What a replay does not take from the record: where the study lives, what it is named, and the artifacts it adds.
+NOT_REPLAYED = ("storage", "study_name", "reports", "profile")
+
+
+def tuning_record(config: TuningConfig, metric: str, space) -> dict[str, Any]:
+    """Everything that shapes the study and the model, as JSON-able data: the config's fields (the search space
+    resolved in full, every range with all its fields) and the metric it resolved to."""
+    record = {k: v for k, v in asdict(config).items() if k not in (*NOT_REPLAYED, "search_space", "algorithms")}
+    return {
+        **record,
+        "metric": metric,
+        "algorithms": list(space),
+        "search_space": {a: {p: asdict(r) for p, r in ps.items()} for a, ps in space.items()},
+    }
+
+
+def config_from_record(record: Mapping[str, Any], **changes: Any) -> TuningConfig:
+    """The TuningConfig a run recorded (`tuning_record`), with `changes` (the study's storage and name)."""
+    space = {
+        a: {p: ParamRange(**{**r, "choices": tuple(r.get("choices") or ())}) for p, r in ps.items()}
+        for a, ps in record["search_space"].items()
+    }
+    known = set(TuningConfig.__dataclass_fields__)
+    fields = {k: v for k, v in record.items() if k in known and k not in ("search_space", "algorithms")}
+    return replace(TuningConfig(**fields), algorithms=tuple(record["algorithms"]), search_space=space, **changes)
 
 
 # The MLflow input context of each split (`mlflow.log_input(..., context=...)`): the run page's Datasets list.
@@ -274,8 +303,14 @@ def _tune(
                 "validation_rows": n_validation,
                 "study_name": config.study_name,
                 "resumed_trials": len(done_before),
+                "startup_trials": config.startup_trials,
+                "pruner_startup_trials": config.pruner_startup_trials,
+                "timeout_seconds": config.timeout_seconds,
+                "target_value": config.target_value,
+                "refit_on_train_and_validation": config.refit_on_train_and_validation,
             }
         )
+        mlflow.log_dict(tuning_record(config, metric, space), TUNING_CONFIG_ARTIFACT)
         mlflow.log_dict({"space": describe(space), "folds": [f.description for f in folds]}, "search_space.json")
         datasets = log_split_inputs(
             sources,

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import warnings
+from collections.abc import Sequence
+
 from dagster import (
+    AnchorBasedFilePathMapping,
+    AssetCheckSeverity,
     AssetSelection,
     Definitions,
+    SupersessionWarning,
     build_schedule_from_partitioned_job,
+    build_sensor_for_freshness_checks,
+    build_time_partition_freshness_checks,
     define_asset_job,
     in_process_executor,
+    link_code_references_to_git,
+    with_source_code_references,
 )
 
 from assets.common import SPEC
@@ -18,12 +29,27 @@ from assets.performance import model_performance
 from assets.predictions import batch_predictions
 from assets.splits import splits
 from assets.training import registered_model, tuned_pipeline
-from orchestration.deployments import resources_for
+from ml.registry import code_version
+from orchestration.deployments import REPO_ROOT, resources_for
+from orchestration.reproduce import reproduce_job
 from orchestration.rollback import promotion_tags, rollback_job
 from orchestration.sensors import RetrainPolicy, build_retrain_sensor
 
+DAILY_KEYS = ("raw_data", "validated_features", "batch_predictions", "model_performance", "feature_drift")
+# A missing day is a failed check: each daily table's latest day must be materialized by 06:00 UTC the next day (the
+# schedule runs at 03:00). Evaluated by freshness_checks_sensor (off by default, like the retrain sensor), not by the
+# daily job's runs. Dagster 1.13 calls these checks superseded by FreshnessPolicy, but its policy judges the asset's
+# latest materialization, not its partitions: a backfill of an old day would make it fresh (registered_model, which
+# has no partitions, has a FreshnessPolicy instead). So the checks stay, without the warning.
+warnings.filterwarnings("ignore", category=SupersessionWarning, message=".*freshness_checks")
+freshness_checks = build_time_partition_freshness_checks(
+    assets=list(DAILY_KEYS), deadline_cron="0 6 * * *", timezone="UTC", severity=AssetCheckSeverity.ERROR
+)
+freshness_sensor = build_sensor_for_freshness_checks(freshness_checks=freshness_checks, minimum_interval_seconds=3600)
 daily_assets = AssetSelection.assets(
     raw_data, validated_features, batch_predictions, model_performance, feature_drift
+) - AssetSelection.checks(
+    *freshness_checks
 )  # + raw_quarantine, quarantine: the other tables of the raw_data and validated_features steps
 # What `make run` (and a range backfill) runs as its two daily phases, as asset keys for `asset_selection`
 INGEST_KEYS = sorted({*raw_data.keys, *validated_features.keys})
@@ -45,20 +71,45 @@ training_job = define_asset_job(
 daily_schedule = build_schedule_from_partitioned_job(daily_job, hour_of_day=3)
 retrain_sensor = build_retrain_sensor(training_job.name, RetrainPolicy())
 
+
+def with_code_references(assets: Sequence, git_url: str | None = None, git_ref: str | None = None) -> list:
+    """Each asset with a reference to the file and line of its definition: a link to `git_url` at `git_ref` (the
+    checkout's commit by default) when a repository URL is given (FLIGHTLINE_GIT_URL; GitHub or GitLab), else the
+    local file ("Open in editor" in the UI)."""
+    referenced = with_source_code_references(list(assets))
+    git_url = git_url if git_url is not None else os.environ.get("FLIGHTLINE_GIT_URL")
+    ref = git_ref or os.environ.get("FLIGHTLINE_GIT_REF") or code_version()
+    if not git_url or ref == "unknown":
+        return list(referenced)
+    return list(
+        link_code_references_to_git(
+            referenced,
+            git_url=git_url.rstrip("/"),
+            git_branch=ref,
+            file_path_mapping=AnchorBasedFilePathMapping(
+                local_file_anchor=REPO_ROOT, file_anchor_path_in_repository=""
+            ),
+        )
+    )
+
+
 defs = Definitions(
-    assets=[
-        raw_data,
-        validated_features,
-        splits,
-        tuned_pipeline,
-        registered_model,
-        batch_predictions,
-        model_performance,
-        feature_drift,
-    ],
-    jobs=[daily_job, training_job, rollback_job],
+    assets=with_code_references(
+        [
+            raw_data,
+            validated_features,
+            splits,
+            tuned_pipeline,
+            registered_model,
+            batch_predictions,
+            model_performance,
+            feature_drift,
+        ]
+    ),
+    asset_checks=freshness_checks,
+    jobs=[daily_job, training_job, rollback_job, reproduce_job],
     schedules=[daily_schedule],
-    sensors=[retrain_sensor],
+    sensors=[retrain_sensor, freshness_sensor],
     resources=resources_for(SPEC),
     # Spark parallelizes inside each step; steps share one process and so one SparkSession (one JVM start
     # per run, not one per asset).

@@ -25,7 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dagster import ConfigurableResource, MetadataValue, TableColumn, TableSchema
+from dagster import (
+    AssetKey,
+    ConfigurableResource,
+    MetadataValue,
+    TableColumn,
+    TableColumnDep,
+    TableColumnLineage,
+    TableSchema,
+)
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
@@ -242,6 +250,23 @@ def writer_lock(path: str) -> Iterator[None]:
 
 def column_schema(schema: StructType) -> TableSchema:
     return TableSchema(columns=[TableColumn(name=f.name, type=f.dataType.simpleString()) for f in schema.fields])
+
+
+def declared_schema(columns: list[tuple[str, str]]) -> dict:
+    """An asset's definition metadata: its columns as the spec shapes them (ml/columns.py), before any write."""
+    return {"dagster/column_schema": TableSchema(columns=[TableColumn(name=n, type=t) for n, t in columns])}
+
+
+def column_lineage(deps: dict[str, list[tuple[str, str]]]) -> dict:
+    """A materialization's `dagster/column_lineage`: column -> the (upstream asset, column) pairs it comes from."""
+    return {
+        "dagster/column_lineage": TableColumnLineage(
+            deps_by_column={
+                column: [TableColumnDep(asset_key=AssetKey(table), column_name=name) for table, name in inputs]
+                for column, inputs in deps.items()
+            }
+        )
+    }
 
 
 def _commit_metadata(run_id: str | None, lineage: dict) -> str | None:

@@ -82,6 +82,7 @@ def world_definitions(state):
     resources = local_resources(SPEC, state=state, master="local[2]", spark_conf=TEST_SPARK_CONF)
     defs = Definitions(
         assets=d.defs.assets,
+        asset_checks=d.defs.asset_checks,
         jobs=d.defs.jobs,
         schedules=d.defs.schedules,
         sensors=d.defs.sensors,

@@ -46,6 +46,7 @@ ASSETS = (
 )
 SHOTS = REPO_ROOT / "test-artifacts" / "e2e"
 CHROMIUM = os.environ.get("FLIGHTLINE_CHROMIUM", "/usr/bin/chromium")
+GIT_URL = "https://github.com/example/flightline"
 RUN_TIMEOUT_S = 900  # a run launched by the UI starts its own process and JVM; the machine may be shared
 
 
@@ -91,6 +92,7 @@ def state():
         "PYTHONPATH": str(REPO_ROOT),
         "FLIGHTLINE_DEPLOYMENT": "local",
         "FLIGHTLINE_SOURCE_LOCATION": str(broken_source(state / "source")),
+        "FLIGHTLINE_GIT_URL": GIT_URL,  # code references become links to this repository at the checkout's commit
     }
     seed = subprocess.run(
         [
@@ -331,6 +333,27 @@ def test_the_lineage_metadata_of_the_partition_is_shown(webserver, page, launche
     assert training["mlflow_run_id"].value in metadata_row(page, "mlflow_run_id")
     assert meta["model_run_id"] == training["mlflow_run_id"].value  # the predictions' model came from that run
     shot(page, "06-tuned-pipeline-mlflow-run")
+
+
+def test_an_asset_page_shows_its_owners_and_a_link_to_its_code(webserver, page):
+    """The asset's overview: its owner team, and its code reference as a link to the definition's file and line at
+    the checkout's commit (FLIGHTLINE_GIT_URL is set for `dagster dev` above)."""
+    from dagster import AssetKey
+
+    from assets.predictions import batch_predictions
+    from ml.registry import code_version
+    from orchestration.definitions import with_code_references
+
+    [local] = with_code_references([batch_predictions], git_url="")  # the file and line, as this checkout has them
+    [ref] = local.specs_by_key[AssetKey("batch_predictions")].metadata["dagster/code_references"].code_references
+    line = ref.line_number
+    page.goto(f"{webserver}/assets/batch_predictions")
+    page.get_by_text("ml-platform").first.wait_for()  # the owner, team:ml-platform
+    link = page.locator(f'a[href^="{GIT_URL}/tree/"]').first
+    link.wait_for(state="attached")
+    shot(page, "09-asset-owners-and-code-reference")
+    expected = f"{GIT_URL}/tree/{code_version()}/assets/predictions.py#L{line}"
+    assert link.get_attribute("href") == expected
 
 
 def test_the_cli_materializes_a_selection_and_a_partition(state):
