@@ -47,6 +47,9 @@ class _PerRun(IOManager):
         self.base_dir = base_dir
 
     def path(self, context: InputContext | OutputContext) -> Path:
+        if not context.has_asset_key:  # an op's output (rollback_job, reproduce_job): run id, step, output name
+            output = context if isinstance(context, OutputContext) else context.upstream_output
+            return self.base_dir.joinpath("ops", *output.get_identifier())
         return self.base_dir.joinpath("runs", producing_run(context), *context.asset_key.path)
 
     def handle_output(self, context: OutputContext, obj: Any) -> None:
