@@ -4,7 +4,8 @@ kept apart, so two runs at once never read each other's.
 Dagster's default filesystem IO manager keeps one file per asset, `<storage>/<asset>`, written by whichever run
 wrote last. Two training runs at once (a manual one and the drift sensor's) would then hand each other their
 values between two steps: a run's tuned_pipeline could train on the split versions of the other run, and its
-registered_model register the other run's model. Here a value lives at `<storage>/runs/<run id>/<asset>`:
+registered_model register the other run's model. Here a value lives at `<storage>/runs/<run id>/<asset>` (an
+op's output, which has no asset key, at `<storage>/ops/<run id>/<step>/<output>`):
 - a step's output is written under its own run;
 - an input that a step of the same run produced is read from that run (re-executed, from the parent run that
   produced it, as Dagster tells);
@@ -57,16 +58,19 @@ class _PerRun(IOManager):
         path.parent.mkdir(parents=True, exist_ok=True)
         # Written whole or not at all: a run killed mid-write leaves no half pickle for a re-execution to read.
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-            pickle.dump(obj, tmp, protocol=pickle.HIGHEST_PROTOCOL)
+            try:
+                pickle.dump(obj, tmp, protocol=pickle.HIGHEST_PROTOCOL)
+            except BaseException:
+                os.unlink(tmp.name)  # an unpicklable value leaves no stray temporary file
+                raise
         os.replace(tmp.name, path)
         context.add_output_metadata({"path": str(path)})
 
     def load_input(self, context: InputContext) -> Any:
         path = self.path(context)
         if not path.exists():
-            raise DagsterInvariantViolationError(
-                f"no value of {context.asset_key.to_user_string()} at {path}: the run that produced it kept none"
-            )
+            what = context.asset_key.to_user_string() if context.has_asset_key else context.upstream_output.name
+            raise DagsterInvariantViolationError(f"no value of {what} at {path}: the run that produced it kept none")
         with open(path, "rb") as fh:
             return pickle.load(fh)
 
