@@ -186,6 +186,16 @@ class Process:
         code = self.wait(timeout)
         assert code == 0, f"{self.name} exited {code}:\n{self.tail()}"
 
+    def shut_down(self, timeout: float = 60) -> None:
+        """SIGTERM the group of a process that runs until told (the daemon), give it `timeout` to stop, then end()."""
+        if self.popen.poll() is None:
+            self.signal_group(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self.end()
+
     def end(self) -> None:
         """Make sure nothing of this process's group is left (a test that failed midway)."""
         if self.popen.poll() is None:

@@ -351,13 +351,7 @@ def test_the_daemon_runs_two_training_runs_of_one_model_one_after_the_other(worl
             assert time.monotonic() < deadline and daemon.popen.poll() is None, f"{statuses}:\n{daemon.tail()}"
             time.sleep(0.5)
     finally:
-        if daemon.popen.poll() is None:
-            daemon.signal_group(signal.SIGTERM)
-            try:
-                daemon.popen.wait(timeout=60)
-            except Exception:
-                pass
-        daemon.end()
+        daemon.shut_down()
 
     assert statuses == (DagsterRunStatus.SUCCESS, DagsterRunStatus.SUCCESS)
     assert (DagsterRunStatus.STARTED, DagsterRunStatus.QUEUED) in seen  # the second waited in the queue
@@ -502,12 +496,7 @@ def test_training_killed_mid_study_then_mid_registration_resumes_and_leaves_the_
             assert time.monotonic() < deadline and daemon.popen.poll() is None, daemon.tail()
             time.sleep(1)
     finally:
-        daemon.signal_group(signal.SIGTERM)
-        try:
-            daemon.popen.wait(timeout=60)
-        except Exception:
-            pass
-        daemon.end()
+        daemon.shut_down()
     assert instance.get_run_by_id(run_id_of(third)).status == DagsterRunStatus.SUCCESS  # a finished run is untouched
     print(
         f"\nstudy {study}: killed in trial 2 of 3 (trial 0 kept: {first_trial}); the rerun ran 2 new trials, was "
