@@ -212,6 +212,62 @@ def test_model_performance_has_the_metrics_of_every_day_with_labels(spark, world
     assert "primary_metric" not in meta  # a range: the per-day values are the answer
 
 
+def test_drift_closes_the_loop_through_the_sensor_and_the_gate(spark, world, materialized):
+    """feature_drift -> sensor -> training run -> challenger -> gate decision. The thresholds are lowered so
+    that these January days count as drifted (real seasonal drift is asserted in test_drift_real.py). It runs
+    before the tests that register copies of the champion, so the champion is still the one `materialized` made."""
+    from dagster import build_sensor_context
+
+    from orchestration.sensors import RetrainPolicy, build_retrain_sensor
+
+    defs, instance, resources, _ = world
+    client, name = resources["mlflow"].client, resources["lakehouse"].model_name
+    champion = client.get_model_version_by_alias(name, "champion")
+    drift = defs.resolve_job_def("daily_job").execute_in_process(
+        instance=instance,
+        asset_selection=[AssetKey("feature_drift")],
+        tags={"dagster/asset_partition_range_start": "2013-01-08", "dagster/asset_partition_range_end": END},
+        run_config={
+            "ops": {"feature_drift": {"config": {"psi_threshold": 0.0, "share_threshold": 0.0, "window_days": 3}}}
+        },
+    )
+    assert drift.success
+    meta = latest_metadata(instance, "feature_drift")
+    assert meta["model_version"].value == int(champion.version) and meta["reference_run_id"].value == champion.run_id
+    assert sorted(meta["drift_by_day"].value) == ["2013-01-08", "2013-01-09", "2013-01-10"]
+    assert all(d["drifted"] for d in meta["drift_by_day"].value.values())
+    drift_table = table(spark, resources, "drift_metrics").where("event_date >= '2013-01-08'")
+    assert drift_table.count() == 3 * len(SPEC.features) and drift_table.where("psi IS NULL").count() == 0
+
+    policy = RetrainPolicy(
+        consecutive_days=3,
+        run_config={
+            "ops": {
+                "splits": {"config": {k: v for k, v in SPLIT.items() if k != "end_date"}},
+                "tuned_pipeline": {"config": {"n_trials": 2, "algorithms": ["logistic_regression"]}},
+            }
+        },
+    )
+    sensor = build_retrain_sensor("training_job", policy)
+    (request,) = sensor.evaluate_tick(build_sensor_context(instance=instance)).run_requests
+    assert request.run_key == f"retrain-{END}" and request.tags["flightline/trigger"] == "feature drift"
+
+    retrain = defs.resolve_job_def("training_job").execute_in_process(
+        instance=instance, run_config=request.run_config, tags=request.tags
+    )
+    assert retrain.success
+    gate_meta = retrain.asset_materializations_for_node("registered_model")[0].metadata
+    new_version = str(gate_meta["model_version"].value)
+    # The sensor's run trains on the champion's own window (its end_date is the last drifted day, END), seeded:
+    # the same model again, which must not flip the champion. It stays the challenger.
+    assert gate_meta["gate_decision"].value == "rejected"
+    assert "does not beat champion" in gate_meta["gate_reason"].value
+    tags = client.get_model_version(name, new_version).tags
+    assert tags["gate.decision"] == "rejected" and tags["dagster.run_id"] == retrain.run_id
+    assert client.get_model_version_by_alias(name, "champion").version == champion.version
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == new_version
+
+
 def test_after_a_promotion_scoring_uses_the_new_version(spark, world, materialized):
     defs, instance, resources, _ = world
     client, name = resources["mlflow"].client, resources["lakehouse"].model_name
@@ -327,27 +383,6 @@ def test_a_backfill_of_a_range_is_one_run_and_one_commit(spark, world, materiali
     assert int(commit["operationMetrics"]["numOutputRows"]) == sum(features.values())
 
 
-def test_retraining_on_the_same_data_does_not_flip_the_champion(world, materialized):
-    defs, instance, resources, _ = world
-    client, name = resources["mlflow"].client, resources["lakehouse"].model_name
-    champion = client.get_model_version_by_alias(name, "champion").version
-    again = defs.resolve_job_def("training_job").execute_in_process(
-        instance=instance,
-        run_config={
-            "ops": {
-                "splits": {"config": SPLIT},
-                "tuned_pipeline": {"config": {"n_trials": 2, "algorithms": ["logistic_regression"]}},
-            }
-        },
-    )
-    assert again.success
-    gate_meta = again.asset_materializations_for_node("registered_model")[0].metadata
-    assert gate_meta["gate_decision"].value == "rejected"
-    assert "does not beat champion" in gate_meta["gate_reason"].value
-    assert client.get_model_version_by_alias(name, "champion").version == champion
-    assert str(client.get_model_version_by_alias(name, "challenger").version) == str(gate_meta["model_version"].value)
-
-
 def test_tables_are_real_delta_for_an_independent_reader(world, materialized):
     from deltalake import DeltaTable
 
@@ -357,58 +392,6 @@ def test_tables_are_real_delta_for_an_independent_reader(world, materialized):
         assert dt.version() >= 0
         assert dt.to_pyarrow_dataset().count_rows() > 0
     assert DeltaTable(resources["lakehouse"].table_path("raw_data")).metadata().partition_columns == ["event_date"]
-
-
-def test_drift_closes_the_loop_through_the_sensor_and_the_gate(spark, world, materialized):
-    """feature_drift -> sensor -> training run -> challenger -> gate decision. The thresholds are lowered so
-    that these January days count as drifted (real seasonal drift is asserted in test_drift_real.py)."""
-    from dagster import build_sensor_context
-
-    from orchestration.sensors import RetrainPolicy, build_retrain_sensor
-
-    defs, instance, resources, _ = world
-    client, name = resources["mlflow"].client, resources["lakehouse"].model_name
-    champion = client.get_model_version_by_alias(name, "champion")
-    drift = defs.resolve_job_def("daily_job").execute_in_process(
-        instance=instance,
-        asset_selection=[AssetKey("feature_drift")],
-        tags={"dagster/asset_partition_range_start": "2013-01-08", "dagster/asset_partition_range_end": END},
-        run_config={
-            "ops": {"feature_drift": {"config": {"psi_threshold": 0.0, "share_threshold": 0.0, "window_days": 3}}}
-        },
-    )
-    assert drift.success
-    meta = latest_metadata(instance, "feature_drift")
-    assert meta["model_version"].value == int(champion.version) and meta["reference_run_id"].value == champion.run_id
-    assert sorted(meta["drift_by_day"].value) == ["2013-01-08", "2013-01-09", "2013-01-10"]
-    assert all(d["drifted"] for d in meta["drift_by_day"].value.values())
-    drift_table = table(spark, resources, "drift_metrics").where("event_date >= '2013-01-08'")
-    assert drift_table.count() == 3 * len(SPEC.features) and drift_table.where("psi IS NULL").count() == 0
-
-    policy = RetrainPolicy(
-        consecutive_days=3,
-        run_config={
-            "ops": {
-                "splits": {"config": {k: v for k, v in SPLIT.items() if k != "end_date"}},
-                "tuned_pipeline": {"config": {"n_trials": 2, "algorithms": ["logistic_regression"]}},
-            }
-        },
-    )
-    sensor = build_retrain_sensor("training_job", policy)
-    (request,) = sensor.evaluate_tick(build_sensor_context(instance=instance)).run_requests
-    assert request.run_key == f"retrain-{END}" and request.tags["flightline/trigger"] == "feature drift"
-
-    retrain = defs.resolve_job_def("training_job").execute_in_process(
-        instance=instance, run_config=request.run_config, tags=request.tags
-    )
-    assert retrain.success
-    gate_meta = retrain.asset_materializations_for_node("registered_model")[0].metadata
-    new_version = str(gate_meta["model_version"].value)
-    assert gate_meta["gate_decision"].value in ("promoted", "rejected")
-    tags = client.get_model_version(name, new_version).tags
-    assert tags["gate.decision"] == gate_meta["gate_decision"].value and tags["dagster.run_id"] == retrain.run_id
-    expected_champion = new_version if gate_meta["gate_decision"].value == "promoted" else str(champion.version)
-    assert str(client.get_model_version_by_alias(name, "champion").version) == expected_champion
 
 
 def test_the_rollback_job_moves_the_champion_and_scoring_follows(spark, world, materialized, tmp_path):

@@ -48,21 +48,6 @@ def test_tuning_logs_a_parent_run_with_nested_trials(trained, mlflow_store):
     assert signature.inputs.input_names() == ["x1", "x2", "color"]
 
 
-def test_same_seed_same_trials(spark, trained, mlflow_store):
-    spec, first, splits = trained
-    again = tune_and_log(
-        spec,
-        splits["train"],
-        splits["validation"],
-        splits["test"],
-        TuningConfig(n_trials=2, algorithms=("logistic_regression",), study_name="unit-again"),
-        experiment_id=mlflow_store.experiment_id(),
-        tags={},
-    )
-    assert again.best_params == first.best_params
-    assert again.best_validation_value == pytest.approx(first.best_validation_value)
-
-
 def test_scoring_names_the_model_on_every_row(spark, trained, mlflow_store, NAME):
     spec, outcome, splits = trained
     v = str(
