@@ -62,7 +62,11 @@ def rows_and_days(materializations: Iterable) -> tuple[int | None, int]:
     found = list(materializations)
     days = len({m.partition for m in found if m.partition})
     in_run = [_value(m.metadata["rows_written_in_run"]) for m in found if "rows_written_in_run" in m.metadata]
-    per_day = [_value(m.metadata["dagster/row_count"]) for m in found if "dagster/row_count" in m.metadata]
+    per_day = [  # a day's commit, or 0 where the run had nothing to write (the lakehouse's unwritten_metadata)
+        _value(m.metadata.get("dagster/row_count", m.metadata.get("rows_written")))
+        for m in found
+        if "dagster/row_count" in m.metadata or "rows_written" in m.metadata
+    ]
     if per_day and len(per_day) == len(found):
         return sum(per_day), days
     if in_run:
@@ -120,7 +124,7 @@ def training_counts(result) -> list[str]:
     return [
         "rows train/validation/test "
         + "/".join(count(splits.get(t)) for t in ("train_set", "validation_set", "test_set")),
-        f"{tuned['n_trials']} trials",
+        f"{tuned['n_trials']} trial{'' if tuned['n_trials'] == 1 else 's'}",
         f"best {tuned['best_algorithm']}",
         f"test {metric} {tuned.get(f'test_{metric}', float('nan')):.4f}",
         f"{gate[c.MODEL_NAME]} v{gate[c.MODEL_VERSION]} {gate[c.GATE_DECISION]}",

@@ -23,6 +23,15 @@ def test_rows_of_a_range_run_that_wrote_every_day_are_counted_once():
     assert rows_and_days(found) == (2400, 3)
 
 
+def test_a_table_the_run_had_nothing_to_write_to_counts_zero_rows():
+    # `quarantine` on clean days: the lakehouse's unwritten_metadata (rows_written 0), once per day of the range;
+    # `make run` printed "quarantined ?" for it
+    found = [AssetMaterialization("quarantine", partition=d, metadata={"rows_written": 0}) for d in ("a", "b")]
+    assert rows_and_days(found) == (0, 2)
+    mixed = found[:1] + [AssetMaterialization("quarantine", partition="c", metadata={"dagster/row_count": 4})]
+    assert rows_and_days(mixed) == (4, 2)
+
+
 def test_rows_of_a_run_that_held_days_are_the_written_days_rows():
     # the days written, each with its own count (and the run's total, which also counts nothing held)
     found = [
