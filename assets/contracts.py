@@ -12,7 +12,8 @@ SPLIT_TABLES = tuple(f"{name}_set" for name in SPLITS)
 # ---- a Delta commit's userMetadata (orchestration.lakehouse writes it) -> ml.lineage ------------------------------
 COMMIT_RUN_ID = "dagster_run_id"  # the Dagster run that made the commit
 COMMIT_SOURCE = "source"  # raw_data: the source location its rows came from
-COMMIT_WINDOW = "window"  # the split tables: the split window, {train_start, train_end, ...} (ml.splits)
+COMMIT_WINDOW = "window"  # the split tables: the split plan, {train_start, train_end, ..., strategy} (ml.splits)
+SPLIT_STRATEGY = "split_strategy"  # the splits' metadata, and (as `split.strategy`) tuned_pipeline's MLflow tags
 
 
 def delta_version_key(table: str) -> str:

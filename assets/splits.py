@@ -1,6 +1,8 @@
-"""train_set, validation_set, test_set: a time-based split of the labelled features over a configured window."""
+"""train_set, validation_set, test_set: the labelled features of a configured window of days, split by time
+(the default) or by a seeded hash of the key (ml/splits.py)."""
 
 from datetime import date, timedelta
+from typing import Literal
 
 from dagster import AssetExecutionContext, AssetOut, Config, Output, multi_asset
 from pydantic import Field
@@ -11,7 +13,7 @@ from assets.common import SPEC, code_version, ownership
 from assets.contracts import SPLIT_TABLES, SPLITS
 from assets.features import validated_features
 from ml.columns import feature_table_columns
-from ml.splits import SplitSizes, SplitWindow, split_counts, time_splits
+from ml.splits import HashSplit, SplitPlan, SplitSizes, SplitWindow, split_counts, split_frames
 from orchestration.lakehouse import LakehouseResource, declared_schema
 
 __all__ = ["SPLITS", "SPLIT_TABLES", "SplitConfig", "splits"]
@@ -27,8 +29,27 @@ class SplitConfig(Config):
     validation_days: int = Field(default=SplitSizes.validation_days, ge=1)
     test_days: int = Field(default=SplitSizes.test_days, ge=1)
 
+    strategy: Literal["time", "hash"] = Field(
+        default="time",
+        description=(
+            "time: train on the earlier days, validate on the next, test on the latest. hash: every labelled row of "
+            "the window's days (train_days + validation_days + test_days) goes to the split that a hash of its key "
+            "and `seed` picks, by the fractions below; a rerun or a new row never moves a row to another split"
+        ),
+    )
+    train_fraction: float = Field(default=0.7, gt=0, lt=1, description="hash strategy only")
+    validation_fraction: float = Field(default=0.15, gt=0, lt=1, description="hash strategy only")
+    test_fraction: float = Field(default=0.15, gt=0, lt=1, description="hash strategy only")
+    seed: int = Field(default=42, description="hash strategy only: another seed, another assignment")
+
     def window(self) -> SplitWindow:
         return SplitWindow.ending(self.last_day(), self.train_days, self.validation_days, self.test_days)
+
+    def plan(self) -> SplitPlan:
+        if self.strategy == "time":
+            return self.window()
+        fractions = {"train": self.train_fraction, "validation": self.validation_fraction, "test": self.test_fraction}
+        return HashSplit(self.window(), tuple(SPEC.key_columns), fractions, self.seed)
 
     def last_day(self) -> date:
         if self.end_date is None:
@@ -53,15 +74,18 @@ class SplitConfig(Config):
         for table in SPLIT_TABLES
     },
     deps=[validated_features],
-    description="Time-based splits: train on the earlier days, validate on the next, test on the latest.",
+    description=(
+        "Splits of the labelled features of a window of days: by time (train on the earlier days, validate on the "
+        "next, test on the latest), or by a seeded hash of the key (config `strategy: hash`)."
+    ),
 )
 def splits(context: AssetExecutionContext, config: SplitConfig, lakehouse: LakehouseResource):
-    window = config.window()
+    plan = config.plan()
     features = lakehouse.read("validated_features")
     empty = [
         f"{name}_set [{s}, {e})"
-        for name, n in split_counts(features.frame, window).items()
-        for s, e in [window.ranges()[name]]
+        for name, n in split_counts(features.frame, plan).items()
+        for s, e in [plan.ranges()[name]]
         if n == 0
     ]
     if empty:  # checked before writing, so the previous splits stay as they were
@@ -69,13 +93,14 @@ def splits(context: AssetExecutionContext, config: SplitConfig, lakehouse: Lakeh
             f"no labelled rows in {', '.join(empty)} of validated_features v{features.version}: "
             "materialize validated_features for those days, or change the split window"
         )
-    for name, frame in time_splits(features.frame, window).items():
+    recorded = plan.as_dict()
+    for name, frame in split_frames(features.frame, plan).items():
         table = f"{name}_set"
         commit = lakehouse.overwrite(
-            frame, table, run_id=context.run.run_id, **{c.COMMIT_WINDOW: window.as_dict()}, **features.lineage
+            frame, table, run_id=context.run.run_id, **{c.COMMIT_WINDOW: recorded}, **features.lineage
         )
         context.log.info(f"{table}: {commit.rows_written} rows, Delta v{commit.version}")
-        start, end = window.ranges()[name]
+        start, end = plan.ranges()[name]
         # The value is the Delta version written: training reads that version, whatever the table holds later.
         yield Output(
             commit.version,
@@ -86,6 +111,12 @@ def splits(context: AssetExecutionContext, config: SplitConfig, lakehouse: Lakeh
                 frame.schema,
                 window_start=start.isoformat(),
                 window_end_exclusive=end.isoformat(),
+                **{c.SPLIT_STRATEGY: plan.strategy},
+                **(
+                    {"split_fractions": recorded["fractions"], "split_seed": plan.seed}
+                    if plan.strategy == "hash"
+                    else {}
+                ),
                 spec_fingerprint=SPEC.fingerprint(),
                 **features.lineage,
             ),

@@ -140,6 +140,13 @@ def split_sources(lakehouse: LakehouseResource, versions: dict[str, int]) -> dic
     return sources
 
 
+def split_strategy(sources: dict[str, dict]) -> str:
+    """How the splits were cut (ml.splits), as the train split's commit recorded it: `time` for splits written
+    before the strategy was recorded."""
+    window = sources["train_set"].get(c.COMMIT_WINDOW) or {}
+    return str(window.get("strategy", "time"))
+
+
 def lineage_tags(context: AssetExecutionContext, inputs: dict[str, tuple[str, int]]) -> dict[str, str]:
     return registry.lineage_tags(
         SPEC,
@@ -187,14 +194,16 @@ def tuned_pipeline(
     frames = {t: lakehouse.read_at(t, v).frame for t, v in versions.items()}
     inputs = {t: (lakehouse.table_path(t), v) for t, v in versions.items()}
     experiment_id = mlflow.experiment_id()
+    sources = split_sources(lakehouse, versions)
+    strategy = split_strategy(sources)
     outcome = tune_and_log(
         SPEC,
         frames["train_set"],
         frames["validation_set"],
         frames["test_set"],
-        config.tuning(config.study_name or config.default_study_name(split_sources(lakehouse, versions)), optuna.url()),
+        config.tuning(config.study_name or config.default_study_name(sources), optuna.url()),
         experiment_id=experiment_id,
-        tags=lineage_tags(context, inputs),
+        tags={**lineage_tags(context, inputs), "split.strategy": strategy},
         progress=context.log.info,
         sources={
             split: SplitSource(lakehouse.table_name(t), *inputs[t])
@@ -221,6 +230,7 @@ def tuned_pipeline(
             "n_pruned_trials": outcome.n_pruned,
             "n_new_trials": outcome.n_new_trials,
             "validation_strategy": config.validation,
+            c.SPLIT_STRATEGY: strategy,
             "trials": MetadataValue.md(
                 trials_table(outcome.trials, outcome.metric, lambda run_id: mlflow.run_url(experiment_id, run_id))
             ),

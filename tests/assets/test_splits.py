@@ -1,9 +1,13 @@
 """assets/splits.splits: train on the first day, validate on the second, test on the third (the world's 1/1/1 window)."""
 
 import json
+from datetime import date
+
+import pytest
 
 from assets.common import SPEC
-from assets.splits import splits
+from assets.splits import SplitConfig, splits
+from ml.splits import HashSplit
 from tests.world import DAYS, metadata_of
 
 WINDOWS = {
@@ -30,10 +34,14 @@ def test_each_split_holds_the_labelled_rows_of_its_days(world):
         lineage = json.loads(commit["userMetadata"])
         assert lineage["validated_features_delta_version"] == 0
         assert lineage["window"] == {
-            f"{t.removesuffix('_set')}_{edge}": v
-            for t, (s, e) in WINDOWS.items()
-            for edge, v in (("start", s), ("end", e))
+            **{
+                f"{t.removesuffix('_set')}_{edge}": v
+                for t, (s, e) in WINDOWS.items()
+                for edge, v in (("start", s), ("end", e))
+            },
+            "strategy": "time",
         }
+        assert meta["split_strategy"] == "time"
 
 
 def test_a_window_without_labelled_rows_is_refused_before_anything_is_written(world):
@@ -56,3 +64,13 @@ def test_a_window_without_labelled_rows_is_refused_before_anything_is_written(wo
         "those days, or change the split window"
     ) in error
     assert {t: world.version(t) for t in WINDOWS} == versions
+
+
+def test_the_hash_strategy_is_a_config_choice_over_the_spec_s_keys():
+    plan = SplitConfig(strategy="hash", end_date="2013-02-03", train_days=1, validation_days=1, test_days=1).plan()
+    assert isinstance(plan, HashSplit) and plan.key_columns == tuple(SPEC.key_columns)
+    assert plan.fractions == {"train": 0.7, "validation": 0.15, "test": 0.15} and plan.seed == 42
+    assert plan.ranges()["train"] == (date(2013, 2, 1), date(2013, 2, 4))
+    with pytest.raises(ValueError, match="hash split fractions must sum to 1, got 0.9"):
+        SplitConfig(strategy="hash", end_date="2013-02-03", test_fraction=0.05).plan()
+    assert SplitConfig(end_date="2013-02-03").plan().strategy == "time"

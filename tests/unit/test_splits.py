@@ -3,7 +3,7 @@ from datetime import date
 import pytest
 
 from ml.dataset import EVENT_DATE, LABEL
-from ml.splits import SplitWindow, split_counts, time_splits
+from ml.splits import HashSplit, SplitWindow, split_counts, split_frames, time_splits
 
 
 def test_window_ends_on_end_date_inclusive():
@@ -28,3 +28,56 @@ def test_splits_are_disjoint_in_time_and_drop_unlabelled_rows(spark):
     days = {k: sorted(r[EVENT_DATE].day for r in v.collect()) for k, v in splits.items()}
     assert days == {"train": [1, 2, 3, 4, 5], "validation": [6, 7], "test": [8, 9, 10]}
     assert split_counts(df, w) == {"train": 5, "validation": 2, "test": 3}
+
+
+# ---- the hash strategy ----------------------------------------------------------------------------------------
+
+
+def keyed_rows(spark, ids, day=date(2013, 1, 5), label=1.0):
+    return spark.createDataFrame(
+        [(i, f"k{i % 7}", day, label) for i in ids], f"id INT, code STRING, {EVENT_DATE} DATE, {LABEL} DOUBLE"
+    )
+
+
+def split_of_each_row(frames) -> dict[tuple, str]:
+    return {(r.id, r.code): name for name, f in frames.items() for r in f.select("id", "code").collect()}
+
+
+def test_hash_split_assigns_every_labelled_row_of_the_window_once_by_the_fractions(spark):
+    window = SplitWindow.ending(date(2013, 1, 10), 5, 2, 3)
+    plan = HashSplit(window, ("id", "code"), {"train": 0.6, "validation": 0.2, "test": 0.2}, seed=1)
+    inside = keyed_rows(spark, range(5000))
+    unlabelled = keyed_rows(spark, range(5000, 5010), label=None)
+    outside = keyed_rows(spark, range(6000, 6010), day=date(2013, 1, 11))  # the day after the window
+    frames = split_frames(inside.unionByName(unlabelled).unionByName(outside), plan)
+    assigned = split_of_each_row(frames)
+    assert sum(f.count() for f in frames.values()) == len(assigned) == 5000  # disjoint, and nothing else
+    assert set(assigned) == {(i, f"k{i % 7}") for i in range(5000)}
+    shares = {name: sum(1 for s in assigned.values() if s == name) / 5000 for name in ("train", "validation", "test")}
+    assert shares == pytest.approx({"train": 0.6, "validation": 0.2, "test": 0.2}, abs=0.025)
+    assert split_counts(inside.unionByName(unlabelled).unionByName(outside), plan) == {
+        name: round(share * 5000) for name, share in shares.items()
+    }
+    assert plan.as_dict()["strategy"] == "hash" and plan.as_dict()["seed"] == 1
+    assert plan.ranges()["test"] == (date(2013, 1, 1), date(2013, 1, 11))  # every split draws from the window
+
+
+def test_hash_split_never_moves_a_row_when_rows_are_added_or_the_split_is_rerun(spark):
+    plan = HashSplit(SplitWindow.ending(date(2013, 1, 10), 5, 2, 3), ("id", "code"))
+    before = split_of_each_row(split_frames(keyed_rows(spark, range(2000)), plan))
+    after = split_of_each_row(split_frames(keyed_rows(spark, range(3000)).repartition(3), plan))
+    assert {k: after[k] for k in before} == before  # 1000 new rows, other partitions: the old rows stay put
+    other_seed = split_of_each_row(
+        split_frames(keyed_rows(spark, range(2000)), HashSplit(plan.window, ("id", "code"), seed=7))
+    )
+    assert sum(1 for k in before if other_seed[k] != before[k]) > 500  # the seed, not the data, moves rows
+
+
+def test_hash_split_refuses_fractions_that_do_not_make_one_whole():
+    window = SplitWindow.ending(date(2013, 1, 10), 5, 2, 3)
+    with pytest.raises(ValueError, match="hash split fractions must sum to 1, got 1.1"):
+        HashSplit(window, ("id",), {"train": 0.7, "validation": 0.2, "test": 0.2})
+    with pytest.raises(ValueError, match=r"need train, validation and test, got \['test', 'train'\]"):
+        HashSplit(window, ("id",), {"train": 0.7, "test": 0.3})
+    with pytest.raises(ValueError, match="a hash split needs the spec's key columns"):
+        HashSplit(window, ())
