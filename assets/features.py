@@ -39,7 +39,7 @@ BUDGET_CHECK = "quarantine_budget"
 def budget_check(counts: q.QuarantineCounts, partition: str) -> AssetCheckResult:
     """One day's quarantined share against the spec's budget. A day without raw rows fails: there is nothing
     to validate, and its downstream must not run on whatever the table held before."""
-    passed = counts.rows > 0 and counts.fraction <= SPEC.max_quarantine_fraction
+    passed = counts.within_budget(SPEC)
     if counts.rows == 0:
         description = f"raw_data has no rows for {partition}: materialize raw_data for it first"
     else:
@@ -64,6 +64,7 @@ def budget_check(counts: q.QuarantineCounts, partition: str) -> AssetCheckResult
             "quarantined_rows": counts.quarantined,
             "quarantined_fraction": counts.fraction,
             "budget": SPEC.max_quarantine_fraction,
+            "allowance_rows": SPEC.quarantine_allowance,
             "rows_by_rule": MetadataValue.json(counts.by_rule),
         },
     )

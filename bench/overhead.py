@@ -61,7 +61,7 @@ def plain(spark, resources, start: date, end: date, window: SplitWindow) -> None
     raw, _ = delta_io.read_pinned(spark, lake.table_path("raw_data"))
     annotated = q.annotate(with_derived(raw.where(delta_io.window_predicate(start, end)), SPEC), SPEC)
     annotated = annotated.persist(StorageLevel.MEMORY_AND_DISK)
-    assert all(c.fraction <= SPEC.max_quarantine_fraction for c in q.count_by_day(annotated, SPEC).values())
+    assert all(c.within_budget(SPEC) for c in q.count_by_day(annotated, SPEC).values())
     delta_io.write_partitions(q.quarantined_rows(annotated, SPEC, "bench"), lake.table_path("quarantine"), start, end)
     features = q.good_rows(annotated, SPEC)
     verdicts = run_suite_by_day(with_key_column(features, SPEC), lambda n: feature_suite(SPEC, n), dates)

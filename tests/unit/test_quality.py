@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 from datetime import date
 
 import great_expectations as gx
@@ -16,7 +17,7 @@ def test_the_suite_passes_on_good_features(spark):
 
 
 def test_the_suite_names_duplicate_keys_nulls_and_bad_labels(spark):
-    spec = tiny_spec()
+    spec = dataclasses.replace(tiny_spec(), required_columns=("color",))  # a required categorical: no NULL at all
     df = tiny_features(spark, n=30)
     bad = df.unionByName(df.limit(2)).unionByName(
         df.limit(1).selectExpr(
@@ -34,6 +35,11 @@ def test_the_suite_names_duplicate_keys_nulls_and_bad_labels(spark):
     assert failed[("expect_column_values_to_be_unique", "__key")].unexpected_count == 4
     assert failed[("expect_column_values_to_be_in_set", "label")].sample_unexpected == [2.0]
     assert "1 unexpected" in failed[("expect_column_values_to_not_be_null", "color")].describe()
+
+    optional = run_suite(with_key_column(bad, tiny_spec()), feature_suite(tiny_spec()))  # color may be NULL
+    assert {(f.expectation, f.column) for f in optional.failures} == set(failed) - {
+        ("expect_column_values_to_not_be_null", "color")
+    }  # 1 NULL of 33 rows is within the default `mostly` of 0.5
 
 
 def test_the_suite_leaves_the_frame_uncached(spark):

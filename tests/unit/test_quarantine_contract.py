@@ -11,6 +11,7 @@ from ml.features import feature_columns, with_derived, with_event_date
 from tests.unit.test_features import _flight, _raw
 
 T = datetime(2013, 1, 1, 15)
+DEST = 13  # in tests.unit.test_features._flight's tuple
 
 
 def _annotated(spark, rows, malformed=None):
@@ -106,3 +107,34 @@ def test_extra_columns_are_ignored_or_refused_as_the_spec_says(spark):
     strict = dataclasses.replace(SPEC, extra_columns="error")
     with pytest.raises(SchemaContractError, match=r"unexpected columns \['gate'\] \(the spec refuses extra columns\)"):
         enforce_contract(df, strict)
+
+
+def test_a_null_categorical_is_quarantined_only_where_the_spec_requires_the_column(spark):
+    no_dest = list(_flight(T, flight=2))
+    no_dest[DEST] = None
+    rows = [_flight(T, flight=1), tuple(no_dest)]
+    failed = {(r["flight"], tuple(r[q.FAILED_RULES])) for r in _annotated(spark, rows).collect()}
+    assert failed == {(1, ()), (2, ("dest_not_null",))}  # flights lists dest in required_columns
+    optional = dataclasses.replace(SPEC, required_columns=tuple(c for c in SPEC.required_columns if c != "dest"))
+    annotated = q.annotate(with_derived(with_event_date(_raw(spark, rows), optional), optional), optional)
+    assert {(r["flight"], tuple(r[q.FAILED_RULES])) for r in annotated.collect()} == {(1, ()), (2, ())}
+    good = q.good_rows(annotated, optional).orderBy("flight").collect()
+    assert [r.dest for r in good] == ["IAH", None]  # the NULL goes on to the features, where the model buckets it
+
+
+@pytest.mark.parametrize(
+    "rows, quarantined, passes",
+    [
+        (19, 1, True),  # 5.3%, over the 5% budget, within the allowance of 3 rows
+        (19, 3, True),
+        (19, 4, False),  # over both
+        (900, 45, True),  # exactly 5%
+        (900, 46, False),
+        (0, 0, False),  # nothing to validate
+    ],
+)
+def test_the_budget_is_a_share_of_the_day_or_a_small_allowance_of_rows(rows, quarantined, passes):
+    counts = q.QuarantineCounts(rows=rows, quarantined=quarantined, unlabelled=0, by_rule={})
+    assert SPEC.quarantine_allowance == 3 and SPEC.max_quarantine_fraction == 0.05
+    assert counts.within_budget(SPEC) is passes
+    assert q.QuarantineCounts(19, 1, 0, {}).within_budget(dataclasses.replace(SPEC, quarantine_allowance=0)) is False
