@@ -36,6 +36,17 @@ SUITE_CHECK = "feature_suite"
 BUDGET_CHECK = "quarantine_budget"
 
 
+def key_hint(counts: q.QuarantineCounts) -> str:
+    """When repeated keys alone break the budget, the spec's key is the likelier culprit than the data."""
+    repeated = counts.by_rule.get("duplicate_key", 0)
+    if repeated / counts.rows <= SPEC.max_quarantine_fraction:
+        return ""
+    return (
+        f". The spec's key_columns {tuple(SPEC.key_columns)} are not unique in the source: {repeated} rows repeat "
+        "a key; a key column may be missing from key_columns"
+    )
+
+
 def budget_check(counts: q.QuarantineCounts, partition: str) -> AssetCheckResult:
     """One day's quarantined share against the spec's budget. A day without raw rows fails: there is nothing
     to validate, and its downstream must not run on whatever the table held before."""
@@ -50,6 +61,7 @@ def budget_check(counts: q.QuarantineCounts, partition: str) -> AssetCheckResult
                 f"{counts.quarantined} of {counts.rows} rows ({counts.fraction:.2%}) broke row-level rules, over the "
                 f"budget of {SPEC.max_quarantine_fraction:.2%}: "
                 + ", ".join(f"{k}: {v}" for k, v in counts.by_rule.items())
+                + key_hint(counts)
             )
         )
     return AssetCheckResult(

@@ -13,7 +13,7 @@ from assets.common import SPEC, code_version, ownership
 from assets.contracts import SPLIT_TABLES, SPLITS
 from assets.features import validated_features
 from ml.columns import feature_table_columns
-from ml.splits import HashSplit, SplitPlan, SplitSizes, SplitWindow, split_counts, split_frames
+from ml.splits import HashSplit, SplitPlan, SplitSizes, SplitWindow, constant_label, split_frames, split_summary
 from orchestration.lakehouse import LakehouseResource, declared_schema
 
 __all__ = ["SPLITS", "SPLIT_TABLES", "SplitConfig", "splits"]
@@ -82,16 +82,20 @@ class SplitConfig(Config):
 def splits(context: AssetExecutionContext, config: SplitConfig, lakehouse: LakehouseResource):
     plan = config.plan()
     features = lakehouse.read("validated_features")
-    empty = [
-        f"{name}_set [{s}, {e})"
-        for name, n in split_counts(features.frame, plan).items()
-        for s, e in [plan.ranges()[name]]
-        if n == 0
-    ]
+    counts, label_range = split_summary(features.frame, plan)
+    empty = [f"{name}_set [{s}, {e})" for name, n in counts.items() for s, e in [plan.ranges()[name]] if n == 0]
     if empty:  # checked before writing, so the previous splits stay as they were
         raise ValueError(
             f"no labelled rows in {', '.join(empty)} of validated_features v{features.version}: "
             "materialize validated_features for those days, or change the split window"
+        )
+    constant = constant_label(label_range)
+    if constant is not None:
+        train_start, train_end = plan.ranges()["train"]
+        raise ValueError(
+            f"dataset {SPEC.name}: label_expr {SPEC.label_expr!r} is {constant} on every one of the "
+            f"{counts['train']} labelled rows of train_set [{train_start}, {train_end}) of validated_features "
+            f"v{features.version}: there is nothing to learn; check label_expr, or widen the split window"
         )
     recorded = plan.as_dict()
     for name, frame in split_frames(features.frame, plan).items():

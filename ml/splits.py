@@ -146,7 +146,20 @@ split_frames = time_splits  # the name for a plan of either strategy
 
 def split_counts(features: DataFrame, plan: SplitPlan) -> dict[str, int]:
     """Labelled rows per split, in one pass: checked before anything is written."""
+    return split_summary(features, plan)[0]
+
+
+def split_summary(features: DataFrame, plan: SplitPlan) -> tuple[dict[str, int], tuple[float | None, float | None]]:
+    """Labelled rows per split, and the least and greatest label of the train split: one pass."""
     labelled = features.where(F.col(LABEL).isNotNull())
-    exprs = [F.sum(condition.cast("long")).alias(name) for name, condition in plan.conditions().items()]
-    row = labelled.agg(*exprs).first()
-    return {name: int(row[name] or 0) for name in plan.conditions()}
+    conditions = plan.conditions()
+    exprs = [F.sum(condition.cast("long")).alias(name) for name, condition in conditions.items()]
+    train_label = F.when(conditions["train"], F.col(LABEL))
+    row = labelled.agg(*exprs, F.min(train_label).alias("__low"), F.max(train_label).alias("__high")).first()
+    return {name: int(row[name] or 0) for name in conditions}, (row["__low"], row["__high"])
+
+
+def constant_label(label_range: tuple[float | None, float | None]) -> float | None:
+    """The train split's one label value, when it has only one: nothing to learn from."""
+    low, high = label_range
+    return low if low is not None and low == high else None

@@ -68,3 +68,19 @@ def test_rows_that_break_a_rule_wait_in_quarantine_with_the_rule_and_the_raw_rec
     ) == sorted((*world.key_of(r), BROKEN_DAY, ("distance_in_range",)) for r in world.broken)
     assert {json.loads(r.record)["distance"] for r in rows} == {-5.0}
     assert {r.source_partition for r in rows} == {"2013-02-01...2013-02-03"}  # the run's window
+
+
+def test_a_budget_broken_by_repeated_keys_names_the_spec_s_key_columns():
+    from assets.features import budget_check
+    from ml.quarantine import QuarantineCounts
+
+    repeated = budget_check(QuarantineCounts(900, 450, 0, {"duplicate_key": 450}), "2013-02-20")
+    assert not repeated.passed
+    assert repeated.description == (
+        "450 of 900 rows (50.00%) broke row-level rules, over the budget of 5.00%: duplicate_key: 450. The spec's "
+        "key_columns ('carrier', 'flight', 'origin', 'event_date') are not unique in the source: 450 rows repeat a "
+        "key; a key column may be missing from key_columns"
+    )
+    other = budget_check(QuarantineCounts(900, 90, 0, {"distance_in_range": 88, "duplicate_key": 2}), "2013-02-20")
+    assert other.description.endswith("distance_in_range: 88, duplicate_key: 2")  # the data, not the key
+    assert budget_check(QuarantineCounts(19, 1, 0, {"distance_in_range": 1}), "2013-02-20").passed  # allowance

@@ -3,7 +3,7 @@ from datetime import date
 import pytest
 
 from ml.dataset import EVENT_DATE, LABEL
-from ml.splits import HashSplit, SplitWindow, split_counts, split_frames, time_splits
+from ml.splits import HashSplit, SplitWindow, constant_label, split_counts, split_frames, split_summary, time_splits
 
 
 def test_window_ends_on_end_date_inclusive():
@@ -81,3 +81,14 @@ def test_hash_split_refuses_fractions_that_do_not_make_one_whole():
         HashSplit(window, ("id",), {"train": 0.7, "test": 0.3})
     with pytest.raises(ValueError, match="a hash split needs the spec's key columns"):
         HashSplit(window, ())
+
+
+def test_a_train_split_with_one_label_value_is_found_in_the_counting_pass(spark):
+    rows = [(date(2013, 1, d), 0.0) for d in range(1, 6)] + [(date(2013, 1, d), float(d % 2)) for d in range(6, 11)]
+    df = spark.createDataFrame(rows, f"{EVENT_DATE} DATE, {LABEL} DOUBLE")
+    counts, label_range = split_summary(df, SplitWindow.ending(date(2013, 1, 10), 5, 2, 3))
+    assert counts == {"train": 5, "validation": 2, "test": 3} and label_range == (0.0, 0.0)
+    assert constant_label(label_range) == 0.0  # every train day is on time: nothing to learn
+    _, varied = split_summary(df, SplitWindow.ending(date(2013, 1, 10), 2, 1, 1))  # train = Jan 7-8
+    assert varied == (0.0, 1.0) and constant_label(varied) is None
+    assert constant_label((None, None)) is None  # no train rows: the empty-split error says so instead
