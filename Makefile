@@ -14,7 +14,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYTHONPATH := $(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install java jars run lineage test lint serve test-serving bench-serving ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model bench-event-storage bench-tuning bench-drift bench-drift-wide bench-scoring bench-undated bench-replay \
+.PHONY: help install java jars run lineage test lint serve test-serving bench-serving ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model bench-event-storage bench-tuning bench-drift bench-drift-wide bench-scoring bench-undated bench-replay test-datasets \
 	infra-up infra-down infra-status test-infra test-e2e test-reliability chromium
 
 help:
@@ -101,6 +101,11 @@ test-infra: jars
 # table and one model, killed with SIGKILL mid-write, mid-study and mid-registration, and the daemon's run queue.
 test-reliability: jars
 	@source infra/java-env.sh && $(PY) -m pytest -m reliability tests/reliability $(PYTEST_ARGS)
+
+# Not in `make test` (two whole pipelines): the example specs besides flights (ml/datasets/), each run as
+# `FLIGHTLINE_DATASET=<name> make run` on a short window, its tables read back, its model against a naive baseline.
+test-datasets: jars
+	@source infra/java-env.sh && $(PY) -m pytest -m datasets tests/integration/test_datasets.py -s $(PYTEST_ARGS)
 
 chromium:
 	@bash infra/ensure-chromium.sh

@@ -20,7 +20,7 @@ warnings.filterwarnings("ignore", category=PreviewWarning)  # so are partitioned
 
 SPEC = load_spec(os.environ.get("FLIGHTLINE_DATASET", DEFAULT_DATASET))
 
-daily_partitions = DailyPartitionsDefinition(start_date=SPEC.start_date, end_date=SPEC.end_date)
+daily_partitions = DailyPartitionsDefinition(start_date=SPEC.start_date, end_date=SPEC.last_partition_end)
 
 # Who answers for the assets, shown on every asset's page (a team, or an email).
 OWNERS = [os.environ.get("FLIGHTLINE_OWNER", "team:ml-platform")]

@@ -21,7 +21,7 @@ from assets.common import SPEC, daily_partitions, ownership, window_of
 from assets.gate import daily_gate, suite_check_result
 from ml import undated
 from ml.contract import enforce_contract
-from ml.dataset import SourceContext
+from ml.dataset import MALFORMED, SourceContext
 from ml.days import days_label
 from ml.delta_io import DeltaCommit
 from ml.features import raw_window
@@ -87,7 +87,7 @@ def raw_data(context: AssetExecutionContext, lakehouse: LakehouseResource):
             metadata=raw_quarantine_metadata(lakehouse, q_commit, quarantined.schema, window, source_label),
         )
         rows = undated.dated(seen)
-        verdicts = run_suite_by_day(rows, lambda n: raw_suite(SPEC, days=n), window.days)
+        verdicts = run_suite_by_day(rows, lambda n: raw_suite(SPEC, days=n, malformed=MALFORMED in rows.columns), window.days)
         outcomes = {d: v.outcome.with_result(report.outcome()) for d, v in verdicts.items()}
         checks = {
             d: day_check(

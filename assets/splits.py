@@ -30,7 +30,7 @@ class SplitConfig(Config):
     test_days: int = Field(default=SplitSizes.test_days, ge=1)
 
     strategy: Literal["time", "hash"] = Field(
-        default="time",
+        default=SPEC.default_split_strategy,
         description=(
             "time: train on the earlier days, validate on the next, test on the latest. hash: every labelled row of "
             "the window's days (train_days + validation_days + test_days) goes to the split that a hash of its key "
@@ -46,6 +46,8 @@ class SplitConfig(Config):
         return SplitWindow.ending(self.last_day(), self.train_days, self.validation_days, self.test_days)
 
     def plan(self) -> SplitPlan:
+        if self.strategy == "time" and SPEC.is_snapshot:
+            raise ValueError(f"dataset {SPEC.name} is a snapshot (no event_time): its splits take strategy hash")
         if self.strategy == "time":
             return self.window()
         fractions = {"train": self.train_fraction, "validation": self.validation_fraction, "test": self.test_fraction}
@@ -53,9 +55,9 @@ class SplitConfig(Config):
 
     def last_day(self) -> date:
         if self.end_date is None:
-            if SPEC.end_date is None:
+            if SPEC.last_partition_end is None:
                 raise ValueError(f"dataset {SPEC.name} has no end date: give the split's end_date (YYYY-MM-DD)")
-            return date.fromisoformat(SPEC.end_date) - timedelta(days=1)
+            return date.fromisoformat(SPEC.last_partition_end) - timedelta(days=1)
         try:
             return date.fromisoformat(self.end_date)
         except ValueError:

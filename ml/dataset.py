@@ -11,6 +11,7 @@ import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Literal
 
 from pyspark.sql import DataFrame, SparkSession
@@ -37,7 +38,9 @@ class DatasetSpec:
     name: str
     load_source: SourceLoader = field(repr=False, compare=False)
     source_description: str
-    event_time: str  # timestamp column the daily partitions come from
+    # The timestamp column the daily partitions come from. None: a snapshot table (no event time), whose rows all
+    # belong to the one partition `start_date` (its load date); split by `hash`, not by time.
+    event_time: str | None
     key_columns: tuple[str, ...]  # unique per event
     label_expr: str  # Spark SQL expression over the raw columns; NULL while the label is unknown
     task: Task
@@ -65,6 +68,7 @@ class DatasetSpec:
     allowed_values: dict[str, tuple[str, ...]] = field(default_factory=dict)  # categorical -> the only values
     min_non_null: dict[str, float] = field(default_factory=dict)  # feature -> least non-null share (default 0.5)
     rows_per_day: tuple[int, int] = (1, 10_000_000)  # bounds on the rows of one daily partition
+    split_strategy: Literal["time", "hash"] | None = None  # the splits' default; None: time, or hash for a snapshot
     max_quarantine_fraction: float = 0.05  # above this share of quarantined rows, the partition fails ...
     quarantine_allowance: int = (
         3  # ... unless it quarantined at most this many rows: a share means little on a tiny day
@@ -84,10 +88,33 @@ class DatasetSpec:
             raise ValueError(f"dataset {self.name}: {reserved} are reserved column names")
         if not self.key_columns:
             raise ValueError(f"dataset {self.name}: key_columns must not be empty")
+        if self.event_time is None:
+            if self.split_strategy == "time":
+                raise ValueError(f"dataset {self.name}: a snapshot (no event_time) cannot be split by time: use hash")
+            if self.end_date is not None and self.end_date != _next_day(self.start_date):
+                raise ValueError(
+                    f"dataset {self.name}: a snapshot (no event_time) is the one partition start_date "
+                    f"({self.start_date}): end_date must be empty or {_next_day(self.start_date)}, not {self.end_date}"
+                )
+            if self.event_date_expr:
+                raise ValueError(f"dataset {self.name}: a snapshot (no event_time) takes no event_date_expr")
         if self.quarantine_allowance < 0:
             raise ValueError(
                 f"dataset {self.name}: quarantine_allowance must be 0 or more, not {self.quarantine_allowance}"
             )
+
+    @property
+    def is_snapshot(self) -> bool:
+        return self.event_time is None
+
+    @property
+    def last_partition_end(self) -> str | None:
+        """The daily partitions' exclusive end: end_date, or for a snapshot the day after its one partition."""
+        return _next_day(self.start_date) if self.is_snapshot else self.end_date
+
+    @property
+    def default_split_strategy(self) -> str:
+        return self.split_strategy or ("hash" if self.is_snapshot else "time")
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -101,6 +128,10 @@ class DatasetSpec:
         """A short hash of everything that shapes the data and the model: recorded with every model version."""
         payload = {k: v for k, v in self.__dict__.items() if k not in ("load_source",)}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _next_day(day: str) -> str:
+    return (date.fromisoformat(day) + timedelta(days=1)).isoformat()
 
 
 def table_source(fmt: str, path: str, options: dict[str, str] | None = None) -> SourceLoader:

@@ -332,6 +332,13 @@ def overwrite_table(
     return DeltaCommit(**{**commit.__dict__, "conflict_retries": retries})
 
 
+def _rows_written(metrics: dict) -> int | None:
+    """numOutputRows; a commit that wrote no file (an empty day replaced) has none, and wrote 0 rows."""
+    if "numOutputRows" in metrics:
+        return int(metrics["numOutputRows"])
+    return 0 if metrics.get("numFiles") == "0" else None
+
+
 def last_commit(spark: SparkSession, path: str, user_metadata: str | None = None) -> DeltaCommit | None:
     """The table's latest commit, or, with `user_metadata`, the latest commit that carries it (None if there is
     none): with other writers at work, the latest commit may be someone else's."""
@@ -347,7 +354,7 @@ def last_commit(spark: SparkSession, path: str, user_metadata: str | None = None
         path=path,
         version=int(row["version"]),
         operation=row["operation"],
-        rows_written=int(metrics["numOutputRows"]) if "numOutputRows" in metrics else None,
+        rows_written=_rows_written(metrics),
         files_written=int(metrics["numFiles"]) if "numFiles" in metrics else None,
     )
 

@@ -16,7 +16,10 @@ def local_date(spec: DatasetSpec):
 
 
 def with_event_date(df: DataFrame, spec: DatasetSpec) -> DataFrame:
-    """Add the partition column: `spec.event_date_expr`, or else the local date of the event time."""
+    """Add the partition column: `spec.event_date_expr`, or else the local date of the event time; for a snapshot,
+    its one partition, `start_date`."""
+    if spec.is_snapshot:
+        return df.withColumn(EVENT_DATE, F.lit(spec.start_date).cast("date"))
     if spec.event_time not in df.columns:
         raise ValueError(f"dataset {spec.name}: the source has no event-time column {spec.event_time!r}")
     return df.withColumn(EVENT_DATE, F.expr(spec.event_date_expr) if spec.event_date_expr else local_date(spec))
@@ -36,7 +39,8 @@ def raw_window(source: DataFrame, spec: DatasetSpec, start: date, end: date, und
 def feature_columns(spec: DatasetSpec) -> list[str]:
     """Columns of the feature table, in order, each once."""
     keys = [k for k in spec.key_columns if k != EVENT_DATE]
-    return list(dict.fromkeys([*keys, spec.event_time, EVENT_DATE, *spec.features, LABEL]))
+    event_time = [] if spec.is_snapshot else [spec.event_time]
+    return list(dict.fromkeys([*keys, *event_time, EVENT_DATE, *spec.features, LABEL]))
 
 
 def with_derived(raw: DataFrame, spec: DatasetSpec) -> DataFrame:

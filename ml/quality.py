@@ -50,17 +50,19 @@ class SuiteOutcome:
         return SuiteOutcome(self.suite, self.success and result.success, self.evaluated + 1, [*self.results, result])
 
 
-def raw_suite(spec: DatasetSpec, days: int = 1):
-    """Expectations on a raw partition range, before it is written: rows per day, parseable records."""
+def raw_suite(spec: DatasetSpec, days: int = 1, malformed: bool = True):
+    """Expectations on a raw partition range, before it is written: rows per day, parseable records (where the
+    source has a `_malformed_record` column: `malformed`)."""
     import great_expectations as gx
 
     E = gx.expectations
     low, high = spec.rows_per_day
     expectations = [E.ExpectTableRowCountToBeBetween(min_value=low * days, max_value=high * days)]
     mostly = 1.0 - spec.max_quarantine_fraction
-    if spec.raw_schema:
+    if spec.raw_schema and malformed:
         expectations.append(E.ExpectColumnValuesToBeNull(column=MALFORMED, mostly=mostly))
-    expectations.append(E.ExpectColumnValuesToNotBeNull(column=spec.event_time, mostly=mostly))
+    if not spec.is_snapshot:
+        expectations.append(E.ExpectColumnValuesToNotBeNull(column=spec.event_time, mostly=mostly))
     return gx.ExpectationSuite(name=f"{spec.name}_raw", expectations=expectations)
 
 
@@ -83,7 +85,7 @@ def feature_suite(spec: DatasetSpec, days: int = 1):
                 (
                     *keys,
                     EVENT_DATE,
-                    spec.event_time,
+                    *([] if spec.is_snapshot else [spec.event_time]),
                     *(c for c in spec.categorical_features if c in spec.required_columns),
                 )
             )

@@ -51,7 +51,8 @@ def row_rules(spec: DatasetSpec, columns: list[str]) -> list[Rule]:
     rules: list[Rule] = []
     if MALFORMED in columns:
         rules.append(Rule("malformed_record", F.col(MALFORMED).isNull()))
-    required = [k for k in spec.key_columns if k != EVENT_DATE] + [spec.event_time, *spec.required_columns]
+    event_time = [] if spec.is_snapshot else [spec.event_time]
+    required = [k for k in spec.key_columns if k != EVENT_DATE] + [*event_time, *spec.required_columns]
     for c in dict.fromkeys(required):
         rules.append(Rule(f"{c}_not_null", F.col(c).isNotNull()))
     for c, (low, high) in spec.value_ranges.items():
@@ -93,9 +94,8 @@ def annotate(derived: DataFrame, spec: DatasetSpec) -> DataFrame:
     unique = flagged.where(F.col("_duplicated").isNull())
     # Among a key's rows keep the earliest event, then the smallest row hash: a rerun keeps the same row.
     # Identical rows tie on both and any of them is the same content.
-    order = Window.partitionBy(*keys).orderBy(
-        F.col(spec.event_time).asc_nulls_last(), row_hash, F.monotonically_increasing_id()
-    )
+    earliest = [] if spec.is_snapshot else [F.col(spec.event_time).asc_nulls_last()]
+    order = Window.partitionBy(*keys).orderBy(*earliest, row_hash, F.monotonically_increasing_id())
     ranked = flagged.where(F.col("_duplicated")).withColumn(
         FAILED_RULES,
         F.when(F.row_number().over(order) == 1, F.col(FAILED_RULES)).otherwise(

@@ -61,3 +61,32 @@ def test_a_user_table_spec(spark, tmp_path):
     )
     assert spec.metric == "rmse"
     assert spec.load_source(spark, SourceContext(str(tmp_path))).count() == 2
+
+
+def test_a_snapshot_spec_is_one_partition_split_by_hash(spark):
+    from ml.datasets.breast_cancer import SPEC as SNAPSHOT
+    from ml.features import feature_columns, with_event_date
+    from ml.quarantine import row_rules
+
+    assert SNAPSHOT.is_snapshot and SNAPSHOT.last_partition_end == "2025-01-02"
+    assert SNAPSHOT.default_split_strategy == "hash" and FLIGHTS.default_split_strategy == "time"
+    frame = spark.createDataFrame([(1,), (2,)], "sample_id INT")
+    assert [str(r.event_date) for r in with_event_date(frame, SNAPSHOT).collect()] == ["2025-01-01"] * 2
+    assert "event_time" not in feature_columns(SNAPSHOT) and feature_columns(SNAPSHOT)[:2] == [
+        "sample_id",
+        "event_date",
+    ]
+    assert [r.name for r in row_rules(SNAPSHOT, ["sample_id"])][:2] == ["sample_id_not_null", "target_not_null"]
+    with pytest.raises(ValueError, match="a snapshot \\(no event_time\\) cannot be split by time: use hash"):
+        dataclasses.replace(SNAPSHOT, split_strategy="time")
+    with pytest.raises(ValueError, match="end_date must be empty or 2025-01-02, not 2025-03-01"):
+        dataclasses.replace(SNAPSHOT, end_date="2025-03-01")
+
+
+def test_the_example_specs_load_their_packaged_data(spark):
+    from ml.contract import enforce_contract
+
+    for name, rows in (("breast_cancer", 569), ("seattle_weather", 1461)):
+        spec = load_spec(name)
+        source, _ = enforce_contract(spec.load_source(spark, SourceContext("/tmp")), spec)  # the spec fits its data
+        assert source.count() == rows, name
