@@ -157,10 +157,10 @@ PORT ?= 8765
 serve: install
 	@$(PY) -m orchestration.serving --port $(PORT) $(ARGS)
 
-# Not in `make test` (about 3 minutes): the real-time server as its own process on a free port of 127.0.0.1, real
-# HTTP, reloads after promotions; with the ONNX export's unit tests.
+# Not in `make test` (about 2 minutes): the real-time server as its own process on a free port of 127.0.0.1, real
+# HTTP, reloads after promotions (the ONNX export's unit tests run in `make test`).
 test-serving: jars
-	@source infra/java-env.sh && $(PY) -m pytest -m "serving or not serving" tests/integration/test_serving.py tests/unit/test_onnx_export.py $(PYTEST_ARGS)
+	@source infra/java-env.sh && $(PY) -m pytest -m "serving or not serving" tests/integration/test_serving.py $(PYTEST_ARGS)
 
 # Not in `make test`: the real-time server against the Spark pyfunc baseline (bench/serving.py), 127.0.0.1 only.
 bench-serving: jars
