@@ -63,6 +63,10 @@ class DatasetSpec:
     min_non_null: dict[str, float] = field(default_factory=dict)  # feature -> least non-null share (default 0.5)
     rows_per_day: tuple[int, int] = (1, 10_000_000)  # bounds on the rows of one daily partition
     max_quarantine_fraction: float = 0.05  # above this share of quarantined rows, the partition fails
+    # Many models (ml/segments.py): one single-node model per value of this column (a key or a categorical
+    # feature), trained where a segment has at least `min_segment_rows` training rows. None: no segment models.
+    segment_column: str | None = None
+    min_segment_rows: int = 200
 
     def __post_init__(self) -> None:
         if self.task not in ("classification", "regression"):
@@ -78,6 +82,15 @@ class DatasetSpec:
             raise ValueError(f"dataset {self.name}: {reserved} are reserved column names")
         if not self.key_columns:
             raise ValueError(f"dataset {self.name}: key_columns must not be empty")
+        if self.segment_column is not None:
+            allowed = (*self.key_columns, *self.categorical_features)
+            if self.segment_column not in allowed or self.segment_column == EVENT_DATE:
+                raise ValueError(
+                    f"dataset {self.name}: segment_column {self.segment_column!r} must be a key column or a "
+                    f"categorical feature (one of {sorted(set(allowed) - {EVENT_DATE})})"
+                )
+        if not (isinstance(self.min_segment_rows, int) and self.min_segment_rows >= 1):
+            raise ValueError(f"dataset {self.name}: min_segment_rows is {self.min_segment_rows!r}, not an integer >= 1")
 
     @property
     def features(self) -> tuple[str, ...]:
