@@ -164,7 +164,8 @@ def predict(model, frame: pd.DataFrame, job: Mapping[str, Any]) -> tuple[np.ndar
         proba = model.predict_proba(X)
         classes = list(model.classes_)
         if 1.0 not in classes:
-            raise ValueError(f"the model knows only the classes {classes}: its training rows have no positive label")
+            known = [float(k) for k in classes]
+            raise ValueError(f"the model knows only the classes {known}: its training rows have no positive label")
         p = proba[:, classes.index(1.0)]
         return (p >= 0.5).astype(float), p
     return model.predict(X).astype(float), None
@@ -263,7 +264,7 @@ def train_one(segment: str, frame: pd.DataFrame, job: Mapping[str, Any]) -> dict
             algorithm, params = suggest(trial, list(job["algorithms"]))
             return score(fit(algorithm, params), validation)[metric]
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is recorded
         study = optuna.create_study(
             direction="maximize" if higher else "minimize",
             sampler=optuna.samplers.TPESampler(seed=job["seed"], n_startup_trials=min(job["n_trials"], 5)),
@@ -346,19 +347,30 @@ def train_segments(
     test: DataFrame,
     global_model: PipelineModel | None,
     config: SegmentConfig = SegmentConfig(),
+    partitions: int | None = None,
 ) -> DataFrame:
     """One row per segment (RESULT_SCHEMA), computed on the executors by a grouped map: lazy, collect it (small)."""
     job = config.job(spec, has_global=global_model is not None)
-    segment = spec.segment_column
+    frame = training_frame(spec, train, validation, test, global_model)
+    return train_grouped(frame, spec.segment_column, job, partitions)
 
-    def train_group(key: tuple, frame: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame([train_one(str(key[0]), frame, job)], columns=RESULT_COLUMNS)
 
-    return (
-        training_frame(spec, train, validation, test, global_model)
-        .groupBy(segment)
-        .applyInPandas(train_group, RESULT_SCHEMA)
-    )
+MAX_PARTITIONS = 400
+
+
+def train_grouped(frame: DataFrame, segment: str, job: Mapping[str, Any], partitions: int | None = None) -> DataFrame:
+    """`groupBy(segment).applyInPandas(train_one)` over a training frame (training_frame). The frame is first
+    repartitioned by segment into one partition per segment (by default; at least the default parallelism): Spark
+    then hands segments to free cores one task at a time, and adaptive execution cannot coalesce them into one task
+    (it leaves an explicit repartition's number as it is)."""
+    if partitions is None:
+        segments = frame.select(segment).distinct().count()  # one number back
+        partitions = max(frame.sparkSession.sparkContext.defaultParallelism, min(segments, MAX_PARTITIONS))
+
+    def train_group(key: tuple, rows: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame([train_one(str(key[0]), rows, job)], columns=RESULT_COLUMNS)
+
+    return frame.repartition(partitions, segment).groupBy(segment).applyInPandas(train_group, RESULT_SCHEMA)
 
 
 # ---- the bundle: every chosen segment model, as one MLflow pyfunc --------------------------------------------
