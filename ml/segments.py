@@ -427,7 +427,7 @@ class SegmentBundle(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         self.bundle = Bundle.load(context.artifacts)
 
-    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+    def predict(self, context, model_input, params=None):
         manifest = self.bundle.manifest
         job = {k: manifest[k] for k in ("task", "numeric", "categorical")}
         segments = model_input[manifest["segment_column"]].astype(str)
