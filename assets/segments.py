@@ -22,9 +22,9 @@ from assets import contracts as c
 from assets.common import SPEC, code_version, daily_partitions, ownership, window_of
 from assets.contracts import SPLIT_TABLES
 from assets.features import validated_features
-from assets.training import GateRunConfig, registered_model
+from assets.training import GATE, registered_model
 from ml import registry
-from ml.registry import CHALLENGER, CHAMPION, champion_version, gate, register_version
+from ml.registry import CHALLENGER, CHAMPION, GateConfig, champion_version, gate, register_version
 from ml.segments import (
     FAILED,
     OWN,
@@ -59,7 +59,13 @@ class SegmentRunConfig(Config):
         description="a segment's own model must beat the global champion on its test rows by more than this",
     )
     algorithms: list[str] = Field(default_factory=list, description="empty: every algorithm of the task")
-    gate: GateRunConfig = Field(default_factory=GateRunConfig, description="the bundle's champion/challenger gate")
+    gate_margin: float = Field(default=GATE.margin, ge=0.0, description="the bundle's gate: as registered_model's")
+    gate_floors: dict[str, float] = Field(
+        default_factory=lambda: dict(GATE.floors), description="the bundle's gate: metric -> floor"
+    )
+    gate_ceilings: dict[str, float] = Field(
+        default_factory=lambda: dict(GATE.ceilings), description="the bundle's gate: metric -> ceiling"
+    )
 
     def segment_config(self) -> SegmentConfig:
         return SegmentConfig(
@@ -144,7 +150,9 @@ def segment_models(
     )
     test = frames["test_set"]
     metric = outcome.metric
-    gate_config = config.gate.gate_config()
+    gate_config = GateConfig(
+        margin=config.gate_margin, floors=dict(config.gate_floors), ceilings=dict(config.gate_ceilings)
+    )
 
     def evaluate(v: str) -> float:
         uri = f"models:/{name}/{v}"

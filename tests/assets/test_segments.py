@@ -8,7 +8,7 @@ from tests.world import DAYS, MODEL_NAME, RANGE, metadata_of
 
 BUNDLE = f"{MODEL_NAME}_by_segment"
 MIN_ROWS = 60  # the world trains on one day: only the largest carriers have that many flights
-CONFIG = {"n_trials": 1, "min_rows": MIN_ROWS, "algorithms": ["logistic_regression"], "gate": {"floors": {}}}
+CONFIG = {"n_trials": 1, "min_rows": MIN_ROWS, "algorithms": ["logistic_regression"], "gate_floors": {}}
 COLUMNS = ("carrier", "flight", "origin", "event_date", "segment", "prediction", "probability", "scored_by")
 
 
