@@ -17,6 +17,7 @@ from dagster import (
 )
 from pydantic import Field
 
+import ml.segment_bundle
 import ml.segments
 from assets import contracts as c
 from assets.common import SPEC, code_version, daily_partitions, ownership, window_of
@@ -25,6 +26,7 @@ from assets.features import validated_features
 from assets.training import GATE, registered_model
 from ml import registry
 from ml.registry import CHALLENGER, CHAMPION, GateConfig, champion_version, gate, register_version
+from ml.segment_bundle import load_bundle, log_segments
 from ml.segments import (
     FAILED,
     OWN,
@@ -33,8 +35,6 @@ from ml.segments import (
     Scorer,
     SegmentConfig,
     bundle_metric,
-    load_bundle,
-    log_segments,
     score_segments,
     segment_table,
     train_segments,
@@ -90,7 +90,7 @@ def resolved(name: str, alias_version) -> Scorer:
     deps=[registered_model],
     group_name="segments",
     kinds={"spark", "mlflow", "optuna"},
-    code_version=code_version(ml.segments),
+    code_version=code_version(ml.segments, ml.segment_bundle),
     **ownership("training"),
     description=(
         f"One scikit-learn model per {SPEC.segment_column}, each tuned by its own Optuna study on the executors "

@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 from ml.metrics import evaluate, is_better
 from ml.pipeline import build_pipeline
 from ml.registry import CHAMPION, GateConfig, gate, register_version, set_champion
+from ml.segment_bundle import bundle_signature, load_bundle, log_segments
 from ml.segments import (
     FAILED,
     GLOBAL,
@@ -25,9 +26,6 @@ from ml.segments import (
     Scorer,
     SegmentConfig,
     bundle_metric,
-    bundle_signature,
-    load_bundle,
-    log_segments,
     metrics_of,
     predict,
     score_segments,
