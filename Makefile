@@ -14,7 +14,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYTHONPATH := $(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install java jars run lineage test lint serve test-serving bench-serving ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model bench-event-storage bench-tuning bench-drift bench-drift-wide bench-scoring bench-undated bench-replay test-datasets \
+.PHONY: help install java jars run lineage test lint serve test-serving bench-serving ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model bench-event-storage bench-tuning bench-drift bench-drift-wide bench-scoring bench-undated bench-replay bench-segments test-datasets \
 	infra-up infra-down infra-status test-infra test-e2e test-reliability chromium
 
 help:
@@ -139,6 +139,10 @@ bench-drift-wide: jars
 # Replay (reproduce_job): Spark training's determinism (the same Delta versions, and the same rows partitioned otherwise) and a replay's cost.
 bench-replay: jars
 	@source infra/java-env.sh && $(PY) -m bench.replay $(ARGS)
+
+# Many models: the grouped map (applyInPandas) against a serial driver loop over the same segments (carrier, dest).
+bench-segments: jars
+	@source infra/java-env.sh && $(PY) -m bench.segments $(ARGS)
 
 bench-registry: jars
 	@source infra/java-env.sh && $(PY) -m bench.registry_gate $(ARGS)

@@ -87,7 +87,9 @@ def raw_data(context: AssetExecutionContext, lakehouse: LakehouseResource):
             metadata=raw_quarantine_metadata(lakehouse, q_commit, quarantined.schema, window, source_label),
         )
         rows = undated.dated(seen)
-        verdicts = run_suite_by_day(rows, lambda n: raw_suite(SPEC, days=n, malformed=MALFORMED in rows.columns), window.days)
+        verdicts = run_suite_by_day(
+            rows, lambda n: raw_suite(SPEC, days=n, malformed=MALFORMED in rows.columns), window.days
+        )
         outcomes = {d: v.outcome.with_result(report.outcome()) for d, v in verdicts.items()}
         checks = {
             d: day_check(

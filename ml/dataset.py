@@ -70,9 +70,12 @@ class DatasetSpec:
     rows_per_day: tuple[int, int] = (1, 10_000_000)  # bounds on the rows of one daily partition
     split_strategy: Literal["time", "hash"] | None = None  # the splits' default; None: time, or hash for a snapshot
     max_quarantine_fraction: float = 0.05  # above this share of quarantined rows, the partition fails ...
-    quarantine_allowance: int = (
-        3  # ... unless it quarantined at most this many rows: a share means little on a tiny day
-    )
+    # ... unless it quarantined at most this many rows: a share means little on a tiny day
+    quarantine_allowance: int = 3
+    # Many models (ml/segments.py): one single-node model per value of this column (a key or a categorical
+    # feature), trained where a segment has at least `min_segment_rows` training rows. None: no segment models.
+    segment_column: str | None = None
+    min_segment_rows: int = 200
 
     def __post_init__(self) -> None:
         if self.task not in ("classification", "regression"):
@@ -102,6 +105,15 @@ class DatasetSpec:
             raise ValueError(
                 f"dataset {self.name}: quarantine_allowance must be 0 or more, not {self.quarantine_allowance}"
             )
+        if self.segment_column is not None:
+            allowed = (*self.key_columns, *self.categorical_features)
+            if self.segment_column not in allowed or self.segment_column == EVENT_DATE:
+                raise ValueError(
+                    f"dataset {self.name}: segment_column {self.segment_column!r} must be a key column or a "
+                    f"categorical feature (one of {sorted(set(allowed) - {EVENT_DATE})})"
+                )
+        if not (isinstance(self.min_segment_rows, int) and self.min_segment_rows >= 1):
+            raise ValueError(f"dataset {self.name}: min_segment_rows is {self.min_segment_rows!r}, not an integer >= 1")
 
     @property
     def is_snapshot(self) -> bool:

@@ -27,6 +27,7 @@ from assets.features import validated_features
 from assets.ingest import raw_data
 from assets.performance import model_performance
 from assets.predictions import batch_predictions
+from assets.segments import segment_models, segment_predictions
 from assets.splits import splits
 from assets.training import registered_model, tuned_pipeline
 from ml.registry import code_version
@@ -55,6 +56,26 @@ daily_assets = AssetSelection.assets(
 INGEST_KEYS = sorted({*raw_data.keys, *validated_features.keys})
 SCORING_KEYS = sorted({*batch_predictions.keys, *model_performance.keys, *feature_drift.keys})
 training_assets = AssetSelection.assets(splits, tuned_pipeline, registered_model)
+# Many models (assets/segments.py): only when the dataset spec names a segment column; jobs of their own, so the
+# daily and training jobs stay as they are.
+SEGMENT_ASSETS = [segment_models, segment_predictions] if SPEC.segment_column else []
+segment_jobs = (
+    [
+        define_asset_job(
+            "segments_job",
+            selection=AssetSelection.assets(segment_models),
+            tags=promotion_tags(SPEC),
+            description="segment_models: one model per segment, the *_by_segment bundle and its gate.",
+        ),
+        define_asset_job(
+            "segment_scoring_job",
+            selection=AssetSelection.assets(segment_predictions),
+            description="segment_predictions for one day (or a range, in one run).",
+        ),
+    ]
+    if SEGMENT_ASSETS
+    else []
+)
 
 daily_job = define_asset_job(
     "daily_job",
@@ -104,10 +125,11 @@ defs = Definitions(
             batch_predictions,
             model_performance,
             feature_drift,
+            *SEGMENT_ASSETS,
         ]
     ),
     asset_checks=freshness_checks,
-    jobs=[daily_job, training_job, rollback_job, reproduce_job],
+    jobs=[daily_job, training_job, rollback_job, reproduce_job, *segment_jobs],
     schedules=[daily_schedule],
     sensors=[retrain_sensor, freshness_sensor],
     resources=resources_for(SPEC),

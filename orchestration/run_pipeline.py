@@ -25,6 +25,7 @@ import mlflow
 from dagster import DagsterEventType, DagsterInstance
 
 from assets import contracts as c
+from ml.segments import SegmentConfig
 from ml.splits import SplitSizes
 from ml.training import TuningConfig
 
@@ -145,6 +146,26 @@ def scoring_counts(result) -> list[str]:
     ]
 
 
+def segment_counts(result) -> list[str]:
+    meta = {k: _value(v) for k, v in result.asset_materializations_for_node("segment_models")[0].metadata.items()}
+    return [
+        f"segments {meta['segments']} ({meta['segments_own_model']} own model, {meta['segments_too_small']} too small, "
+        f"{meta['segments_failed']} failed)",
+        f"{meta[c.MODEL_NAME]} v{meta[c.MODEL_VERSION]} {meta[c.GATE_DECISION]}",
+    ]
+
+
+def segment_scoring_counts(result) -> list[str]:
+    scored, days = rows_and_days(result.asset_materializations_for_node("segment_predictions"))
+    meta = result.asset_materializations_for_node("segment_predictions")
+    first = {k: _value(v) for k, v in meta[0].metadata.items()} if meta else {}
+    return [
+        f"segment predictions {count(scored)} ({days} days)",
+        f"by segment models {count(first.get('rows_by_segment_model'))}, by the global model "
+        f"{count(first.get('rows_by_global_model'))}",
+    ]
+
+
 # ---- the run ----------------------------------------------------------------------------------------------------
 
 
@@ -190,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-days", type=int, default=SplitSizes.train_days)
     parser.add_argument("--validation-days", type=int, default=SplitSizes.validation_days)
     parser.add_argument("--test-days", type=int, default=SplitSizes.test_days)
+    parser.add_argument("--segment-trials", type=int, default=SegmentConfig.n_trials, help="Optuna trials per segment")
     parser.add_argument("--log-file", type=Path, help="where the full log goes (default: <state>/logs/run-<time>.log)")
     args = parser.parse_args(argv)
 
@@ -198,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write(f"make run: full log in {log_path}\n")
 
     from assets.common import daily_partitions
-    from orchestration.definitions import INGEST_KEYS, SCORING_KEYS, defs
+    from orchestration.definitions import INGEST_KEYS, SCORING_KEYS, SEGMENT_ASSETS, defs
 
     keys = daily_partitions.get_partition_keys()
     start, end = args.start or keys[0], args.end or keys[-1]
@@ -272,6 +294,24 @@ def main(argv: list[str] | None = None) -> int:
         ),
         lambda result, _: scoring_counts(result),
     )
+
+    if SEGMENT_ASSETS:  # the dataset spec names a segment column: one model per segment, then its daily scoring
+        step(
+            "segment models",
+            lambda: defs.resolve_job_def("segments_job").execute_in_process(
+                instance=instance,
+                raise_on_error=False,
+                run_config={**quiet, "ops": {"segment_models": {"config": {"n_trials": args.segment_trials}}}},
+            ),
+            lambda result, _: segment_counts(result),
+        )
+        step(
+            f"segment scoring {start}..{end}",
+            lambda: defs.resolve_job_def("segment_scoring_job").execute_in_process(
+                instance=instance, tags=range_tags, run_config=quiet, raise_on_error=False
+            ),
+            lambda result, _: segment_scoring_counts(result),
+        )
 
     # From what the runs recorded: in prod the resources' fields are EnvVars, which only a run may read.
     raw_uri = next(

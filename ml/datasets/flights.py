@@ -205,4 +205,7 @@ SPEC = DatasetSpec(
     min_non_null={"wind_gust": 0.0, "pressure": 0.2},  # calm days have no gust readings at all
     rows_per_day=(100, 2000),
     max_quarantine_fraction=0.05,
+    # One model per airline (16 carriers; the smallest fly a few hundred flights a year): ml/segments.py.
+    segment_column="carrier",
+    min_segment_rows=200,
 )

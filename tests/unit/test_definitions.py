@@ -46,8 +46,11 @@ def test_the_graph_has_the_lineage_assets_jobs_and_schedule():
         "batch_predictions",
         "model_performance",
         "feature_drift",
+        "segment_models",  # the flights spec names a segment column (carrier)
+        "segment_predictions",
     }
     assert {j.name for j in defs.resolve_all_job_defs()} >= {"daily_job", "training_job", "rollback_job"}
+    assert {j.name for j in defs.resolve_all_job_defs()} >= {"segments_job", "segment_scoring_job"}
     assert defs.resolve_schedule_def("daily_job_schedule").cron_schedule == "0 3 * * *"
     assert defs.resolve_sensor_def("drift_retrain_sensor").job_name == "training_job"
     assert defs.resolve_schedule_def("daily_job_schedule").job_name == "daily_job"
@@ -112,7 +115,7 @@ def test_every_asset_has_owners_and_tags():
     from assets.common import SPEC
 
     found = nodes()
-    assert len(found) == 12
+    assert len(found) == 14
     stages = {name: node.tags.get("stage") for name, node in found.items()}
     for name, node in found.items():
         assert node.owners == ["team:ml-platform"], name
@@ -130,6 +133,8 @@ def test_every_asset_has_owners_and_tags():
         "batch_predictions": "serving",
         "model_performance": "monitoring",
         "feature_drift": "monitoring",
+        "segment_models": "training",
+        "segment_predictions": "serving",
     }
 
 
@@ -140,7 +145,14 @@ def test_the_training_assets_carry_a_code_version_of_the_spec_and_their_code():
 
     found = nodes()
     versioned = {name for name, node in found.items() if node.code_version}
-    assert versioned == {"train_set", "validation_set", "test_set", "tuned_pipeline", "registered_model"}
+    assert versioned == {
+        "train_set",
+        "validation_set",
+        "test_set",
+        "tuned_pipeline",
+        "registered_model",
+        "segment_models",
+    }
     expected = hashlib.sha256(SPEC.fingerprint().encode())  # computed here from the files, independently
     expected.update(b"ml.splits\0" + Path(ml.splits.__file__).read_bytes())
     assert found["train_set"].code_version == expected.hexdigest()[:16] == code_version(ml.splits)

@@ -6,7 +6,7 @@ from datetime import date, datetime, timedelta
 from ml.dataset import DatasetSpec, table_source
 
 
-def tiny_spec(task="classification"):
+def tiny_spec(task="classification", segment_column=None, min_segment_rows=200):
     return DatasetSpec(
         name="tiny",
         load_source=table_source("delta", "/nonexistent"),
@@ -19,6 +19,8 @@ def tiny_spec(task="classification"):
         categorical_features=("color",),
         start_date="2024-01-01",
         model_name="tiny_model",
+        segment_column=segment_column,
+        min_segment_rows=min_segment_rows,
     )
 
 
