@@ -46,6 +46,7 @@ def test_the_graph_has_the_lineage_assets_jobs_and_schedule():
         "batch_predictions",
         "model_performance",
         "feature_drift",
+        "incremental_predictions",
     }
     assert {j.name for j in defs.resolve_all_job_defs()} >= {"daily_job", "training_job", "rollback_job"}
     assert defs.resolve_schedule_def("daily_job_schedule").cron_schedule == "0 3 * * *"
@@ -112,7 +113,7 @@ def test_every_asset_has_owners_and_tags():
     from assets.common import SPEC
 
     found = nodes()
-    assert len(found) == 12
+    assert len(found) == 13
     stages = {name: node.tags.get("stage") for name, node in found.items()}
     for name, node in found.items():
         assert node.owners == ["team:ml-platform"], name
@@ -130,6 +131,7 @@ def test_every_asset_has_owners_and_tags():
         "batch_predictions": "serving",
         "model_performance": "monitoring",
         "feature_drift": "monitoring",
+        "incremental_predictions": "serving",
     }
 
 
@@ -179,6 +181,8 @@ def test_the_column_schema_is_known_at_definition_from_the_spec():
         "model_run_id",
         "scored_at",
     ]
+    incremental = [c.name for c in found["incremental_predictions"].metadata["dagster/column_schema"].columns]
+    assert incremental == [*predictions, "features_delta_version"]
 
 
 def reference_of(node):
