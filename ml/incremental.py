@@ -35,7 +35,7 @@ from delta.tables import DeltaTable
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
+from pyspark.sql.types import StructField, StructType
 
 from ml import delta_io
 from ml.columns import FEATURES_VERSION
@@ -150,7 +150,9 @@ def merge_source(latest: DataFrame, pipeline: PipelineModel, model: ResolvedMode
 def target_schema(spark: SparkSession, source: str, pipeline: PipelineModel, model: ResolvedModel, spec) -> StructType:
     """The target's columns: what scoring gives for the feature table's columns (no row is scored)."""
     empty = delta_io.read_table(spark, source).limit(0)
-    return scored_rows(empty, pipeline, model, spec, 0).schema
+    scored = scored_rows(empty, pipeline, model, spec, 0).schema
+    # nullable, as batch_predictions' columns are: a literal or current_timestamp() would make NOT NULL constraints
+    return StructType([StructField(f.name, f.dataType, True) for f in scored.fields])
 
 
 def create_target(spark: SparkSession, target: str, schema: StructType) -> None:
