@@ -25,6 +25,8 @@ TINY_SPARK = {
     "spark.ui.enabled": "false",
     "spark.driver.memory": "1g",
     "spark.sql.session.timeZone": "UTC",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.databricks.delta.snapshotPartitions": "1",  # Delta's default 50 tasks per log replay, per batch
 }
 MODEL = ResolvedModel("main.tiny.incremental", "1", "run-1", "models:/main.tiny.incremental/1")
 FILES_PER_BATCH = 1

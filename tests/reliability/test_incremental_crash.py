@@ -29,15 +29,16 @@ from tests.unit.tiny import tiny_features, tiny_spec
 pytestmark = pytest.mark.reliability
 
 SPEC = tiny_spec()
-DAYS = 12
+DAYS = 6
+ROWS = 120  # 20 a day
 FIRST = date(2024, 1, 1)
 REWRITTEN = FIRST + timedelta(days=2)  # day 3 is corrected after the first load
 
 
 def seed(spark, root):
-    """The tiny feature table written one day per commit (versions 0..11), then day 3 rewritten (version 12) with
+    """The tiny feature table written one day per commit (versions 0..5), then day 3 rewritten (version 6) with
     changed features and two rows fewer; the model, saved. Returns the current features."""
-    features = tiny_features(spark)
+    features = tiny_features(spark, n=ROWS, days=DAYS).coalesce(1)
     path = str(root / "features")
     for i in range(DAYS):
         day = FIRST + timedelta(days=i)
@@ -93,25 +94,25 @@ def lines(proc: Process) -> list[dict]:
 def test_a_query_killed_mid_batch_and_restarted_scores_every_row_exactly_once(spark, tmp_path, kill_point):
     features = seed(spark, tmp_path)
     if kill_point == "after_merge":
-        first = runner(tmp_path, "first", "--pause-after", "3")
-        first.wait_for(r'\{"paused": 3\}', timeout=600)
+        first = runner(tmp_path, "first", "--pause-after", "2")
+        first.wait_for(r'\{"paused": 2\}', timeout=900)
     else:
         first = runner(tmp_path, "first")
-        first.wait_for(r'\{"batch": 3, ', timeout=600)
-        time.sleep(0.4)  # into batch 4: reading, scoring or merging
+        first.wait_for(r'\{"batch": 2, ', timeout=900)
+        time.sleep(0.4)  # into batch 3: reading, scoring or merging
     first.kill()  # SIGKILL the group: Python and the JVM, mid-batch
     assert first.popen.returncode == -9
     before = lines(first)
-    assert [b["batch"] for b in before if "batch" in b][:4] == [0, 1, 2, 3]
+    assert [b["batch"] for b in before if "batch" in b][:3] == [0, 1, 2]
     assert not any("done" in b for b in before)
 
     second = runner(tmp_path, "second")
-    second.succeeded(timeout=600)
+    second.succeeded(timeout=1200)
     after = lines(second)
     assert after[-1]["done"] >= 1
     if kill_point == "after_merge":
-        # batch 3's MERGE had committed, its checkpoint entry had not: the restart replays it and Delta skips it
-        assert after[0] == {"batch": 3, "outcome": "replayed", "query": before[0]["query"]}
+        # batch 2's MERGE had committed, its checkpoint entry had not: the restart replays it and Delta skips it
+        assert after[0] == {"batch": 2, "outcome": "replayed", "query": before[0]["query"]}
         assert after[-1]["replayed"] == 1
     assert {b["query"] for b in after if "query" in b} == {before[0]["query"]}  # the same query, from its checkpoint
 
@@ -120,7 +121,7 @@ def test_a_query_killed_mid_batch_and_restarted_scores_every_row_exactly_once(sp
     assert predictions.groupBy(*keys).count().where("count > 1").count() == 0  # no duplicates
     assert features.join(predictions, keys, "left_anti").count() == 0  # nothing missing
     assert predictions.join(features, keys, "left_anti").count() == 0  # the corrected day's dropped rows are gone
-    assert predictions.count() == features.count() == 240 - 2
+    assert predictions.count() == features.count() == ROWS - 2
     rewritten = predictions.where(F.col("event_date") == REWRITTEN)
     assert {r[0] for r in rewritten.select(FEATURES_VERSION).distinct().collect()} == {DAYS}  # from the correction
     from pyspark.ml import PipelineModel
@@ -128,9 +129,9 @@ def test_a_query_killed_mid_batch_and_restarted_scores_every_row_exactly_once(sp
     expected = score(features, PipelineModel.load(str(tmp_path / "model")), MODEL, SPEC)
     joined = predictions.alias("p").join(expected.alias("e"), keys)
     assert joined.where(F.abs(F.col("p.probability") - F.col("e.probability")) > 1e-12).count() == 0
-    assert joined.count() == 238
+    assert joined.count() == ROWS - 2
     third = runner(tmp_path, "third")  # nothing new: no batch, nothing written
     version = delta_io.current_version(spark, str(tmp_path / "predictions"))
-    third.succeeded(timeout=600)
+    third.succeeded(timeout=900)
     assert lines(third)[-1] == {"done": 0, "replayed": 0, "rows": 0}
     assert delta_io.current_version(spark, str(tmp_path / "predictions")) == version
