@@ -14,7 +14,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYTHONPATH := $(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install java jars run lineage test lint serve test-serving bench-serving ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model bench-event-storage bench-tuning bench-drift bench-drift-wide bench-scoring bench-undated bench-replay bench-segments test-datasets \
+.PHONY: help install java jars run lineage test lint serve test-serving bench-serving ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model bench-event-storage bench-tuning bench-drift bench-drift-wide bench-scoring bench-undated bench-replay bench-segments test-datasets bench-incremental \
 	infra-up infra-down infra-status test-infra test-e2e test-reliability chromium
 
 help:
@@ -149,6 +149,10 @@ bench-registry: jars
 
 bench-scoring: jars $(DAGSTER_HOME)/dagster.yaml
 	@source infra/java-env.sh && $(PY) -m bench.scoring $(ARGS)
+
+# Incremental scoring (ml/incremental.py) for one new day against a batch rescore of the whole table, in one run.
+bench-incremental: jars
+	@source infra/java-env.sh && $(PY) -m bench.incremental $(ARGS)
 
 bench-execution-model: jars
 	@source infra/java-env.sh && $(PY) -m bench.execution_model $(ARGS)

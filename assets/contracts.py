@@ -25,6 +25,13 @@ def delta_version_key(table: str) -> str:
 # ---- tables whose name is not their asset's key ---------------------------------------------------------------
 DRIFT_METRICS = "drift_metrics"  # written by feature_drift
 
+# ---- tables with Delta's change data feed on (orchestration.lakehouse sets it; ml.incremental reads it) ---------
+CHANGE_FEED_TABLES = frozenset({"validated_features"})
+# incremental_predictions -> orchestration.run_pipeline
+ROWS_SCORED = "rows_scored"
+FIRST_VERSION_CONSUMED = "validated_features_first_version_consumed"
+LAST_VERSION_CONSUMED = "validated_features_last_version_consumed"
+
 # ---- materialization metadata read by other components ---------------------------------------------------------
 # feature_drift -> orchestration.sensors (retraining signals)
 DRIFT_BY_DAY = "drift_by_day"  # {day: {"drifted": bool, "share_drifted": float, "max_psi": float}}

@@ -16,6 +16,7 @@ PREDICTION = "prediction"
 PROBABILITY = "probability"
 MODEL_COLUMNS = ("model_name", "model_version", "model_run_id")  # the model's lineage on every prediction row
 SCORED_AT = "scored_at"
+FEATURES_VERSION = "features_delta_version"  # incremental_predictions: the feature table's commit a row was scored from
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -42,6 +43,11 @@ def prediction_table_columns(spec: DatasetSpec) -> list[tuple[str, str]]:
     if spec.task == "classification":
         columns.append((PROBABILITY, "double"))
     return [*columns, *((c, "string") for c in MODEL_COLUMNS), (SCORED_AT, "timestamp")]
+
+
+def incremental_table_columns(spec: DatasetSpec) -> list[tuple[str, str]]:
+    """(name, Spark type) of incremental_predictions: batch_predictions' columns and the feature version scored."""
+    return [*prediction_table_columns(spec), (FEATURES_VERSION, "bigint")]
 
 
 def raw_inputs(spec: DatasetSpec, expression: str, seen: frozenset[str] = frozenset()) -> list[str]:

@@ -53,6 +53,8 @@ HISTORY_SEARCHED = 100  # commits searched for a write's own: far more than writ
 SCHEMA_REFUSALS = ("DELTA_FAILED_TO_MERGE_FIELDS", "DELTA_METADATA_MISMATCH")  # Delta's error conditions
 REPLACE_WHERE_REFUSAL = "DELTA_REPLACE_WHERE_MISMATCH"
 SAMPLES = 5  # values shown in an error
+CHANGE_FEED = "delta.enableChangeDataFeed"  # the table property of Delta's change data feed
+CHANGE_FEED_PROPERTIES = {CHANGE_FEED: "true"}  # a writer's options: set on the table when the write creates it
 
 
 class DeltaTableError(RuntimeError):
@@ -101,6 +103,7 @@ def write_partitions(
     column: str = EVENT_DATE,
     user_metadata: str | None = None,
     attempts: int = WRITE_ATTEMPTS,
+    properties: dict[str, str] | None = None,
 ) -> DeltaCommit:
     """Replace the daily partitions [start, end) of a Delta table with `df`, atomically.
 
@@ -108,7 +111,14 @@ def write_partitions(
     outside the window, so a partition's write can never touch its neighbours.
     """
     return replace_where(
-        df, path, window_predicate(start, end, column), column, user_metadata, attempts, what=f"{path} [{start}, {end})"
+        df,
+        path,
+        window_predicate(start, end, column),
+        column,
+        user_metadata,
+        attempts,
+        what=f"{path} [{start}, {end})",
+        properties=properties,
     )
 
 
@@ -124,11 +134,12 @@ def write_days(
     days: list[date],
     column: str = EVENT_DATE,
     user_metadata: str | None = None,
+    properties: dict[str, str] | None = None,
 ) -> DeltaCommit:
     """Write `df`'s rows of `days`, some or all of the window [start, end): the whole window when they are all of
     it, else those days only (a range run whose other days failed their checks: those keep their rows)."""
     if len(days) == (end - start).days:
-        return write_partitions(df, path, start, end, column, user_metadata=user_metadata)
+        return write_partitions(df, path, start, end, column, user_metadata=user_metadata, properties=properties)
     return replace_where(
         df.where(F.col(column).isin(days)),
         path,
@@ -136,6 +147,7 @@ def write_days(
         column,
         user_metadata=user_metadata,
         what=f"{path} {len(days)} days of [{start}, {end})",
+        properties=properties,
     )
 
 
@@ -147,12 +159,14 @@ def replace_where(
     user_metadata: str | None = None,
     attempts: int = WRITE_ATTEMPTS,
     what: str | None = None,
+    properties: dict[str, str] | None = None,
 ) -> DeltaCommit:
     """Replace the rows matching `predicate` (a condition on the partition column) with `df`, in one commit.
 
     `user_metadata` is stored in the commit (e.g. the Dagster run that wrote it), so Delta's history leads
     back to the run; a write id is added to it, to find this write's own commit among concurrent ones.
-    Retryable commit conflicts are retried (`retry_on_conflict`).
+    Retryable commit conflicts are retried (`retry_on_conflict`). `properties` (`delta.*` table properties,
+    e.g. CHANGE_FEED) are set on the table when this write creates it.
     """
     tag = with_write_id(user_metadata)
     spark = df.sparkSession
@@ -162,6 +176,7 @@ def replace_where(
         .mode("overwrite")
         .option("replaceWhere", predicate)
         .option("userMetadata", tag)
+        .options(**(properties or {}))
         .partitionBy(column)
     )
     try:
@@ -367,6 +382,28 @@ def commit_metadata(spark: SparkSession, path: str, version: int) -> str | None:
     if row is None:
         raise DeltaTableError(f"Delta table {path} has no version {version} in its history")
     return row["userMetadata"]
+
+
+def table_properties(spark: SparkSession, path: str) -> dict[str, str]:
+    """The table's properties (`delta.enableChangeDataFeed`, ...), from its current metadata."""
+    with log_errors(path):
+        return dict(DeltaTable.forPath(spark, path).detail().first()["properties"] or {})
+
+
+def change_feed_enabled(spark: SparkSession, path: str) -> bool:
+    return table_properties(spark, path).get(CHANGE_FEED, "false").lower() == "true"
+
+
+def enable_change_feed(spark: SparkSession, path: str) -> bool:
+    """Turn on Delta's change data feed of an existing table that has it off (one ALTER TABLE, a commit of its own:
+    changes are recorded from the next version on). True if it was off. A table created by a writer given
+    CHANGE_FEED_PROPERTIES has it from its first version."""
+    if change_feed_enabled(spark, path):
+        return False
+    with log_errors(path):
+        spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({CHANGE_FEED} = true)")
+    log.info("Delta table %s: change data feed enabled (%s = true)", path, CHANGE_FEED)
+    return True
 
 
 def table_exists(spark: SparkSession, path: str) -> bool:

@@ -137,11 +137,15 @@ def evaluate_version(name: str, version: str, data: DataFrame, task: str, metric
     return evaluate(mlflow.spark.load_model(f"models:/{name}/{version}").transform(data), task, (metric,))[metric]
 
 
-def score(features: DataFrame, pipeline: PipelineModel, model: ResolvedModel, spec: DatasetSpec) -> DataFrame:
-    """Native scoring: `PipelineModel.transform`, with the positive-class probability for classification."""
+def score(
+    features: DataFrame, pipeline: PipelineModel, model: ResolvedModel, spec: DatasetSpec, carry: tuple[str, ...] = ()
+) -> DataFrame:
+    """Native scoring: `PipelineModel.transform`, with the positive-class probability for classification.
+    `carry`: columns of `features` kept on each row as they are, after scored_at (incremental scoring's feature
+    version, ml/incremental.py)."""
     scored = pipeline.transform(features)
     probability = vector_to_array(F.col("probability"))[1] if spec.task == "classification" else None
-    return _prediction_rows(scored, F.col("prediction"), probability, model, spec)
+    return _prediction_rows(scored, F.col("prediction"), probability, model, spec, carry)
 
 
 def score_with_pyfunc(features: DataFrame, model: ResolvedModel, spec: DatasetSpec, inputs: list[str]) -> DataFrame:
@@ -163,7 +167,12 @@ def score_with(
 
 
 def _prediction_rows(
-    scored: DataFrame, prediction: Column, probability: Column | None, model: ResolvedModel, spec: DatasetSpec
+    scored: DataFrame,
+    prediction: Column,
+    probability: Column | None,
+    model: ResolvedModel,
+    spec: DatasetSpec,
+    carry: tuple[str, ...] = (),
 ) -> DataFrame:
     """The batch_predictions row: keys, event date, prediction [, probability], the model's lineage, scored_at."""
     keys = [k for k in spec.key_columns if k != EVENT_DATE]
@@ -175,5 +184,6 @@ def _prediction_rows(
         F.lit(str(model.version)).alias("model_version"),
         F.lit(model.run_id).alias("model_run_id"),
         F.current_timestamp().alias("scored_at"),
+        *[F.col(c) for c in carry],
     ]
     return scored.select(*columns)

@@ -24,6 +24,7 @@ from dagster import (
 from assets.common import SPEC
 from assets.drift import feature_drift
 from assets.features import validated_features
+from assets.incremental import incremental_predictions
 from assets.ingest import raw_data
 from assets.performance import model_performance
 from assets.predictions import batch_predictions
@@ -34,7 +35,7 @@ from ml.registry import code_version
 from orchestration.deployments import REPO_ROOT, resources_for
 from orchestration.reproduce import reproduce_job
 from orchestration.rollback import promotion_tags, rollback_job
-from orchestration.sensors import RetrainPolicy, build_retrain_sensor
+from orchestration.sensors import RetrainPolicy, build_incremental_sensor, build_retrain_sensor
 
 DAILY_KEYS = ("raw_data", "validated_features", "batch_predictions", "model_performance", "feature_drift")
 # A missing day is a failed check: each daily table's latest day must be materialized by 06:00 UTC the next day (the
@@ -89,8 +90,14 @@ training_job = define_asset_job(
     tags=promotion_tags(SPEC),
     description="splits -> tuned_pipeline -> registered_model (champion/challenger gate).",
 )
+incremental_job = define_asset_job(
+    "incremental_job",
+    selection=AssetSelection.assets(incremental_predictions),
+    description="incremental_predictions: validated_features' changes since the last run, scored by @champion.",
+)
 daily_schedule = build_schedule_from_partitioned_job(daily_job, hour_of_day=3)
 retrain_sensor = build_retrain_sensor(training_job.name, RetrainPolicy())
+incremental_sensor = build_incremental_sensor(incremental_job.name)
 
 
 def with_code_references(assets: Sequence, git_url: str | None = None, git_ref: str | None = None) -> list:
@@ -126,12 +133,13 @@ defs = Definitions(
             model_performance,
             feature_drift,
             *SEGMENT_ASSETS,
+            incremental_predictions,
         ]
     ),
     asset_checks=freshness_checks,
-    jobs=[daily_job, training_job, rollback_job, reproduce_job, *segment_jobs],
+    jobs=[daily_job, training_job, rollback_job, reproduce_job, *segment_jobs, incremental_job],
     schedules=[daily_schedule],
-    sensors=[retrain_sensor, freshness_sensor],
+    sensors=[retrain_sensor, freshness_sensor, incremental_sensor],
     resources=resources_for(SPEC),
     # Spark parallelizes inside each step; steps share one process and so one SparkSession (one JVM start
     # per run, not one per asset).

@@ -81,6 +81,13 @@ class LakehouseResource(ConfigurableResource):
             return f"{self.root.rstrip('/')}/{self.catalog}/{self.schema_name}/{table}"
         return str(Path(self.root).resolve() / self.catalog / self.schema_name / table)
 
+    def checkpoint_path(self, table: str) -> str:
+        """Where a streaming query that writes `table` keeps its checkpoint: next to the table,
+        `<root>/<catalog>/<schema>/_checkpoints/<table>` (outside the table's folder, so VACUUM never sees it)."""
+        if "://" in self.root:
+            return f"{self.root.rstrip('/')}/{self.catalog}/{self.schema_name}/_checkpoints/{table}"
+        return str(Path(self.root).resolve() / self.catalog / self.schema_name / "_checkpoints" / table)
+
     def table_name(self, table: str) -> str:
         return f"{self.catalog}.{self.schema_name}.{table}"
 
@@ -102,6 +109,26 @@ class LakehouseResource(ConfigurableResource):
     def read_at(self, table: str, version: int) -> Pinned:
         """The table as it was at `version` (what an earlier step of the run wrote)."""
         return Pinned(table, delta_io.read_table(self.session, self.table_path(table), version), version)
+
+    def change_feed(self, table: str) -> str:
+        """The path of a table whose change data feed a reader streams (a table of CHANGE_FEED_TABLES); a table
+        written before the feed was part of the contract gets it turned on now, once (ALTER TABLE)."""
+        if table not in c.CHANGE_FEED_TABLES:
+            raise ValueError(f"{table} has no change data feed: only {sorted(c.CHANGE_FEED_TABLES)} record one")
+        path = self.table_path(table)
+        if not delta_io.table_exists(self.session, path):
+            delta_io.read_table(self.session, path)  # raises: materialize it first (or: not a Delta table)
+        with writer_lock(path):
+            delta_io.enable_change_feed(self.session, path)
+        return path
+
+    def lock(self, table: str):
+        """The table's writer lock (`writer_lock`), for a writer that commits itself (a streaming query's MERGE)."""
+        return writer_lock(self.table_path(table))
+
+    def commit_tag(self, run_id: str | None = None, **lineage: Any) -> str | None:
+        """A commit's userMetadata for a writer that commits itself: the run and the lineage, as every write has."""
+        return _commit_metadata(run_id, lineage)
 
     def version(self, table: str) -> int | None:
         """The table's current Delta version, or None if it was never written."""
@@ -142,6 +169,7 @@ class LakehouseResource(ConfigurableResource):
                 window.end,
                 window.days if days is None else days,
                 user_metadata=_commit_metadata(run_id, lineage),
+                properties=self._properties(table, path),
             )
 
     def replace_rows(
@@ -170,6 +198,7 @@ class LakehouseResource(ConfigurableResource):
                 predicate,
                 EVENT_DATE,
                 user_metadata=_commit_metadata(run_id, lineage),
+                properties=self._properties(table, path),
             )
 
     def overwrite(self, frame: DataFrame, table: str, run_id: str | None = None, **lineage: Any) -> DeltaCommit:
@@ -177,6 +206,16 @@ class LakehouseResource(ConfigurableResource):
         path = self.table_path(table)
         with writer_lock(path):
             return delta_io.overwrite_table(frame, path, user_metadata=_commit_metadata(run_id, lineage))
+
+    def _properties(self, table: str, path: str) -> dict[str, str] | None:
+        """The table properties a write of `table` creates it with; a table of CHANGE_FEED_TABLES that exists
+        without its change data feed gets it first (one ALTER TABLE), so this write's changes are recorded.
+        Called under the table's writer lock."""
+        if table not in c.CHANGE_FEED_TABLES:
+            return None
+        if delta_io.table_exists(self.session, path):
+            delta_io.enable_change_feed(self.session, path)
+        return delta_io.CHANGE_FEED_PROPERTIES
 
     # ---- lineage metadata ----------------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """`make run`: materialize the whole graph on the default data, in a persistent Dagster instance.
 
-Three runs, as an operator would launch them: the daily path's ingest over the whole date range (one
-single-run backfill), the training job, then scoring over the whole range. Every run is recorded in
+Four runs, as an operator would launch them: the daily path's ingest over the whole date range (one
+single-run backfill), the training job, scoring over the whole range, then the incremental job (incremental_predictions
+brought up to date from validated_features' change data feed). Every run is recorded in
 DAGSTER_HOME, so `make ui` shows them with their lineage metadata.
 
 The terminal gets one line per phase (its time and counts), one line per day the gate held, where everything is,
@@ -166,6 +167,18 @@ def segment_scoring_counts(result) -> list[str]:
     ]
 
 
+def incremental_counts(result) -> list[str]:
+    found = result.asset_materializations_for_node("incremental_predictions")
+    meta = {k: _value(v) for k, v in found[0].metadata.items()} if found else {}
+    first, last = meta.get(c.FIRST_VERSION_CONSUMED, -1), meta.get(c.LAST_VERSION_CONSUMED, -1)
+    return [
+        f"rows scored {count(meta.get(c.ROWS_SCORED))}",
+        f"validated_features v{first}..v{last}" if first != -1 else "no new feature versions",
+        f"table rows {count(meta.get('dagster/row_count'))}",
+        f"{meta.get(c.MODEL_NAME, '?')} v{meta.get(c.MODEL_VERSION, '?')}",
+    ]
+
+
 # ---- the run ----------------------------------------------------------------------------------------------------
 
 
@@ -294,7 +307,6 @@ def main(argv: list[str] | None = None) -> int:
         ),
         lambda result, _: scoring_counts(result),
     )
-
     if SEGMENT_ASSETS:  # the dataset spec names a segment column: one model per segment, then its daily scoring
         step(
             "segment models",
@@ -312,6 +324,12 @@ def main(argv: list[str] | None = None) -> int:
             ),
             lambda result, _: segment_scoring_counts(result),
         )
+    incremental_job = defs.resolve_job_def("incremental_job")
+    step(
+        "incremental",
+        lambda: incremental_job.execute_in_process(instance=instance, run_config=quiet, raise_on_error=False),
+        lambda result, _: incremental_counts(result),
+    )
 
     # From what the runs recorded: in prod the resources' fields are EnvVars, which only a run may read.
     raw_uri = next(

@@ -19,10 +19,12 @@ from dagster import (
     AssetKey,
     DagsterInstance,
     DefaultSensorStatus,
+    EventLogEntry,
     RunRequest,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
+    asset_sensor,
     sensor,
 )
 
@@ -137,3 +139,31 @@ def build_retrain_sensor(
         )
 
     return retrain_sensor
+
+
+def build_incremental_sensor(
+    job_name: str,
+    name: str = "incremental_scoring_sensor",
+    default_status: DefaultSensorStatus = DefaultSensorStatus.STOPPED,
+):
+    """One run of the incremental job after validated_features gets new materializations (all of them since the
+    last tick: a backfill of a year is one run). The run key names the newest materialization (its run and time),
+    so a retried tick never starts it twice; the query's checkpoint makes a run with nothing new a no-op."""
+
+    @asset_sensor(
+        asset_key=AssetKey("validated_features"),
+        name=name,
+        job_name=job_name,
+        minimum_interval_seconds=60,
+        default_status=default_status,
+        description="Score validated_features' changes (incremental_predictions) after each new materialization.",
+    )
+    def incremental_sensor(context: SensorEvaluationContext, asset_event: EventLogEntry):
+        materialization = asset_event.asset_materialization
+        partition = materialization.partition if materialization else None
+        return RunRequest(
+            run_key=f"incremental-{asset_event.run_id}-{asset_event.timestamp:.6f}",
+            tags={"flightline/trigger": f"validated_features materialized{f' ({partition})' if partition else ''}"},
+        )
+
+    return incremental_sensor

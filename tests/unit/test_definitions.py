@@ -48,6 +48,7 @@ def test_the_graph_has_the_lineage_assets_jobs_and_schedule():
         "feature_drift",
         "segment_models",  # the flights spec names a segment column (carrier)
         "segment_predictions",
+        "incremental_predictions",
     }
     assert {j.name for j in defs.resolve_all_job_defs()} >= {"daily_job", "training_job", "rollback_job"}
     assert {j.name for j in defs.resolve_all_job_defs()} >= {"segments_job", "segment_scoring_job"}
@@ -115,7 +116,7 @@ def test_every_asset_has_owners_and_tags():
     from assets.common import SPEC
 
     found = nodes()
-    assert len(found) == 14
+    assert len(found) == 15
     stages = {name: node.tags.get("stage") for name, node in found.items()}
     for name, node in found.items():
         assert node.owners == ["team:ml-platform"], name
@@ -135,6 +136,7 @@ def test_every_asset_has_owners_and_tags():
         "feature_drift": "monitoring",
         "segment_models": "training",
         "segment_predictions": "serving",
+        "incremental_predictions": "serving",
     }
 
 
@@ -191,6 +193,8 @@ def test_the_column_schema_is_known_at_definition_from_the_spec():
         "model_run_id",
         "scored_at",
     ]
+    incremental = [c.name for c in found["incremental_predictions"].metadata["dagster/column_schema"].columns]
+    assert incremental == [*predictions, "features_delta_version"]
 
 
 def reference_of(node):
