@@ -29,8 +29,8 @@ from delta.exceptions import (  # importing delta.exceptions also turns the JVM'
 from delta.tables import DeltaTable
 from py4j.protocol import Py4JJavaError
 from pyspark.errors import AnalysisException
-from pyspark.errors.exceptions.base import PySparkException
 from pyspark.errors.exceptions.captured import CapturedException
+from pyspark.errors.exceptions.connect import SparkConnectException  # GX imports it too
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
@@ -57,8 +57,8 @@ SCHEMA_REFUSALS = ("DELTA_FAILED_TO_MERGE_FIELDS", "DELTA_METADATA_MISMATCH")  #
 REPLACE_WHERE_REFUSAL = "DELTA_REPLACE_WHERE_MISMATCH"
 SAMPLES = 5  # values shown in an error
 # What Spark raises for a failed query: Py4J's and the classic client's captured errors, and, over Spark Connect,
-# the server's errors (pyspark.errors.exceptions.connect.*, all PySparkExceptions; there is no py4j there).
-SPARK_ERRORS = (Py4JJavaError, CapturedException, PySparkException)
+# the server's (pyspark.errors.exceptions.connect.*; no py4j there). Client-side errors (a wrong argument) are not.
+SPARK_ERRORS = (Py4JJavaError, CapturedException, SparkConnectException)
 
 
 class DeltaTableError(RuntimeError):

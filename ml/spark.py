@@ -127,6 +127,10 @@ def _connect_session(remote: str, conf: dict[str, str], app_name: str) -> SparkS
         extensions = spark.conf.get("spark.sql.extensions", "") or ""
     except Exception as exc:
         raise SparkSetupError(f"the Spark Connect server at {remote} did not answer: {exc}") from exc
+    # Delta's commit conflicts then arrive as delta.exceptions' classes, which ml/delta_io.py retries (the classic
+    # client's conversion is installed by importing delta.exceptions; this is Connect's).
+    import delta.connect.exceptions  # noqa: F401
+
     if "DeltaSparkSessionExtension" not in extensions:
         logging.getLogger(__name__).warning(
             "the Spark Connect server at %s does not list Delta's SQL extension (spark.sql.extensions=%r): Delta "

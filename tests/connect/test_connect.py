@@ -198,6 +198,30 @@ def test_scoring_performance_and_drift_used_the_champion(graph):
     assert sorted(drift_days) == sorted(features)
 
 
+def test_a_folder_of_stray_files_is_refused_over_connect_as_on_a_classic_session(graph, tmp_path):
+    """The stray-file scan has no Hadoop FileSystem to call over Connect: the server lists the folder instead, and
+    the refusal names what it found, as the classic session's does (tests/bad_inputs/test_delta_errors.py)."""
+    from ml.delta_io import NotADeltaTableError, stray_entries, table_exists, write_partitions
+
+    spark = graph["resources"]["spark"].spark_session
+    folder = tmp_path / "orphan"
+    (folder / "event_date=2013-01-01").mkdir(parents=True)
+    (folder / "event_date=2013-01-01" / "part-0.parquet").write_bytes(b"not parquet")
+    (folder / "notes.txt").write_text("left here")
+    (folder / ".hidden").write_text("skipped")
+    assert not table_exists(spark, str(folder))
+    assert stray_entries(spark, str(folder), "event_date") == ["event_date=2013-01-01", "notes.txt"]
+    (folder / "_delta_log").mkdir()  # a log folder without a commit: another writer is creating the table
+    assert stray_entries(spark, str(folder), "event_date") == ["notes.txt"]
+    assert stray_entries(spark, str(tmp_path / "nothing-here")) == []
+    rows = spark.createDataFrame([(date(2013, 1, 1), 1)], "event_date date, n int")
+    with pytest.raises(NotADeltaTableError) as refused:
+        write_partitions(rows, str(folder), date(2013, 1, 1), date(2013, 1, 2))
+    assert str(refused.value).startswith(f"{folder} holds files but is not a Delta table (it has no _delta_log)")
+    assert "['notes.txt']" in str(refused.value)
+    assert sorted(p.name for p in folder.iterdir()) == [".hidden", "_delta_log", "event_date=2013-01-01", "notes.txt"]
+
+
 def test_stop_ends_the_server(server, graph):
     state = server["state"]
     pid = int((state / "spark-connect" / "server.pid").read_text())
