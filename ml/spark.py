@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -123,10 +124,18 @@ def _connect_session(remote: str, conf: dict[str, str], app_name: str) -> SparkS
     for key, value in conf.items():
         builder = builder.config(key, str(value))
     try:
-        spark = builder.getOrCreate()
+        with warnings.catch_warnings(record=True) as skipped:  # one per static key the server keeps as it is
+            warnings.simplefilter("always")
+            spark = builder.getOrCreate()
         extensions = spark.conf.get("spark.sql.extensions", "") or ""
     except Exception as exc:
         raise SparkSetupError(f"the Spark Connect server at {remote} did not answer: {exc}") from exc
+    static = [str(w.message).split(" due to")[0] for w in skipped if "CANNOT_MODIFY" in str(w.message)]
+    for w in skipped:
+        if "CANNOT_MODIFY" not in str(w.message):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if static:
+        logging.getLogger(__name__).info("Spark Connect: the server keeps its own static conf: %s", "; ".join(static))
     # Delta's commit conflicts then arrive as delta.exceptions' classes, which ml/delta_io.py retries (the classic
     # client's conversion is installed by importing delta.exceptions; this is Connect's).
     import delta.connect.exceptions  # noqa: F401
