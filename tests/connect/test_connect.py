@@ -169,8 +169,10 @@ def test_training_ran_the_optuna_study_and_registered_the_champion(graph):
     artifacts = Path(client.download_artifacts(run.info.run_id, "model", str(graph["state"] / "download")))
     mlmodel = (artifacts / "MLmodel").read_text()
     assert "spark:" in mlmodel and "model_data: sparkml" in mlmodel
-    (metadata,) = (artifacts / "sparkml" / "metadata").glob("part-*")  # the server wrote it with its DataFrame writer
-    assert json.loads(metadata.read_text())["class"] == "org.apache.spark.ml.PipelineModel"
+    # Over Connect, pyspark's own pipeline writer saved it (the server wrote the files with its DataFrame writer).
+    (metadata,) = (artifacts / "sparkml" / "metadata").glob("part-*")
+    assert json.loads(metadata.read_text())["class"] == "pyspark.ml.pipeline.PipelineModel"
+    assert len(list((artifacts / "sparkml" / "stages").iterdir())) >= 2
     dfs_tmp = graph["state"] / "dfs-tmp"
     leftovers = list(dfs_tmp.iterdir()) if dfs_tmp.exists() else []
     assert leftovers == [], f"copies of Spark models left in {dfs_tmp}: {leftovers}"
