@@ -15,7 +15,8 @@ export PYTHONPATH := $(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 .PHONY: help install java jars run lineage test lint serve test-serving bench-serving ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model bench-event-storage bench-tuning bench-drift bench-drift-wide bench-scoring bench-undated bench-replay bench-segments test-datasets bench-incremental \
-	infra-up infra-down infra-status test-infra test-e2e test-reliability chromium
+	infra-up infra-down infra-status test-infra test-e2e test-reliability chromium \
+	spark-connect spark-connect-stop test-connect
 
 help:
 	@echo "make run        install everything and materialize the whole graph on NYC flights 2013"
@@ -96,6 +97,18 @@ infra-status:
 # Not in `make test`: starts its own stack (free ports, a temporary state folder) and runs the whole graph on it.
 test-infra: jars
 	@source infra/java-env.sh && $(PY) -m pytest -m infra tests/infra tests/integration/test_mlflow_server.py $(PYTEST_ARGS)
+
+# A Spark Connect server on 127.0.0.1:15002 from pyspark's jars, Delta on it (infra/spark-connect.sh); then
+# `export FLIGHTLINE_SPARK_REMOTE=sc://127.0.0.1:15002` runs the graph through it, with no code change.
+spark-connect: jars
+	@bash infra/spark-connect.sh start
+
+spark-connect-stop:
+	@bash infra/spark-connect.sh stop
+
+# Not in `make test`: a Spark Connect server of its own on a free port; the whole graph through it, in-process.
+test-connect: jars
+	@source infra/java-env.sh && $(PY) -m pytest -m connect tests/connect $(PYTEST_ARGS)
 
 # Not in `make test` (35 min on a loaded 2-core machine: each test starts JVMs): writer processes and `dagster` runs racing on one
 # table and one model, killed with SIGKILL mid-write, mid-study and mid-registration, and the daemon's run queue.

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
+from urllib.parse import urlparse
 
 from delta.exceptions import (  # importing delta.exceptions also turns the JVM's conflicts into these classes
     ConcurrentAppendException,
@@ -29,12 +30,14 @@ from delta.tables import DeltaTable
 from py4j.protocol import Py4JJavaError
 from pyspark.errors import AnalysisException
 from pyspark.errors.exceptions.captured import CapturedException
+from pyspark.errors.exceptions.connect import SparkConnectException  # GX imports it too
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from ml.dataset import EVENT_DATE
 from ml.days import DayWindow
+from ml.spark import is_connect
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,9 @@ REPLACE_WHERE_REFUSAL = "DELTA_REPLACE_WHERE_MISMATCH"
 SAMPLES = 5  # values shown in an error
 CHANGE_FEED = "delta.enableChangeDataFeed"  # the table property of Delta's change data feed
 CHANGE_FEED_PROPERTIES = {CHANGE_FEED: "true"}  # a writer's options: set on the table when the write creates it
+# What Spark raises for a failed query: Py4J's and the classic client's captured errors, and, over Spark Connect,
+# the server's (pyspark.errors.exceptions.connect.*; no py4j there). Client-side errors (a wrong argument) are not.
+SPARK_ERRORS = (Py4JJavaError, CapturedException, SparkConnectException)
 
 
 class DeltaTableError(RuntimeError):
@@ -183,7 +189,7 @@ def replace_where(
         retries = retry_on_conflict(
             lambda: writer.save(path), what=what or f"{path} where {predicate}", attempts=attempts
         )
-    except (Py4JJavaError, CapturedException) as exc:
+    except SPARK_ERRORS as exc:
         error = refusal(exc, df, path, predicate, column) if isinstance(exc, AnalysisException) else None
         if error is None:
             check_log(spark, path)  # a damaged log fails the write with a Java error of its own
@@ -200,9 +206,9 @@ def refusal(exc: AnalysisException, df: DataFrame, path: str, predicate: str, co
     """Delta's refusal of a write as a DeltaTableError that says what differs (None for other errors)."""
     condition = exc.getCondition() or ""
     if condition in SCHEMA_REFUSALS:
-        table = DeltaTable.forPath(df.sparkSession, path)
-        partitioned_by = table.detail().first()["partitionColumns"]
-        problems = schema_differences(table.toDF().schema, df.schema, list(partitioned_by), [column])
+        partitioned_by = detail(df.sparkSession, path)["partitionColumns"]
+        table_schema = df.sparkSession.read.format("delta").load(path).schema
+        problems = schema_differences(table_schema, df.schema, list(partitioned_by), [column])
         return DeltaSchemaMismatchError(
             f"Delta table {path} refused the write: its schema differs from the rows written: "
             f"{'; '.join(problems) or condition}. Nothing was written. The table was written with another schema "
@@ -261,21 +267,54 @@ def refuse_non_delta(spark: SparkSession, path: str, partition_column: str | Non
 def stray_entries(spark: SparkSession, path: str, partition_column: str | None = None) -> list[str]:
     """Names at the top of `path` (any Hadoop file system: local, s3a, abfss, ...) other than hidden ones and a
     _delta_log without a commit yet; with no _delta_log at all, the folders of `partition_column` count too."""
-    jvm = spark._jvm  # type: ignore[attr-defined]
-    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
-    fs = hadoop_path.getFileSystem(spark._jsc.hadoopConfiguration())  # type: ignore[attr-defined]
-    if not fs.exists(hadoop_path):
-        return []
-    names = sorted(str(status.getPath().getName()) for status in fs.listStatus(hadoop_path))
+    if is_connect(spark):
+        names = connect_top_names(spark, path)
+    else:
+        jvm = spark._jvm  # type: ignore[attr-defined]
+        hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+        fs = hadoop_path.getFileSystem(spark._jsc.hadoopConfiguration())  # type: ignore[attr-defined]
+        if not fs.exists(hadoop_path):
+            return []
+        names = sorted(str(status.getPath().getName()) for status in fs.listStatus(hadoop_path))
     own = f"{partition_column}=" if partition_column and "_delta_log" in names else None
     return [n for n in names if not n.startswith(".") and n != "_delta_log" and not (own and n.startswith(own))]
+
+
+def connect_top_names(spark: SparkSession, path: str) -> list[str]:
+    """Over Spark Connect (no JVM here to reach Hadoop's FileSystem): the names at the top of `path`, listed by the
+    server through Spark's own file listing (`binaryFile`; no file's content is read when only `path` is
+    selected), so any file system the server reaches works. At most SAMPLES + 1 names come back, plus
+    `_delta_log` when that folder exists. Empty folders are not seen (Spark lists files)."""
+    root = urlparse(path).path.rstrip("/") if "://" in path or path.startswith("file:") else path.rstrip("/")
+    names = [] if _connect_listing(spark, f"{path.rstrip('/')}/_delta_log") is None else ["_delta_log"]
+    listing = _connect_listing(spark, path)
+    if listing is None:
+        return names
+    # A listed path is fully qualified (file:/..., s3a://bucket/...): its path part, then the segment under root.
+    local = F.regexp_replace(F.col("path"), r"^[A-Za-z][A-Za-z0-9+.-]*:(//[^/]*)?", "")
+    name = F.split(F.substring(local, len(root) + 2, 1 << 20), "/").getItem(0)
+    rows = listing.select(name.alias("name")).where(F.col("name") != "").distinct().limit(SAMPLES + 1).collect()
+    return sorted({*names, *(r["name"] for r in rows)})
+
+
+def _connect_listing(spark: SparkSession, path: str) -> DataFrame | None:
+    """The files under `path` as the server lists them (None when nothing is there); hidden names (`_*`, `.*`)
+    below `path` are skipped, as Spark skips them. Resolving the frame's schema lists the path, on the server."""
+    frame = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(path).select("path")
+    try:
+        frame.schema  # noqa: B018 - analysis: a missing path fails here
+    except AnalysisException as exc:
+        if (exc.getCondition() or "") == "PATH_NOT_FOUND":
+            return None
+        raise
+    return frame
 
 
 def check_log(spark: SparkSession, path: str) -> None:
     """Raise CorruptDeltaLogError if the table exists but its transaction log cannot be read."""
     if table_exists(spark, path):
         with log_errors(path):
-            DeltaTable.forPath(spark, path).history(1).first()
+            history(spark, path, 1).first()
 
 
 def with_write_id(user_metadata: str | None) -> str:
@@ -335,7 +374,7 @@ def overwrite_table(
     writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").option("userMetadata", tag)
     try:
         retries = retry_on_conflict(lambda: writer.save(path), what=f"{path} (whole table)", attempts=attempts)
-    except (Py4JJavaError, CapturedException):
+    except SPARK_ERRORS:
         check_log(spark, path)
         raise
     commit = last_commit(spark, path, user_metadata=tag)
@@ -358,10 +397,10 @@ def last_commit(spark: SparkSession, path: str, user_metadata: str | None = None
     """The table's latest commit, or, with `user_metadata`, the latest commit that carries it (None if there is
     none): with other writers at work, the latest commit may be someone else's."""
     with log_errors(path):
-        history = DeltaTable.forPath(spark, path).history(HISTORY_SEARCHED if user_metadata else 1)
+        commits = history(spark, path, HISTORY_SEARCHED if user_metadata else 1)
         if user_metadata:
-            history = history.where(history.userMetadata == user_metadata).orderBy(history.version.desc()).limit(1)
-        row = history.select("version", "operation", "operationMetrics").first()
+            commits = commits.where(commits.userMetadata == user_metadata).orderBy(commits.version.desc()).limit(1)
+        row = commits.select("version", "operation", "operationMetrics").first()
     if row is None:
         return None
     metrics = row["operationMetrics"] or {}
@@ -377,8 +416,8 @@ def last_commit(spark: SparkSession, path: str, user_metadata: str | None = None
 def commit_metadata(spark: SparkSession, path: str, version: int) -> str | None:
     """The userMetadata of the commit that made `version` of the table (None if it has none)."""
     with log_errors(path):
-        history = DeltaTable.forPath(spark, path).history()
-        row = history.where(history.version == version).select("userMetadata").first()
+        commits = history(spark, path)
+        row = commits.where(commits.version == version).select("userMetadata").first()
     if row is None:
         raise DeltaTableError(f"Delta table {path} has no version {version} in its history")
     return row["userMetadata"]
@@ -407,7 +446,34 @@ def enable_change_feed(spark: SparkSession, path: str) -> bool:
 
 
 def table_exists(spark: SparkSession, path: str) -> bool:
+    if is_connect(spark):
+        # Delta's DeltaTable API over Spark Connect needs Delta's Connect plugin on the server; this needs Spark's
+        # file listing only: a Delta table is a _delta_log with a commit (a JSON commit or a checkpoint).
+        log_files = _connect_listing(spark, f"{path.rstrip('/')}/_delta_log")
+        return log_files is not None and bool(
+            log_files.where(F.col("path").rlike(r"/[0-9]{20}\.(json|checkpoint.*\.parquet)$")).head(1)
+        )
     return DeltaTable.isDeltaTable(spark, path)
+
+
+def history(spark: SparkSession, path: str, limit: int | None = None) -> DataFrame:
+    """Delta's history of the table, newest first (DeltaTable.history's frame; over Spark Connect, the same
+    columns from `DESCRIBE HISTORY`, which needs only Delta's SQL extension on the server)."""
+    if is_connect(spark):
+        return spark.sql(f"DESCRIBE HISTORY {delta_identifier(path)}" + (f" LIMIT {int(limit)}" if limit else ""))
+    table = DeltaTable.forPath(spark, path)
+    return table.history(limit) if limit else table.history()
+
+
+def detail(spark: SparkSession, path: str):
+    """Delta's DESCRIBE DETAIL row of the table (format, partitionColumns, numFiles, ...)."""
+    if is_connect(spark):
+        return spark.sql(f"DESCRIBE DETAIL {delta_identifier(path)}").first()
+    return DeltaTable.forPath(spark, path).detail().first()
+
+
+def delta_identifier(path: str) -> str:
+    return "delta.`" + path.replace("`", "``") + "`"
 
 
 def current_version(spark: SparkSession, path: str) -> int:
@@ -434,7 +500,7 @@ def log_errors(path: str):
     """
     try:
         yield
-    except (Py4JJavaError, CapturedException) as exc:
+    except SPARK_ERRORS as exc:
         raise CorruptDeltaLogError(
             f"Delta table {path}: its transaction log (_delta_log) cannot be read: {java_message(exc)}. Nothing was "
             "read or written. Restore _delta_log from a backup; if the table can be rebuilt from its upstream, move the "

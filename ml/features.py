@@ -45,7 +45,8 @@ def feature_columns(spec: DatasetSpec) -> list[str]:
 
 def with_derived(raw: DataFrame, spec: DatasetSpec) -> DataFrame:
     """Raw columns plus the spec's derived columns, the typed features and the label."""
-    df = raw.withColumns({name: F.expr(expr) for name, expr in spec.derived_columns.items()})
+    derived = {name: F.expr(expr) for name, expr in spec.derived_columns.items()}
+    df = raw.withColumns(derived) if derived else raw  # Spark Connect refuses withColumns({})
     typed = {c: F.col(c).cast("double") for c in spec.numeric_features}
     typed.update({c: F.col(c).cast("string") for c in spec.categorical_features})
     return df.withColumns({**typed, LABEL: F.expr(spec.label_expr).cast("double")})

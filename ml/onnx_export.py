@@ -38,7 +38,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -61,6 +60,7 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from ml import spark_models
 from ml.dataset import DatasetSpec
 
 NULL_CATEGORY = "\u0000flightline:null"  # a NULL categorical, as ONNX sees it (a string tensor has no NULL)
@@ -504,7 +504,7 @@ def export_version(
     """
     started = time.monotonic()
     mv = client.get_model_version(name, str(version))
-    pipeline = mlflow.spark.load_model(f"models:/{name}/{version}")
+    pipeline = spark_models.load_model(f"models:/{name}/{version}")
     parity: Parity | None = None
     try:
         model, fixes = convert(pipeline, spec, data.sparkSession)

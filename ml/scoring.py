@@ -21,6 +21,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
+from ml import spark_models
 from ml.dataset import EVENT_DATE, DatasetSpec
 from ml.delta_io import java_message
 from ml.metrics import evaluate
@@ -94,7 +95,7 @@ def signature_problems(signature: ModelSignature | None, expected: ModelSignatur
 
 
 def load_model(model: ResolvedModel) -> PipelineModel:
-    return mlflow.spark.load_model(model.uri)
+    return spark_models.load_model(model.uri)
 
 
 def smoke_score(model_uri: str, sample: DataFrame, spec: DatasetSpec) -> int:
@@ -106,7 +107,7 @@ def smoke_score(model_uri: str, sample: DataFrame, spec: DatasetSpec) -> int:
     lets Spark prune the model's columns away).
     """
     try:
-        pipeline = mlflow.spark.load_model(model_uri)
+        pipeline = spark_models.load_model(model_uri)
     except Exception as exc:
         cause = java_message(exc).rstrip(".")
         raise ModelLoadError(
@@ -134,7 +135,7 @@ def smoke_score(model_uri: str, sample: DataFrame, spec: DatasetSpec) -> int:
 
 def evaluate_version(name: str, version: str, data: DataFrame, task: str, metric: str) -> float:
     """`metric` of a registered version on `data`, computed by Spark (nothing collected): what the gate compares."""
-    return evaluate(mlflow.spark.load_model(f"models:/{name}/{version}").transform(data), task, (metric,))[metric]
+    return evaluate(spark_models.load_model(f"models:/{name}/{version}").transform(data), task, (metric,))[metric]
 
 
 def score(

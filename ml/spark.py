@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -77,10 +78,7 @@ def get_or_create_session(
         return active
     conf = dict(conf or {})
     if remote:
-        builder = SparkSession.builder.remote(remote).appName(app_name)
-        for key, value in conf.items():
-            builder = builder.config(key, value)
-        return builder.getOrCreate()
+        return _connect_session(remote, conf, app_name)
 
     ensure_java()
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -110,6 +108,45 @@ def get_or_create_session(
         raise SparkSetupError(f"Spark did not start ({exc}). Check JAVA_HOME and the Spark conf.") from exc
     if delta:
         _check_delta_loaded(spark)
+    return spark
+
+
+def is_connect(spark: SparkSession) -> bool:
+    """A Spark Connect session (`sc://...`): no JVM in this process, so no `_jvm`, `_jsc` or `sparkContext`."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def _connect_session(remote: str, conf: dict[str, str], app_name: str) -> SparkSession:
+    """A Spark Connect client session. Its conf is applied as session conf (static keys such as spark.driver.memory
+    are the server's and are skipped silently). Delta's jars and SQL extension are the server's: one round trip
+    here makes an unreachable server fail now, in words, and a server without Delta's extension is logged."""
+    builder = SparkSession.builder.remote(remote).appName(app_name)
+    for key, value in conf.items():
+        builder = builder.config(key, str(value))
+    try:
+        with warnings.catch_warnings(record=True) as skipped:  # one per static key the server keeps as it is
+            warnings.simplefilter("always")
+            spark = builder.getOrCreate()
+        extensions = spark.conf.get("spark.sql.extensions", "") or ""
+    except Exception as exc:
+        raise SparkSetupError(f"the Spark Connect server at {remote} did not answer: {exc}") from exc
+    static = [str(w.message).split(" due to")[0] for w in skipped if "CANNOT_MODIFY" in str(w.message)]
+    for w in skipped:
+        if "CANNOT_MODIFY" not in str(w.message):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if static:
+        logging.getLogger(__name__).info("Spark Connect: the server keeps its own static conf: %s", "; ".join(static))
+    # Delta's commit conflicts then arrive as delta.exceptions' classes, which ml/delta_io.py retries (the classic
+    # client's conversion is installed by importing delta.exceptions; this is Connect's).
+    import delta.connect.exceptions  # noqa: F401
+
+    if "DeltaSparkSessionExtension" not in extensions:
+        logging.getLogger(__name__).warning(
+            "the Spark Connect server at %s does not list Delta's SQL extension (spark.sql.extensions=%r): Delta "
+            "queries fail unless the server has Delta built in (infra/spark-connect.sh configures it)",
+            remote,
+            extensions,
+        )
     return spark
 
 

@@ -37,12 +37,14 @@ from pyspark import StorageLevel
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
 
+from ml import spark_models
 from ml.dataset import LABEL, DatasetSpec
 from ml.drift import PROFILE_ARTIFACT, build_profile
 from ml.metrics import HIGHER_IS_BETTER, TASK_METRICS, evaluate
 from ml.pipeline import build_pipeline
 from ml.reports import model_report, study_report
 from ml.search_space import ParamRange, describe, params_of, resolve_space, suggest
+from ml.spark import is_connect
 from ml.validation import make_folds
 
 log = logging.getLogger(__name__)
@@ -223,17 +225,33 @@ def _study(config: TuningConfig, direction: str) -> optuna.Study:
 
 
 class _Pools:
-    """A FAIR scheduler pool per worker thread, so parallel trials share the executors instead of queueing."""
+    """A FAIR scheduler pool per worker thread, so parallel trials share the executors instead of queueing.
+
+    Over Spark Connect there is no SparkContext to set a pool on (the server schedules each client request): each
+    worker thread tags its operations instead (`SparkSession.addTag`, per thread), so a trial's Spark jobs are
+    found, and can be interrupted, by tag (`optuna-<n>`)."""
 
     def __init__(self, spark):
         self.spark, self.lock, self.names = spark, threading.Lock(), {}
-        if spark.conf.get("spark.scheduler.mode", "FIFO").upper() != "FAIR":
+        self.connect = is_connect(spark)
+        if not self.connect and spark.conf.get("spark.scheduler.mode", "FIFO").upper() != "FAIR":
             log.info("spark.scheduler.mode is not FAIR: parallel trials will queue their Spark jobs")
 
     def enter(self) -> None:
         with self.lock:
+            known = threading.get_ident() in self.names
             name = self.names.setdefault(threading.get_ident(), f"optuna-{len(self.names)}")
-        self.spark.sparkContext.setLocalProperty("spark.scheduler.pool", name)
+        if self.connect:
+            if not known:
+                self.spark.addTag(name)
+        else:
+            self.spark.sparkContext.setLocalProperty("spark.scheduler.pool", name)
+
+    def leave(self) -> None:
+        """After the study: the calling thread's tag off (with parallelism 1 the trials ran in this thread)."""
+        name = self.names.get(threading.get_ident())
+        if self.connect and name:
+            self.spark.removeTag(name)
 
 
 def tune_and_log(
@@ -378,13 +396,16 @@ def _tune(
                 progress(f"trial {trial.number + 1} reached the target {metric}={config.target_value}: stopping")
                 study.stop()
 
-        study.optimize(
-            objective,
-            n_trials=remaining,
-            n_jobs=config.parallelism,
-            timeout=config.timeout_seconds,
-            callbacks=[stop_at_target],
-        )
+        try:
+            study.optimize(
+                objective,
+                n_trials=remaining,
+                n_jobs=config.parallelism,
+                timeout=config.timeout_seconds,
+                callbacks=[stop_at_target],
+            )
+        finally:
+            pools.leave()
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         if not complete:
             raise RuntimeError(f"study {config.study_name} has no complete trial to pick a model from")
@@ -428,7 +449,7 @@ def _tune(
         if config.profile:
             mlflow.log_text(build_profile(fit_data, spec).to_json(), PROFILE_ARTIFACT)
         inputs = list(model_signature(spec).inputs.input_names())
-        info = mlflow.spark.log_model(
+        info = spark_models.log_model(
             model,
             artifact_path="model",
             signature=model_signature(spec),

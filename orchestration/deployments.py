@@ -1,6 +1,7 @@
 """One place per deployment. `FLIGHTLINE_DEPLOYMENT` picks one: `local` (default) or `prod`.
 
-local: Spark in this process (`local[*]`), an embedded MLflow store (sqlite + local artifacts, or the
+local: Spark in this process (`local[*]`), or a Spark Connect server when FLIGHTLINE_SPARK_REMOTE names one
+(`sc://127.0.0.1:15002`, infra/spark-connect.sh), an embedded MLflow store (sqlite + local artifacts, or the
 MLflow server that MLFLOW_TRACKING_URI names) and the lakehouse under the state folder. prod: every endpoint comes from the environment, secrets through
 `dagster.EnvVar`, so nothing secret is in code.
 """
@@ -39,11 +40,15 @@ def local_resources(
     state: Path | None = None,
     master: str = "local[*]",
     spark_conf: dict[str, str] | None = None,
+    remote: str | None = None,
 ) -> dict:
+    """`remote` (default: FLIGHTLINE_SPARK_REMOTE) is a Spark Connect URL that wins over `master`; the local conf is
+    then sent as session conf, and the static keys (driver memory, scheduler mode, warehouse) are the server's."""
     state = (state or state_dir()).resolve()
     lakehouse_root = os.environ.get("FLIGHTLINE_LAKEHOUSE_ROOT", str(state / "lakehouse"))
     spark = SparkResource(
         master=master,
+        remote=remote or os.environ.get("FLIGHTLINE_SPARK_REMOTE") or None,
         spark_config={
             **LOCAL_SPARK_CONF,
             "spark.sql.warehouse.dir": str(state / "spark-warehouse"),

@@ -28,6 +28,7 @@ from assets.features import BUDGET_CHECK, SUITE_CHECK
 from assets.ingest import RAW_CHECK
 from ml import lineage as L
 from ml.dataset import EVENT_DATE
+from ml.spark import is_connect
 from orchestration.lakehouse import LakehouseResource
 from orchestration.resources import MLflowResource
 
@@ -395,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
             build_resources({"lakehouse": resources["lakehouse"], "mlflow": resources["mlflow"]}) as built,
             DagsterInstance.get() as instance,
         ):
-            built.lakehouse.session.sparkContext.setLogLevel("ERROR")
+            if not is_connect(built.lakehouse.session):  # over Spark Connect the server's log level is its own
+                built.lakehouse.session.sparkContext.setLogLevel("ERROR")
             result, text = answer(args, instance, built.lakehouse, built.mlflow)
     except L.LineageError as exc:
         print(f"lineage: {exc}", file=sys.stderr)

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from pydantic import PrivateAttr
 from pyspark.sql import SparkSession
 
-from ml.spark import get_or_create_session
+from ml.spark import get_or_create_session, is_connect
 
 
 class SparkResource(PySparkResource):
@@ -51,7 +51,12 @@ class SparkResource(PySparkResource):
 
     @property
     def spark_context(self) -> Any:
-        return self.spark_session.sparkContext
+        session = self.spark_session
+        if is_connect(session):
+            raise AttributeError(
+                f"the Spark session is a Spark Connect client ({self.remote}): it has no SparkContext; use spark_session"
+            )
+        return session.sparkContext
 
 
 class MLflowUnreachableError(ConnectionError):
