@@ -23,7 +23,7 @@ from assets import contracts as c
 from assets.common import SPEC, code_version, daily_partitions, ownership, window_of
 from assets.contracts import SPLIT_TABLES
 from assets.features import validated_features
-from assets.training import GATE, registered_model
+from assets.training import GATE, pinned_splits, registered_model
 from ml import registry
 from ml.registry import CHALLENGER, CHAMPION, GateConfig, champion_version, gate, register_version
 from ml.segment_bundle import load_bundle, log_segments
@@ -107,9 +107,7 @@ def segment_models(
     test_set: int,
 ) -> Output[dict]:
     client = mlflow.client
-    versions = {"train_set": train_set, "validation_set": validation_set, "test_set": test_set}
-    frames = {t: lakehouse.read_at(t, v).frame for t, v in versions.items()}
-    inputs = {t: (lakehouse.table_path(t), v) for t, v in versions.items()}
+    versions, frames, inputs = pinned_splits(lakehouse, train_set, validation_set, test_set)
     global_version = champion_version(client, lakehouse.model_name)
     global_model = resolved(lakehouse.model_name, global_version)
     global_pipeline = mlflow_lib.spark.load_model(f"models:/{global_model.name}/{global_model.version}")

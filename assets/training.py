@@ -130,6 +130,14 @@ class TuningRunConfig(Config):
         return f"{SPEC.model_name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
+def pinned_splits(lakehouse: LakehouseResource, train_set: int, validation_set: int, test_set: int):
+    """The split tables at the versions the splits step wrote: (versions, frames, (path, version) per table)."""
+    versions = {"train_set": train_set, "validation_set": validation_set, "test_set": test_set}
+    frames = {t: lakehouse.read_at(t, v).frame for t, v in versions.items()}
+    inputs = {t: (lakehouse.table_path(t), v) for t, v in versions.items()}
+    return versions, frames, inputs
+
+
 def split_sources(lakehouse: LakehouseResource, versions: dict[str, int]) -> dict[str, dict]:
     """What each split version was made from, as its commit recorded it (the splits step's window and the
     validated_features version it read), with the table's path; the version itself only if nothing was recorded."""
@@ -190,9 +198,7 @@ def tuned_pipeline(
 ) -> Output[dict]:
     """Trains on the split versions that the splits step wrote (passed as inputs), not on whatever the split
     tables hold when this step starts: another run may have rewritten them since."""
-    versions = {"train_set": train_set, "validation_set": validation_set, "test_set": test_set}
-    frames = {t: lakehouse.read_at(t, v).frame for t, v in versions.items()}
-    inputs = {t: (lakehouse.table_path(t), v) for t, v in versions.items()}
+    versions, frames, inputs = pinned_splits(lakehouse, train_set, validation_set, test_set)
     experiment_id = mlflow.experiment_id()
     sources = split_sources(lakehouse, versions)
     strategy = split_strategy(sources)
