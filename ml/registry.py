@@ -192,8 +192,12 @@ def register_version(
         raise ValueError(f"cannot register {name}: lineage tags {missing} are missing")
     if not description.strip():
         raise ValueError(f"cannot register {name}: a version needs a description")
-    if mlflow.models.get_model_info(model_uri).signature is None:
+    info = mlflow.models.get_model_info(model_uri)
+    if info.signature is None:
         raise ValueError(f"model {model_uri} has no signature: Unity Catalog requires one")
+    # A logged model's URI (`models:/m-...`, what `log_model` returns): an MLflow server accepts it as a version's
+    # source only with the model's id beside it (a local store does not check).
+    model_id = info.model_id if model_uri == f"models:/{info.model_id}" else None
     try:
         client.get_registered_model(name)
     except MlflowException as exc:
@@ -204,7 +208,9 @@ def register_version(
         except MlflowException as race:  # a concurrent first registration created it between the get and the create
             if race.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
-    return client.create_model_version(name=name, source=model_uri, run_id=run_id, description=description, tags=tags)
+    return client.create_model_version(
+        name=name, source=model_uri, run_id=run_id, description=description, tags=tags, model_id=model_id
+    )
 
 
 def champion_version(client: MlflowClient, name: str):

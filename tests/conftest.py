@@ -48,8 +48,15 @@ def world(spark, tmp_path_factory):
 
 def pytest_collection_modifyitems(items):
     """tests/assets/ first: its tests read the shared world as its runs left it, and the tests of
-    tests/bad_inputs/ then write more days and bad sources into it (a stable sort: the rest keeps its order)."""
+    tests/bad_inputs/ then write more days and bad sources into it (a stable sort: the rest keeps its order).
+
+    Under `pytest -n 2 --dist loadgroup` (`make test`): every test that reads the shared world is in one group, so
+    one worker builds it once and runs those tests in this order; every other module is a group of its own, so a
+    module's fixtures are built once, on one worker."""
     items.sort(key=lambda item: 0 if "/tests/assets/" in str(item.path) else 1)
+    for item in items:
+        group = "world" if "world" in item.fixturenames else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
