@@ -13,6 +13,9 @@ export DAGSTER_HOME ?= $(STATE)/dagster
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYTHONPATH := $(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
+# `make test` on two pytest workers (tests/conftest.py keeps the shared world's tests on one, and each module whole);
+# TEST_WORKERS= runs it in one process
+TEST_WORKERS ?= -n 2 --dist loadscope
 
 .PHONY: help install java jars run lineage test lint serve test-serving bench-serving ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model bench-event-storage bench-tuning bench-drift bench-drift-wide bench-scoring bench-undated bench-replay bench-segments test-datasets bench-incremental \
 	infra-up infra-down infra-status test-infra test-e2e test-reliability chromium \
@@ -66,7 +69,7 @@ lineage: jars $(DAGSTER_HOME)/dagster.yaml
 	@source infra/java-env.sh && $(PY) -m orchestration.lineage $(ARGS)
 
 test: jars $(DAGSTER_HOME)/dagster.yaml
-	@source infra/java-env.sh && $(PY) -m pytest $(PYTEST_ARGS)
+	@source infra/java-env.sh && $(PY) -m pytest $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -15,9 +15,11 @@ in no column, the zero vector, as Spark's `handleInvalid="keep"` puts them in an
 
 A segment below the minimum, or whose training raises, is recorded with its reason and uses the global champion.
 
-Scoring (`score_segments`): rows of segments with a model of their own go through `groupBy(segment).applyInPandas`,
-each segment's model unpickled once per group from a broadcast; every other row (a segment that chose the global
-model, that was too small or failed, or that training never saw) is scored by the global champion's Spark
+Scoring (`score_segments`): rows of segments with a model of their own go through
+`groupBy(segment, event_date).applyInPandas` (a group is one segment's day, whatever the range scored: bounded, and
+the same scores bit for bit when a day is rescored alone), each segment's model unpickled from a broadcast once per
+task; every other row (a segment that chose the global model, that was too small or failed, or that training never
+saw) is scored by the global champion's Spark
 `PipelineModel`, as `ml/scoring.py` does. Every row names the bundle (name, version, run) and which model scored it.
 
 The bundle (`ml.segment_bundle.SegmentBundle`) is an MLflow pyfunc: the manifest (each segment's choice and why) and the chosen
@@ -468,9 +470,16 @@ def score_segments(
     )
     models = features.sparkSession.sparkContext.broadcast(dict(bundle.model_bytes))
     inputs = list(dict.fromkeys([*base, *spec.features]))
+    loaded: dict[str, Any] = {}
 
     def score_group(key: tuple, rows: pd.DataFrame) -> pd.DataFrame:
-        model = pickle.loads(models.value[str(key[0])])  # once per group
+        segment_key = str(key[0])
+        if segment_key not in loaded:  # once per segment in a task
+            loaded[segment_key] = pickle.loads(models.value[segment_key])
+        model = loaded[segment_key]
+        # One group is one segment's rows of one day, in key order: a day's scores are bit-for-bit the same whichever
+        # range run scores it (scikit-learn's floating point depends on the batch a row is predicted in)
+        rows = rows.sort_values([*keys, EVENT_DATE], kind="stable", ignore_index=True)
         prediction, probability = predict(model, rows, job)
         out = rows[base].copy()
         out["prediction"] = prediction
@@ -478,7 +487,7 @@ def score_segments(
             out["probability"] = probability
         return out
 
-    by_segment = frame.where(mine).select(*inputs).groupBy("segment").applyInPandas(score_group, schema)
+    by_segment = frame.where(mine).select(*inputs).groupBy("segment", EVENT_DATE).applyInPandas(score_group, schema)
     by_segment = by_segment.withColumns(
         {
             "scored_by": F.lit(OWN),

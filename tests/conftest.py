@@ -46,17 +46,27 @@ def world(spark, tmp_path_factory):
     return build_tiny_world(tmp_path_factory.mktemp("world"))
 
 
+WORLD_TESTS = ("tests/assets/", "tests/bad_inputs/")  # the modules that read and write the shared world
+
+
 def pytest_collection_modifyitems(items):
     """tests/assets/ first: its tests read the shared world as its runs left it, and the tests of
-    tests/bad_inputs/ then write more days and bad sources into it (a stable sort: the rest keeps its order).
-
-    Under `pytest -n 2 --dist loadgroup` (`make test`): every test that reads the shared world is in one group, so
-    one worker builds it once and runs those tests in this order; every other module is a group of its own, so a
-    module's fixtures are built once, on one worker."""
+    tests/bad_inputs/ then write more days and bad sources into it (a stable sort: the rest keeps its order)."""
     items.sort(key=lambda item: 0 if "/tests/assets/" in str(item.path) else 1)
-    for item in items:
-        group = "world" if "world" in item.fixturenames else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`make test` runs on two pytest workers (`-n 2`): the tests of the shared world are one unit of work, so one
+    worker builds it once and runs them in the order above; every other module is a unit of its own, so a module's
+    fixtures are built once, on one worker. The world's unit comes first, and the other worker takes the modules."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorldThenModules(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "world" if nodeid.startswith(WORLD_TESTS) else super()._split_scope(nodeid)
+
+    return WorldThenModules(config, log)
 
 
 @pytest.fixture(scope="session")
