@@ -75,9 +75,11 @@ def local_resources(
 def local_mlflow(spec: DatasetSpec, state: Path) -> MLflowResource:
     """The embedded sqlite store under the state folder; or, when MLFLOW_TRACKING_URI is set (for example to
     `make mlflow-server`'s http://127.0.0.1:5001), that server, which then keeps the artifacts itself."""
-    server = os.environ.get("MLFLOW_TRACKING_URI")
+    uri = os.environ.get("MLFLOW_TRACKING_URI")  # also set by `mlflow.set_tracking_uri`, for its subprocesses
+    # Only a tracking server keeps artifacts itself: a sqlite store without a root would write them to ./mlruns
+    server = uri if uri and uri.startswith(("http://", "https://", "databricks")) else None
     return MLflowResource(
-        tracking_uri=server or f"sqlite:///{state / 'mlflow' / 'mlflow.db'}",
+        tracking_uri=uri or f"sqlite:///{state / 'mlflow' / 'mlflow.db'}",
         registry_uri=os.environ.get("MLFLOW_REGISTRY_URI"),
         artifact_root=None if server else str(state / "mlflow" / "artifacts"),
         experiment=spec.name,

@@ -29,3 +29,23 @@ def test_a_malformed_spark_conf_is_named(monkeypatch, raw, message):
     monkeypatch.setenv("FLIGHTLINE_SPARK_CONF", raw)
     with pytest.raises(ValueError, match=message):
         resources_for(SPEC, "prod")
+
+
+@pytest.mark.parametrize(
+    "uri, root",
+    [
+        (None, "artifacts"),  # the state folder's own store
+        ("sqlite:////tmp/other/mlflow.db", "artifacts"),  # as `mlflow.set_tracking_uri` exports it: not a server
+        ("http://127.0.0.1:5001", None),  # a tracking server keeps the artifacts itself
+    ],
+)
+def test_the_local_store_keeps_its_artifact_root_unless_a_server_is_named(monkeypatch, tmp_path, uri, root):
+    from orchestration.deployments import local_mlflow
+
+    if uri:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    else:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    resource = local_mlflow(SPEC, tmp_path)
+    assert resource.tracking_uri == (uri or f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
+    assert resource.artifact_root == (str(tmp_path / "mlflow" / root) if root else None)
