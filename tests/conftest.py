@@ -7,8 +7,17 @@ import os
 import pytest
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-for _var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # the local deployment would use a developer's server
-    os.environ.pop(_var, None)
+MLFLOW_URI_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+def forget_mlflow_uris() -> None:
+    """The local deployment takes these for a store to use: a developer's server, or the store that an earlier
+    `mlflow.set_tracking_uri` (the `mlflow_store` fixture, a Dagster run) exported for its subprocesses."""
+    for var in MLFLOW_URI_VARS:
+        os.environ.pop(var, None)
+
+
+forget_mlflow_uris()
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -96,6 +105,7 @@ def world_definitions(state):
     from orchestration import definitions as d
     from orchestration.deployments import local_resources
 
+    forget_mlflow_uris()  # a world keeps its own MLflow store, under its state folder
     resources = local_resources(SPEC, state=state, master="local[2]", spark_conf=TEST_SPARK_CONF)
     defs = Definitions(
         assets=d.defs.assets,

@@ -49,3 +49,19 @@ def test_the_local_store_keeps_its_artifact_root_unless_a_server_is_named(monkey
     resource = local_mlflow(SPEC, tmp_path)
     assert resource.tracking_uri == (uri or f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
     assert resource.artifact_root == (str(tmp_path / "mlflow" / root) if root else None)
+
+
+def test_a_test_world_keeps_its_own_store_after_mlflow_exported_another(monkeypatch, tmp_path):
+    """`mlflow.set_tracking_uri` (the session's `mlflow_store`) exports MLFLOW_TRACKING_URI; a world built after it
+    in the same worker must still write to the store under its own state folder, not to that one."""
+    from tests.conftest import world_definitions
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/other/mlflow.db")
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", "sqlite:////tmp/other/mlflow.db")
+    _, resources = world_definitions(tmp_path)
+    mlflow = resources["mlflow"]
+    assert (mlflow.tracking_uri, mlflow.registry_uri, mlflow.artifact_root) == (
+        f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}",
+        None,
+        str(tmp_path / "mlflow" / "artifacts"),
+    )
