@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from deltalake import DeltaTable
 
+from tests.conftest import MLFLOW_URI_VARS
+
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.datasets
 
@@ -27,7 +29,7 @@ def make_run(tmp_path: Path, dataset: str, *args: str) -> tuple[Path, str]:
         "FLIGHTLINE_STATE_DIR": str(state),
         "DAGSTER_HOME": str(state / "dagster"),
     }
-    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+    for var in MLFLOW_URI_VARS:
         env.pop(var, None)
     done = subprocess.run(
         [sys.executable, "-m", "orchestration.run_pipeline", "--trials", "2", *args],
