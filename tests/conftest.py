@@ -79,7 +79,7 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 @pytest.fixture(scope="session")
-def mlflow_store(tmp_path_factory):
+def mlflow_session_store(tmp_path_factory):
     """A real MLflow tracking and registry store (sqlite + local artifacts), shared by the session:
     creating its tables takes ~10 s. Tests that register models use names of their own."""
     import mlflow
@@ -95,6 +95,15 @@ def mlflow_store(tmp_path_factory):
     resource.configure()
     yield resource
     mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="module")
+def mlflow_store(mlflow_session_store):
+    """The session's store, made MLflow's current one again for each module: `ml/` logs through MLflow's fluent
+    API (the process-wide URIs), and a world's Dagster run in an earlier module points those at the world's own
+    store, so the module's runs would land there while its client reads this one."""
+    mlflow_session_store.configure()
+    return mlflow_session_store
 
 
 def world_definitions(state):
