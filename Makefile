@@ -13,12 +13,12 @@ export DAGSTER_HOME ?= $(STATE)/dagster
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYTHONPATH := $(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
-# `make test` on two pytest workers (tests/conftest.py keeps the shared world's tests on one, and each module whole);
-# TEST_WORKERS= runs it in one process
-TEST_WORKERS ?= -n 2 --dist loadscope
+# `make test` and `make test-heavy` on two pytest workers (tests/conftest.py keeps the shared world's tests on one, and
+# each module whole, and hands the units out in its order); TEST_WORKERS= runs them in one process
+TEST_WORKERS ?= -n 2 --dist loadscope --no-loadscope-reorder
 
 .PHONY: help install java jars run lineage test lint serve test-serving bench-serving ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model bench-event-storage bench-tuning bench-drift bench-drift-wide bench-scoring bench-undated bench-replay bench-segments test-datasets bench-incremental \
-	infra-up infra-down infra-status test-infra test-e2e test-reliability chromium \
+	infra-up infra-down infra-status test-infra test-e2e test-reliability test-heavy chromium \
 	spark-connect spark-connect-stop test-connect
 
 help:
@@ -125,6 +125,16 @@ test-datasets: jars
 
 chromium:
 	@bash infra/ensure-chromium.sh
+
+# What .ci/run runs after `make test`: five of the heavier suites above (e2e, infra, reliability, serving, datasets) in
+# one pytest session on two workers, their longest modules first (tests/conftest.py). Each suite starts its own
+# services on free ports of 127.0.0.1, on its own temporary state. `make test-connect` stays a session of its own: it
+# asserts that its process never started a JVM, and a Connect session changes how pyspark runs in that process.
+HEAVY_MARKERS := e2e or infra or reliability or serving or datasets
+HEAVY_TESTS := tests/e2e tests/infra tests/integration/test_mlflow_server.py tests/reliability \
+	tests/integration/test_serving.py tests/integration/test_datasets.py
+test-heavy: jars chromium $(DAGSTER_HOME)/dagster.yaml
+	@source infra/java-env.sh && $(PY) -m pytest $(TEST_WORKERS) -m "$(HEAVY_MARKERS)" $(HEAVY_TESTS) $(PYTEST_ARGS)
 
 # Not in `make test` (about 5 minutes): seeds a small slice, starts `dagster dev` on a free port and drives it with
 # Debian's chromium through Playwright. Screenshots: test-artifacts/e2e/.

@@ -32,6 +32,7 @@ from ml.contract import enforce_contract
 from ml.dataset import SourceContext
 from ml.datasets.flights import SPEC
 from ml.features import raw_window, with_derived
+from ml.onnx_export import export_version
 from ml.quality import feature_suite, raw_suite, run_suite_by_day, with_key_column
 from ml.registry import GateConfig, champion_version, gate, lineage_tags, register_version
 from ml.scoring import ResolvedModel, check_signature, evaluate_version, load_model, score
@@ -93,6 +94,7 @@ def plain(spark, resources, start: date, end: date, window: SplitWindow) -> None
         lineage_tags(SPEC, inputs, {"dagster.run_id": "none: plain script"}),
     ).version
     test_set, _ = delta_io.read_pinned(spark, lake.table_path("test_set"))
+    export_version(mlf.client, lake.model_name, v, test_set, SPEC)  # registered_model's ONNX export and parity check
     gate(
         mlf.client,
         lake.model_name,

@@ -56,24 +56,53 @@ def world(spark, tmp_path_factory):
 
 
 WORLD_TESTS = ("tests/assets/", "tests/bad_inputs/")  # the modules that read and write the shared world
+# The heavier suites' longest units (`make test-heavy`, .ci/run), started first so that the two workers end together;
+# by their wall times on a quiet machine (bench/RESULTS.md, "make test-heavy").
+LONGEST_FIRST = (
+    "tests/infra/test_stack.py",
+    "tests/reliability/test_training_runs.py",
+    "tests/e2e/test_ui.py",
+    "tests/reliability/test_training_crashes.py",
+    "tests/reliability/test_training_queue.py",
+    "tests/integration/test_datasets.py",
+    "tests/reliability/test_concurrent_runs.py",
+    "tests/reliability/test_incremental_crash.py",
+)
+# Modules whose tests share nothing but session fixtures: each test is a unit of its own for the two workers.
+TEST_UNITS = ("tests/integration/test_datasets.py", "tests/reliability/test_incremental_crash.py")
+
+
+def run_order(path: str) -> int:
+    """tests/assets/ first: its tests read the shared world as its runs left it, and the tests of tests/bad_inputs/
+    then write more days and bad sources into it. Then the heavier suites' longest units, then the rest."""
+    if "/tests/assets/" in path:
+        return 0
+    if "/tests/bad_inputs/" in path:
+        return 1
+    ranks = [i for i, module in enumerate(LONGEST_FIRST) if path.endswith(module)]
+    return 2 + (ranks[0] if ranks else len(LONGEST_FIRST))
 
 
 def pytest_collection_modifyitems(items):
-    """tests/assets/ first: its tests read the shared world as its runs left it, and the tests of
-    tests/bad_inputs/ then write more days and bad sources into it (a stable sort: the rest keeps its order)."""
-    items.sort(key=lambda item: 0 if "/tests/assets/" in str(item.path) else 1)
+    items.sort(key=lambda item: run_order(str(item.path)))  # a stable sort: each module keeps its tests' order
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """`make test` runs on two pytest workers (`-n 2`): the tests of the shared world are one unit of work, so one
-    worker builds it once and runs them in the order above; every other module is a unit of its own, so a module's
-    fixtures are built once, on one worker. The world's unit comes first, and the other worker takes the modules."""
+    """`make test` and `make test-heavy` run on two pytest workers (`-n 2`): the tests of the shared world are one
+    unit of work, so one worker builds it once and runs them in the order above; the tests of a TEST_UNITS module are
+    a unit each; every other module is a unit of its own, so a module's fixtures are built once, on one worker. Units
+    are handed out in the order above (the Makefile passes `--no-loadscope-reorder`: xdist's default orders them by
+    their number of tests)."""
     from xdist.scheduler import LoadScopeScheduling
 
     class WorldThenModules(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return "world" if nodeid.startswith(WORLD_TESTS) else super()._split_scope(nodeid)
+            if nodeid.startswith(WORLD_TESTS):
+                return "world"
+            if nodeid.startswith(TEST_UNITS):
+                return nodeid
+            return super()._split_scope(nodeid)
 
     return WorldThenModules(config, log)
 

@@ -18,6 +18,7 @@ from dagster import AssetKey, DagsterEventType, DagsterInstance, Definitions
 
 from orchestration.deployments import REPO_ROOT
 from tests.integration.test_graph import source_rows_per_day
+from tests.listening import group_members, listening, on_loopback
 
 pytestmark = pytest.mark.connect
 
@@ -221,6 +222,19 @@ def test_a_folder_of_stray_files_is_refused_over_connect_as_on_a_classic_session
     assert str(refused.value).startswith(f"{folder} holds files but is not a Delta table (it has no _delta_log)")
     assert "['notes.txt']" in str(refused.value)
     assert sorted(p.name for p in folder.iterdir()) == [".hidden", "_delta_log", "event_date=2013-01-01", "notes.txt"]
+
+
+def test_the_server_listens_on_loopback_only(server, graph):
+    """Every listening socket of the server's process group (from `ss -ltnp`: gRPC, and the JVM's own driver and
+    block manager ports) is on loopback, its gRPC port among them. After the graph ran: every port it opens is open."""
+    pid = int((server["state"] / "spark-connect" / "server.pid").read_text())
+    found = listening(group_members(pid) | {pid})
+    addresses = set().union(*found.values()) if found else set()
+    assert f"127.0.0.1:{server['url'].rsplit(':', 1)[1]}" in {
+        a.replace("[::ffff:127.0.0.1]", "127.0.0.1") for a in addresses
+    }
+    assert all(on_loopback(a) for a in addresses), addresses
+    print(f"\nspark connect server listening: {sorted(addresses)}")
 
 
 def test_stop_ends_the_server(server, graph):

@@ -66,3 +66,12 @@ def seeded_lakehouse(spark, flights_source, tmp_path_factory) -> Path:
     counts = lake.read("validated_features").frame.groupBy("event_date").count().collect()
     assert {r["event_date"].isoformat(): r["count"] for r in counts} == flights_source.rows_per_day
     return Path(lake.root)
+
+
+@pytest.fixture(scope="module")
+def world(seeded_lakehouse, flights_source, tmp_path_factory):
+    """The training modules' deployment (tests/reliability/training.py), one per module: each module's tests run on
+    the registry that its earlier tests left. (Here `world` is that deployment, not the tiny world of tests/.)"""
+    from tests.reliability.training import training_world
+
+    return training_world(seeded_lakehouse, flights_source, tmp_path_factory)
