@@ -17,7 +17,7 @@ from ml.registry import CHALLENGER, CHAMPION, GateConfig, decide
 from orchestration.rollback import MAX_RUNTIME_TAG, PROMOTION_MAX_RUNTIME_SECONDS
 from tests.reliability.conftest import DAYS
 from tests.reliability.processes import REGISTERED, materializations, run_id_of
-from tests.reliability.training import World, assert_trained_on_its_own_splits
+from tests.reliability.training import World, assert_trained_on_its_own_splits, write_splits_in_process
 
 pytestmark = pytest.mark.reliability
 
@@ -43,6 +43,7 @@ def study_trials(storage: optuna.storages.RDBStorage, name: str) -> list[tuple[i
 
 
 def test_training_killed_mid_study_then_mid_registration_resumes_and_leaves_the_champion(spark, world, flights_source):
+    write_splits_in_process(world)  # this module's deployment has not trained yet
     storage = optuna.storages.RDBStorage(world.optuna_url)
     studies_before = {s.study_name for s in optuna.get_all_study_summaries(storage)}
     aliases, versions = world.aliases(), world.versions()

@@ -134,13 +134,39 @@ def assert_trained_on_its_own_splits(world: World, proc: Process, version: str) 
     return meta
 
 
+def write_splits_in_process(world: World) -> None:
+    """The split tables of SPLIT, written once by an in-process run on the deployment, as a deployment that has
+    trained before holds them: a test can then check that a killed run leaves their earlier versions whole."""
+    from dagster import materialize
+
+    from assets.splits import splits
+    from tests.conftest import world_definitions
+    from tests.world import ALL_ASSETS
+
+    _, resources = world_definitions(world.d.state)
+    resources = {**resources, "lakehouse": resources["lakehouse"].replaced(source_location=str(world.d.source))}
+    result = materialize(
+        ALL_ASSETS,
+        selection=[splits],
+        instance=world.d.instance(),
+        resources=resources,
+        run_config={"ops": {"splits": {"config": SPLIT}}},
+    )
+    assert result.success
+
+
 def training_world(seeded_lakehouse, flights_source, tmp_path_factory) -> World:
     """A deployment of its own for a test module: the seeded lakehouse copied, and its stores created before two
     processes open them at once."""
+    from tests.conftest import forget_mlflow_uris
+
     d = deployment(tmp_path_factory.mktemp("training"), flights_source.folder, seeded_lakehouse)
     # The stores exist before two processes open them at once, as in a deployment that has run before: the
     # Dagster instance's storage, MLflow's tables and experiment (as the local deployment makes it) and Optuna's.
     assert d.instance().get_runs() == []
+    # The deployment's own store: `mlflow.set_tracking_uri` in this process (an earlier module's deployment, a
+    # world's run) exported MLFLOW_TRACKING_URI, which the local deployment would take for a server to use.
+    forget_mlflow_uris()
     resource = local_mlflow(SPEC, d.state)
     tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     try:
