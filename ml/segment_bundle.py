@@ -227,7 +227,7 @@ def smoke_score_bundle(
         ).collect()  # bounded: `rows` per own segment, and `rows`
     except Exception as exc:
         raise ModelLoadError(
-            f"model {model_uri} loads but cannot score the sample: {type(exc).__name__}: {java_message(exc)}"
+            f"model {model_uri} loads but cannot score the sample: {type(exc).__name__}: {worker_message(exc)}"
         ) from exc
     if not got:
         raise ModelLoadError(f"model {model_uri}: the sample has no rows, so nothing shows that it can score")
@@ -240,3 +240,16 @@ def smoke_score_bundle(
         )
     mine = [r for r in got if r.scored_by == OWN]
     return BundleCheck(len(got), len(mine), tuple(sorted({r.segment for r in mine})))
+
+
+def worker_message(exc: Exception) -> str:
+    """The error a Python worker raised (the last line of its traceback, e.g. `_pickle.UnpicklingError: invalid load
+    key`), which Spark's PythonException puts after a first line that says only that a worker failed; else the JVM's
+    first line."""
+    lines = str(exc).splitlines()
+    tracebacks = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+    if tracebacks:
+        for line in lines[tracebacks[-1] + 1 :]:
+            if line.strip() and not line[0].isspace():
+                return line.strip()
+    return java_message(exc)

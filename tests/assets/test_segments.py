@@ -12,7 +12,7 @@ from assets.common import SPEC
 from assets.segments import segment_models, segment_performance, segment_predictions
 from ml.days import DayWindow
 from ml.registry import register_version, set_champion
-from ml.segment_bundle import bundle_signature
+from ml.segment_bundle import bundle_signature, load_bundle
 from orchestration.rollback import PROMOTION_TAG
 from tests.world import DAYS, MODEL_NAME, RANGE, materializations, metadata_of
 
@@ -213,13 +213,14 @@ def champions(world) -> tuple[str, str]:
 
 def test_rollback_job_moves_the_bundle_s_champion_after_scoring_a_sample(world, trained):
     client, job = world.client, world.defs.resolve_job_def("rollback_job")
-    assert champions(world) == ("1", "1")
+    bundle, global_champion = before = champions(world)
+    assert bundle == "1"
     refused = job.execute_in_process(instance=world.instance, run_config=rollback(99), raise_on_error=False)
     assert not refused.success
     assert f"model {BUNDLE} has no version 99 (its versions: [1])" in str(
         refused.failure_data_for_node("set_champion_version").error
     )
-    assert champions(world) == ("1", "1") and refused.asset_observations_for_node("set_champion_version") == []
+    assert champions(world) == before and refused.asset_observations_for_node("set_champion_version") == []
 
     first = client.get_model_version(BUNDLE, "1")
     lineage = {k: v for k, v in first.tags.items() if not k.startswith(("gate.", "champion."))}
@@ -227,7 +228,11 @@ def test_rollback_job_moves_the_bundle_s_champion_after_scoring_a_sample(world, 
     assert str(again.version) == "2"
     try:
         rolled = job.execute_in_process(instance=world.instance, run_config=rollback(2))
-        assert champions(world) == ("2", "1")  # the bundle's moved, the global model's did not
+        assert champions(world) == ("2", global_champion)  # the bundle's moved, the global model's did not
+        own = sorted(load_bundle(f"models:/{BUNDLE}/2").own_segments)
+        (checked,) = [e.user_message for e in world.instance.all_logs(rolled.run_id) if "sample rows" in e.user_message]
+        assert checked.startswith(f"models:/{BUNDLE}/2 scored ")  # a sample of each of its own segments:
+        assert f"by its segment models ({', '.join(own) or 'none'})" in checked
         assert rolled.dagster_run.tags[PROMOTION_TAG] == SPEC.model_name  # one queue for the model and its bundle
         tags = client.get_model_version(BUNDLE, "2").tags
         assert (tags["champion.set_by"], tags["champion.reason"]) == ("ops@example.com", "INC-16: bundle drill")
@@ -240,4 +245,4 @@ def test_rollback_job_moves_the_bundle_s_champion_after_scoring_a_sample(world, 
         assert not materializations(rolled, "segment_models")
     finally:  # the world's bundle champion as it was
         set_champion(client, BUNDLE, "1", bundle_signature(SPEC), "tests", "restore the world's champion")
-    assert champions(world) == ("1", "1")
+    assert champions(world) == before
