@@ -1,5 +1,6 @@
-"""segment_models and segment_predictions: one scikit-learn model per segment (ml/segments.py), registered as one
-bundle `catalog.schema.<model>_by_segment`, gated like the global model, and scored daily.
+"""segment_models, segment_predictions and segment_performance: one scikit-learn model per segment (ml/segments.py),
+registered as one bundle `catalog.schema.<model>_by_segment`, gated like the global model, scored daily, and judged per
+day and segment once the labels arrive (ml/performance.py).
 
 Defined only when the dataset spec names a segment column (`DatasetSpec.segment_column`).
 """
@@ -16,6 +17,7 @@ from dagster import (
     asset,
 )
 from pydantic import Field
+from pyspark.sql import functions as F
 
 import ml.segment_bundle
 import ml.segments
@@ -25,10 +27,13 @@ from assets.contracts import SPLIT_TABLES
 from assets.features import validated_features
 from assets.training import GATE, pinned_splits, registered_model
 from ml import registry
+from ml.delta_io import days_predicate
+from ml.performance import segment_performance as performance_by_segment
 from ml.registry import CHALLENGER, CHAMPION, GateConfig, champion_version, gate, register_version
 from ml.segment_bundle import load_bundle, log_segments
 from ml.segments import (
     FAILED,
+    GLOBAL,
     OWN,
     TOO_SMALL,
     TRAINED,
@@ -247,7 +252,120 @@ def segment_predictions(
             global_model_version=int(global_model.version),
             segments_with_own_model=len(bundle.own_segments),
             rows_by_segment_model=by_scorer.get(OWN, 0),
-            rows_by_global_model=by_scorer.get("global", 0),
+            rows_by_global_model=by_scorer.get(GLOBAL, 0),
             **features.lineage,
         )
     )
+
+
+NULL_SEGMENT = "<null>"  # the metadata's name of the rows whose segment is NULL (scored by the global model)
+
+
+@asset(
+    deps=[segment_predictions, validated_features],
+    partitions_def=daily_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    group_name="segments",
+    kinds={"spark", "delta"},
+    **ownership("monitoring"),
+    description=(
+        "The task's metrics of segment_predictions per day, segment and the model that scored it (the segment's own "
+        "or the global one), once the labels have arrived."
+    ),
+)
+def segment_performance(context: AssetExecutionContext, lakehouse: LakehouseResource) -> MaterializeResult:
+    """As model_performance, per segment: a day without any label yet is recorded in `days_without_labels`, nothing is
+    written for it, and the run succeeds. A day with labels gets one row per segment scored that day (a segment whose
+    rows have no label yet has its counts and NULL metrics), so the day's `scored_rows` add up to its predictions."""
+    window = window_of(context)
+    predictions, features = lakehouse.read("segment_predictions"), lakehouse.read("validated_features")
+    result = performance_by_segment(
+        predictions.frame.where(window.predicate()), features.frame.where(window.predicate()), SPEC
+    )
+    groups = result.collect()  # one row per day, segment and scoring model: days x segments, whatever the rows
+    labelled_days = sorted({g.event_date for g in groups if g.labelled_rows > 0})
+    written = [g for g in groups if g.event_date in labelled_days]
+    summary = {
+        c.METRIC_NAME: SPEC.metric,
+        "segments": len({g.segment for g in written}),
+        "rows_with_labels": sum(g.labelled_rows for g in groups),
+        "rows_without_labels": sum(g.scored_rows - g.labelled_rows for g in groups),
+        "labelled_rows_by_scorer": MetadataValue.json(
+            {s: sum(g.labelled_rows for g in groups if g.scored_by == s) for s in (OWN, GLOBAL)}
+        ),
+        "days_with_labels": MetadataValue.json([d.isoformat() for d in labelled_days]),
+        "days_without_labels": MetadataValue.json([d.isoformat() for d in window.days if d not in labelled_days]),
+        "segment_table": MetadataValue.md(segment_performance_table(written)),
+        **single_day_by_segment(written, window),
+        **predictions.lineage,
+        **features.lineage,
+    }
+    if not written:
+        context.log.info(f"segment_performance {window.label}: no labels yet, nothing written")
+        return MaterializeResult(metadata=lakehouse.unwritten_metadata("segment_performance", window, **summary))
+    rows = lakehouse.session.createDataFrame(written, result.schema).withColumn("computed_at", F.current_timestamp())
+    commit = lakehouse.replace_rows(
+        rows,
+        "segment_performance",
+        days_predicate(labelled_days),
+        run_id=context.run.run_id,
+        **predictions.lineage,
+        **features.lineage,
+    )
+    context.log.info(f"segment_performance {window.label}: {len(written)} day/segment rows, Delta v{commit.version}")
+    return MaterializeResult(
+        metadata=lakehouse.metadata(
+            commit, "segment_performance", rows.schema, window, rows_written=len(written), **summary
+        )
+    )
+
+
+def segment_name(segment: str | None) -> str:
+    return NULL_SEGMENT if segment is None else segment
+
+
+def single_day_by_segment(groups: list, window) -> dict:
+    """`primary_metric_by_segment` for a one-day run (the schedule's case): {segment: {primary_metric, scored_by,
+    scored_by_version, labelled_rows, scored_rows}}; a range run has the same per day in the table."""
+    if not window.single_day or not groups:
+        return {}
+    return {
+        "primary_metric_by_segment": MetadataValue.json(
+            {
+                segment_name(g.segment): {
+                    "primary_metric": g.primary_metric,
+                    "scored_by": g.scored_by,
+                    "scored_by_version": g.scored_by_version,
+                    "labelled_rows": g.labelled_rows,
+                    "scored_rows": g.scored_rows,
+                }
+                for g in sorted(groups, key=lambda g: segment_name(g.segment))
+            }
+        )
+    }
+
+
+def segment_performance_table(groups: list) -> str:
+    """The run's rows per segment and scoring model, as Markdown: days, labelled and scored rows, and the primary
+    metric (one day: its value; several: the lowest and the highest of the days)."""
+    lines = [
+        f"| segment | scored by | model | days | labelled rows | scored rows | {SPEC.metric} |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    merged: dict[tuple, list] = {}
+    for g in groups:
+        key = (segment_name(g.segment), g.scored_by, f"{g.scored_by_model} v{g.scored_by_version}")
+        merged.setdefault(key, []).append(g)
+    for (segment, scored_by, model), found in sorted(merged.items()):
+        values = sorted(g.primary_metric for g in found if g.primary_metric is not None)
+        if not values:
+            metric = ""
+        elif len(found) == 1:
+            metric = f"{values[0]:.4f}"
+        else:
+            metric = f"{values[0]:.4f} .. {values[-1]:.4f}"
+        lines.append(
+            f"| {segment} | {scored_by} | {model} | {len(found)} | {sum(g.labelled_rows for g in found):,} "
+            f"| {sum(g.scored_rows for g in found):,} | {metric} |"
+        )
+    return "\n".join(lines)

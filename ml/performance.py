@@ -11,7 +11,10 @@ rows, nothing collected. They equal the evaluators on each group (tests/unit/tes
 - log_loss: mean of -log(probability of the true class), clipped to [1e-15, 1 - 1e-15].
 - rmse, mae, r2 for regression.
 A metric that needs both classes (auc, pr_auc) is NULL for a group with one class only; the curve metrics
-and log_loss are NULL when the probability is (scorer `spark_udf`).
+and log_loss are NULL when the probability is (scorer `spark_udf`). A group's key may be NULL (a segment_predictions
+row whose segment is NULL): the groups' parts are joined null-safely.
+
+`segment_performance` groups segment_predictions (ml/segments.py) per day, segment and the model that scored it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from ml.dataset import EVENT_DATE, LABEL, DatasetSpec
 from ml.metrics import TASK_METRICS
 
 GROUP = (EVENT_DATE, "model_name", "model_version")
+# segment_predictions: per day, segment and the model that scored the segment's rows (its own, or the global one),
+# and the bundle version that chose it
+SEGMENT_GROUP = (EVENT_DATE, "segment", "scored_by", "scored_by_model", "scored_by_version", *GROUP[1:])
 EPS = 1e-15
 
 
@@ -41,7 +47,7 @@ def performance(joined: DataFrame, spec: DatasetSpec, by: tuple[str, ...] = GROU
     counts = joined.groupBy(*by).agg(F.count(F.lit(1)).alias("scored_rows"), F.count(LABEL).alias("labelled_rows"))
     labelled = joined.where(F.col(LABEL).isNotNull())
     metrics = _classification(labelled, by) if spec.task == "classification" else _regression(labelled, by)
-    return counts.join(metrics, by, "left").select(
+    return _join_groups(counts, metrics, by).select(
         *by,
         F.lit(spec.metric).alias("metric_name"),
         F.col(spec.metric).alias("primary_metric"),
@@ -49,6 +55,21 @@ def performance(joined: DataFrame, spec: DatasetSpec, by: tuple[str, ...] = GROU
         "scored_rows",
         "labelled_rows",
     )
+
+
+def segment_performance(predictions: DataFrame, features: DataFrame, spec: DatasetSpec) -> DataFrame:
+    """segment_predictions' rows with their labels, and `performance` per day, segment, scoring model and bundle
+    version (SEGMENT_GROUP): one row per group, lazy; as many rows as days x segments, whatever the rows scored."""
+    return performance(with_labels(predictions, features, spec), spec, SEGMENT_GROUP)
+
+
+def _join_groups(left: DataFrame, right: DataFrame, by: list[str]) -> DataFrame:
+    """`left` with `right`'s other columns, matched on every column of `by` null-safely (`<=>`: a NULL key meets a
+    NULL key); a left join, keeping `left`'s key columns."""
+    keys = {c: f"_right_{c}" for c in by}
+    other = right.select(*[F.col(c).alias(k) for c, k in keys.items()], *[c for c in right.columns if c not in keys])
+    on = [F.col(c).eqNullSafe(F.col(k)) for c, k in keys.items()]  # by name: `left` has no `_right_*` columns
+    return left.join(other, on, "left").drop(*keys.values())
 
 
 def _ratio(numerator: Column, denominator: Column, otherwise: float | None = None) -> Column:
@@ -73,7 +94,7 @@ def _classification(labelled: DataFrame, by: list[str]) -> DataFrame:
     f1_pos = _ratio(2 * tp, 2 * tp + fp + fn, 0.0)
     f1_neg = _ratio(2 * tn, 2 * tn + fn + fp, 0.0)
     f1 = (F.col("pos") * f1_pos + neg * f1_neg) / F.col("n")
-    return counts.select(*by, f1.alias("f1"), "log_loss").join(_curves(labelled, by), by, "left")
+    return _join_groups(counts.select(*by, f1.alias("f1"), "log_loss"), _curves(labelled, by), by)
 
 
 def _curves(labelled: DataFrame, by: list[str]) -> DataFrame:

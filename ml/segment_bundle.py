@@ -4,20 +4,40 @@ as one pyfunc (`SegmentBundle`), with a signature. The work itself is in ml/segm
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
 import pandas as pd
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
 
 from ml.dataset import DatasetSpec
-from ml.segments import FAILED, GLOBAL, OWN, SPLITS, TOO_SMALL, TRAINED, Bundle, SegmentConfig, predict
+from ml.delta_io import java_message
+from ml.scoring import ModelLoadError
+from ml.segments import (
+    FAILED,
+    GLOBAL,
+    OWN,
+    SPLITS,
+    TOO_SMALL,
+    TRAINED,
+    Bundle,
+    Scorer,
+    SegmentConfig,
+    predict,
+    score_segments,
+)
+
+if TYPE_CHECKING:
+    from pyspark.ml import PipelineModel
 
 
 class SegmentBundle(mlflow.pyfunc.PythonModel):
@@ -157,3 +177,79 @@ def log_segments(
 def load_bundle(model_uri: str) -> Bundle:
     """The manifest and models of a logged or registered bundle (`models:/name/version`)."""
     return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().bundle
+
+
+@dataclass(frozen=True)
+class BundleCheck:
+    """What smoke_score_bundle scored: rows in all, and of them those scored by a segment's own model (and which)."""
+
+    rows: int
+    rows_by_segment_models: int
+    segments: tuple[str, ...]
+
+
+def smoke_score_bundle(
+    model_uri: str,
+    features: DataFrame,
+    spec: DatasetSpec,
+    global_pipeline: PipelineModel,
+    global_model: Scorer,
+    rows: int = 100,
+) -> BundleCheck:
+    """Load the bundle `model_uri` (`models:/<name>/<version>`) as segment_predictions does and score a sample of
+    `features` with it: the first `rows` rows (by key) of each segment that has a model of its own (so every one of its
+    models is unpickled and predicts, on the executors), and the first `rows` rows of the table, of any segment. Before
+    @champion of a bundle moves (a rollback), this proves the version can actually serve.
+
+    ModelLoadError names the URI and the cause if the bundle cannot be loaded, the scoring fails, the sample is empty,
+    or a row gets no finite prediction (or probability). At most `rows` x (own segments + 1) rows come back."""
+    try:
+        bundle = load_bundle(model_uri)
+    except Exception as exc:
+        cause = java_message(exc).rstrip(".")
+        raise ModelLoadError(
+            f"model {model_uri} cannot be loaded as a segment bundle: {type(exc).__name__}: {cause}. "
+            "Its artifacts are missing or damaged: it cannot serve."
+        ) from exc
+    segment = F.col(spec.segment_column).cast("string")
+    keys = [F.col(k) for k in spec.key_columns]
+    sample = features.orderBy(*keys).limit(rows)  # the same rows in each of score_segments' two branches
+    if bundle.own_segments:
+        first = Window.partitionBy(segment).orderBy(*keys)
+        own = features.where(segment.isin(bundle.own_segments)).withColumn("_n", F.row_number().over(first))
+        sample = own.where(F.col("_n") <= rows).drop("_n").unionByName(sample)
+    name, _, version = model_uri.removeprefix("models:/").rpartition("/")
+    classification = spec.task == "classification"
+    try:
+        scored = score_segments(sample, spec, bundle, Scorer(name, version, ""), global_pipeline, global_model)
+        got = scored.select(
+            "segment", "scored_by", "prediction", *(["probability"] if classification else [])
+        ).collect()  # bounded: `rows` per own segment, and `rows`
+    except Exception as exc:
+        raise ModelLoadError(
+            f"model {model_uri} loads but cannot score the sample: {type(exc).__name__}: {worker_message(exc)}"
+        ) from exc
+    if not got:
+        raise ModelLoadError(f"model {model_uri}: the sample has no rows, so nothing shows that it can score")
+    unscored = [r for r in got if any(v is None or not math.isfinite(v) for v in (r.prediction, *r[3:]))]
+    if unscored:
+        by = sorted({f"{r.segment} ({r.scored_by})" for r in unscored})
+        raise ModelLoadError(
+            f"model {model_uri} scored the sample, but {len(unscored)} of {len(got)} rows got no finite prediction: "
+            f"segments {by[:10]}"
+        )
+    mine = [r for r in got if r.scored_by == OWN]
+    return BundleCheck(len(got), len(mine), tuple(sorted({r.segment for r in mine})))
+
+
+def worker_message(exc: Exception) -> str:
+    """The error a Python worker raised (the last line of its traceback, e.g. `_pickle.UnpicklingError: invalid load
+    key`), which Spark's PythonException puts after a first line that says only that a worker failed; else the JVM's
+    first line."""
+    lines = str(exc).splitlines()
+    tracebacks = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+    if tracebacks:
+        for line in lines[tracebacks[-1] + 1 :]:
+            if line.strip() and not line[0].isspace():
+                return line.strip()
+    return java_message(exc)

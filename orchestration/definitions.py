@@ -28,7 +28,7 @@ from assets.incremental import incremental_predictions
 from assets.ingest import raw_data
 from assets.performance import model_performance
 from assets.predictions import batch_predictions
-from assets.segments import segment_models, segment_predictions
+from assets.segments import segment_models, segment_performance, segment_predictions
 from assets.splits import splits
 from assets.training import registered_model, tuned_pipeline
 from ml.registry import code_version
@@ -59,7 +59,7 @@ SCORING_KEYS = sorted({*batch_predictions.keys, *model_performance.keys, *featur
 training_assets = AssetSelection.assets(splits, tuned_pipeline, registered_model)
 # Many models (assets/segments.py): only when the dataset spec names a segment column; jobs of their own, so the
 # daily and training jobs stay as they are.
-SEGMENT_ASSETS = [segment_models, segment_predictions] if SPEC.segment_column else []
+SEGMENT_ASSETS = [segment_models, segment_predictions, segment_performance] if SPEC.segment_column else []
 segment_jobs = (
     [
         define_asset_job(
@@ -70,8 +70,8 @@ segment_jobs = (
         ),
         define_asset_job(
             "segment_scoring_job",
-            selection=AssetSelection.assets(segment_predictions),
-            description="segment_predictions for one day (or a range, in one run).",
+            selection=AssetSelection.assets(segment_predictions, segment_performance),
+            description="segment_predictions -> segment_performance for one day (or a range, in one run).",
         ),
     ]
     if SEGMENT_ASSETS

@@ -160,10 +160,14 @@ def segment_scoring_counts(result) -> list[str]:
     scored, days = rows_and_days(result.asset_materializations_for_node("segment_predictions"))
     meta = result.asset_materializations_for_node("segment_predictions")
     first = {k: _value(v) for k, v in meta[0].metadata.items()} if meta else {}
+    performance = [
+        _value(m.metadata.get("rows_written", 0)) for m in result.asset_materializations_for_node("segment_performance")
+    ]
     return [
         f"segment predictions {count(scored)} ({days} days)",
         f"by segment models {count(first.get('rows_by_segment_model'))}, by the global model "
         f"{count(first.get('rows_by_global_model'))}",
+        f"segment performance rows {count(performance[0] if performance else None)}",
     ]
 
 

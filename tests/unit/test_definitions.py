@@ -48,10 +48,13 @@ def test_the_graph_has_the_lineage_assets_jobs_and_schedule():
         "feature_drift",
         "segment_models",  # the flights spec names a segment column (carrier)
         "segment_predictions",
+        "segment_performance",
         "incremental_predictions",
     }
     assert {j.name for j in defs.resolve_all_job_defs()} >= {"daily_job", "training_job", "rollback_job"}
     assert {j.name for j in defs.resolve_all_job_defs()} >= {"segments_job", "segment_scoring_job"}
+    segment_scoring = defs.resolve_job_def("segment_scoring_job").asset_layer.executable_asset_keys
+    assert {k.to_user_string() for k in segment_scoring} == {"segment_predictions", "segment_performance"}
     assert defs.resolve_schedule_def("daily_job_schedule").cron_schedule == "0 3 * * *"
     assert defs.resolve_sensor_def("drift_retrain_sensor").job_name == "training_job"
     assert defs.resolve_schedule_def("daily_job_schedule").job_name == "daily_job"
@@ -116,7 +119,7 @@ def test_every_asset_has_owners_and_tags():
     from assets.common import SPEC
 
     found = nodes()
-    assert len(found) == 15
+    assert len(found) == 16
     stages = {name: node.tags.get("stage") for name, node in found.items()}
     for name, node in found.items():
         assert node.owners == ["team:ml-platform"], name
@@ -136,6 +139,7 @@ def test_every_asset_has_owners_and_tags():
         "feature_drift": "monitoring",
         "segment_models": "training",
         "segment_predictions": "serving",
+        "segment_performance": "monitoring",
         "incremental_predictions": "serving",
     }
 

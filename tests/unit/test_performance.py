@@ -1,4 +1,4 @@
-"""Per-day, per-version metrics equal Spark's own evaluators on each group, on tiny frames."""
+"""Per-day, per-version (and per-segment) metrics equal Spark's own evaluators on each group, on tiny frames."""
 
 import random
 from datetime import date
@@ -8,7 +8,7 @@ from pyspark.ml.functions import array_to_vector
 from pyspark.sql import functions as F
 
 from ml.metrics import TASK_METRICS, evaluate
-from ml.performance import performance, with_labels
+from ml.performance import performance, segment_performance, with_labels
 from tests.unit.tiny import tiny_spec
 
 DAYS = (date(2024, 1, 1), date(2024, 1, 2))
@@ -106,3 +106,54 @@ def test_predictions_meet_their_labels_by_key(spark):
         .count()
         == 0
     )
+
+
+SEGMENT_SCHEMA = (
+    "id INT, event_date DATE, segment STRING, prediction DOUBLE, probability DOUBLE, model_name STRING, "
+    "model_version STRING, scored_by STRING, scored_by_model STRING, scored_by_version STRING"
+)
+SCORERS = {  # segment -> (scored_by, scored_by_model, scored_by_version), as ml.segments.score_segments names them
+    "red": ("segment", "m_by_segment/red", "3"),
+    "green": ("global", "m", "7"),
+    None: ("global", "m", "7"),  # a row whose segment is NULL: the global model scores it
+}
+
+
+def segment_predictions(spark, n=72, seed=5):
+    """segment_predictions-like rows over two days and three segments (one NULL), and the features' labels: every
+    row's but those of id % 9 == 0 (their flights have not landed yet)."""
+    rng = random.Random(seed)
+    rows, labels = [], []
+    for i in range(n):
+        day, segment = DAYS[i % 2], list(SCORERS)[(i // 2) % 3]
+        label = float(rng.random() < 0.4)
+        p = round(min(1.0, max(0.0, 0.3 * label + rng.random() * 0.7)), 1)
+        rows.append((i, day, segment, float(p > 0.5), p, "m_by_segment", "3", *SCORERS[segment]))
+        labels.append((i, day, None if i % 9 == 0 else label))
+    return spark.createDataFrame(rows, SEGMENT_SCHEMA), spark.createDataFrame(
+        labels, "id INT, event_date DATE, label DOUBLE"
+    )
+
+
+def test_segment_performance_has_one_row_per_day_segment_and_scoring_model(spark):
+    predictions, features = segment_predictions(spark)
+    got = {(r.event_date, r.segment): r for r in segment_performance(predictions, features, tiny_spec()).collect()}
+    assert set(got) == {(d, s) for d in DAYS for s in SCORERS}
+    labelled = predictions.join(features, ["id", "event_date"]).where("label IS NOT NULL")
+    for (day, segment), r in got.items():
+        assert (r.scored_by, r.scored_by_model, r.scored_by_version) == SCORERS[segment]
+        assert (r.model_name, r.model_version, r.metric_name) == ("m_by_segment", "3", "auc")
+        ids = [i for i in range(72) if DAYS[i % 2] == day and list(SCORERS)[(i // 2) % 3] == segment]
+        assert (r.scored_rows, r.labelled_rows) == (len(ids), sum(1 for i in ids if i % 9 != 0)), (day, segment)
+    # the NULL segment's group keeps its metrics (its parts are joined null-safely), equal to Spark's evaluators
+    for day, segment in ((DAYS[0], None), (DAYS[1], "red")):
+        rows = labelled.where(F.col("event_date") == F.lit(day)).where(
+            F.col("segment").isNull() if segment is None else F.col("segment") == segment
+        )
+        vectors = rows.withColumn(
+            "probability", array_to_vector(F.array(1.0 - F.col("probability"), F.col("probability")))
+        )
+        expected = evaluate(vectors, "classification")
+        for name, value in expected.items():
+            assert got[(day, segment)][name] == pytest.approx(value, rel=1e-9, abs=1e-12), (day, segment, name)
+        assert got[(day, segment)].primary_metric == got[(day, segment)].auc

@@ -256,3 +256,53 @@ def test_the_bundle_in_mlflow_is_registered_gated_and_rolled_back(spark, classif
     change = set_champion(client, name, versions[1], bundle_signature(spec), "tester", "rollback drill")
     assert change.previous_version == versions[0]
     assert str(client.get_registered_model(name).aliases[CHAMPION]) == versions[1]
+
+
+def test_a_bundle_scores_a_sample_of_each_own_segment_before_it_can_be_champion(
+    spark, classification, mlflow_store, tmp_path
+):
+    """smoke_score_bundle (rollback_job's check of a bundle): a sound bundle scores `rows` rows of each of its own
+    segments and `rows` of any; one whose segment model is damaged is refused, naming the URI and the cause."""
+    import mlflow
+
+    from ml.scoring import ModelLoadError
+    from ml.segment_bundle import SegmentBundle, bundle_requirements, smoke_score_bundle
+
+    spec, splits, model, rows = classification
+    forced = [{**r, "choice": OWN} if s == "red" else {**r, "choice": GLOBAL} for s, r in rows.items()]
+    sound = Bundle.from_results(spec, forced, CONFIG.job(spec, True))
+    damaged = Bundle(sound.manifest, {"red": b"not a pickle"})
+    uris = {}
+    for name, bundle in (("sound", sound), ("damaged", damaged)):
+        with mlflow.start_run(experiment_id=mlflow_store.experiment_id()):
+            uris[name] = mlflow.pyfunc.log_model(
+                name="segment_bundle",
+                python_model=SegmentBundle(),
+                artifacts=bundle.save(tmp_path / name),
+                signature=bundle_signature(spec),
+                pip_requirements=bundle_requirements(),
+            ).model_uri
+    global_scorer = Scorer("main.tiny.m", "7", "run-g")
+    test = splits["test"]
+    check = smoke_score_bundle(uris["sound"], test, spec, model, global_scorer, rows=5)
+    first = test.orderBy("id", "event_date").limit(5).collect()
+    assert check.rows == 10  # the first 5 rows of red, and the first 5 rows of any segment
+    assert (check.rows_by_segment_models, check.segments) == (5 + sum(r.color == "red" for r in first), ("red",))
+    with pytest.raises(ModelLoadError) as refused:
+        smoke_score_bundle(uris["damaged"], test, spec, model, global_scorer, rows=5)
+    assert str(refused.value).startswith(f"model {uris['damaged']} loads but cannot score the sample: ")
+    assert "PythonException: _pickle.UnpicklingError: invalid load key" in str(refused.value)
+
+
+def test_a_bundle_rollback_of_a_spec_without_segments_is_refused_by_name(tmp_path):
+    from orchestration.deployments import local_resources
+    from orchestration.rollback import rollback_target
+
+    spec = tiny_spec()
+    resources = local_resources(spec, state=tmp_path)
+    with pytest.raises(ValueError) as refused:
+        rollback_target("by_segment", spec, resources["mlflow"], resources["lakehouse"], print)
+    assert str(refused.value) == (
+        "dataset tiny names no segment_column: there is no by_segment bundle to roll back "
+        "(model: global moves @champion of main.tiny.tiny_model)"
+    )
