@@ -45,6 +45,7 @@ ASSETS = (
     "incremental_predictions",
     "segment_models",
     "segment_predictions",
+    "segment_performance",
 )
 SHOTS = REPO_ROOT / "test-artifacts" / "e2e"
 CHROMIUM = os.environ.get("FLIGHTLINE_CHROMIUM", "/usr/bin/chromium")

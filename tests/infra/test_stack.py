@@ -36,6 +36,7 @@ ASSETS = {
     "batch_predictions",
     "segment_models",
     "segment_predictions",
+    "segment_performance",
     "incremental_predictions",
 }
 # `make run`'s runs: ingest, training, scoring, segment models, segment scoring, incremental
