@@ -187,7 +187,8 @@ def page(webserver):
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        # Tall: a group's graph draws only the nodes inside the view, and the daily group's reach below 1000 px
+        page = browser.new_page(viewport={"width": 1600, "height": 1800})
         page.set_default_timeout(60_000)
         page.goto(f"{webserver}/asset-groups")
         try:  # the community/newsletter modal of a new instance
