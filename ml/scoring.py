@@ -11,7 +11,9 @@ Two scorers, picked by name:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import mlflow
 from mlflow.models.signature import ModelSignature
@@ -25,6 +27,8 @@ from ml import spark_models
 from ml.dataset import EVENT_DATE, DatasetSpec
 from ml.delta_io import java_message
 from ml.metrics import evaluate
+
+T = TypeVar("T")
 
 SCORERS = ("native", "spark_udf")
 NUMERIC_TYPES = {"tinyint", "smallint", "int", "bigint", "float", "double"}
@@ -98,6 +102,18 @@ def load_model(model: ResolvedModel) -> PipelineModel:
     return spark_models.load_model(model.uri)
 
 
+def load_to_serve(load: Callable[[str], T], model_uri: str, kind: str = "") -> T:
+    """`load(model_uri)`, or ModelLoadError naming the URI and the cause (`kind`: " as a segment bundle", ...)."""
+    try:
+        return load(model_uri)
+    except Exception as exc:
+        cause = java_message(exc).rstrip(".")
+        raise ModelLoadError(
+            f"model {model_uri} cannot be loaded{kind}: {type(exc).__name__}: {cause}. "
+            "Its artifacts are missing or damaged: it cannot serve."
+        ) from exc
+
+
 def smoke_score(model_uri: str, sample: DataFrame, spec: DatasetSpec) -> int:
     """Load `model_uri` as scoring does and score `sample` (current feature rows; the caller limits it, e.g. 100);
     the number of rows scored. Before @champion moves (a rollback), this proves the version can actually serve.
@@ -106,14 +122,7 @@ def smoke_score(model_uri: str, sample: DataFrame, spec: DatasetSpec) -> int:
     a row gets no finite prediction. The predictions are collected, so every stage really ran (a count alone
     lets Spark prune the model's columns away).
     """
-    try:
-        pipeline = spark_models.load_model(model_uri)
-    except Exception as exc:
-        cause = java_message(exc).rstrip(".")
-        raise ModelLoadError(
-            f"model {model_uri} cannot be loaded: {type(exc).__name__}: {cause}. "
-            "Its artifacts are missing or damaged: it cannot serve."
-        ) from exc
+    pipeline = load_to_serve(spark_models.load_model, model_uri)
     columns = [F.col("prediction").cast("double").alias("prediction")]
     if spec.task == "classification":
         columns.append(vector_to_array(F.col("probability"))[1].alias("probability"))

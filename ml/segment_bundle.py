@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 
 from ml.dataset import DatasetSpec
 from ml.delta_io import java_message
-from ml.scoring import ModelLoadError
+from ml.scoring import ModelLoadError, load_to_serve
 from ml.segments import (
     FAILED,
     GLOBAL,
@@ -203,14 +203,7 @@ def smoke_score_bundle(
 
     ModelLoadError names the URI and the cause if the bundle cannot be loaded, the scoring fails, the sample is empty,
     or a row gets no finite prediction (or probability). At most `rows` x (own segments + 1) rows come back."""
-    try:
-        bundle = load_bundle(model_uri)
-    except Exception as exc:
-        cause = java_message(exc).rstrip(".")
-        raise ModelLoadError(
-            f"model {model_uri} cannot be loaded as a segment bundle: {type(exc).__name__}: {cause}. "
-            "Its artifacts are missing or damaged: it cannot serve."
-        ) from exc
+    bundle = load_to_serve(load_bundle, model_uri, " as a segment bundle")
     segment = F.col(spec.segment_column).cast("string")
     keys = [F.col(k) for k in spec.key_columns]
     sample = features.orderBy(*keys).limit(rows)  # the same rows in each of score_segments' two branches
