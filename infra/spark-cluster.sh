@@ -15,6 +15,9 @@
 #
 # Each process has a session and process group of its own; `stop` ends those groups only (see infra/daemon.sh).
 # Executors fetch the driver's --packages jars (Delta's) from the driver, so nothing is installed on the workers.
+# Their Python workers (the per-segment pandas functions) import this repository's `ml`: the workers run with the
+# repository on PYTHONPATH, set here and not inherited from the caller. A cluster on other machines needs the project
+# installed on its nodes (a wheel, as a Databricks cluster library).
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,7 +34,7 @@ START_TIMEOUT=${FLIGHTLINE_SPARK_START_TIMEOUT:-120}
 PY=$REPO_ROOT/.venv/bin/python
 [[ -x $PY ]] || { echo "$PY not found: run 'make install' first" >&2; exit 1; }
 SPARK_HOME=$("$PY" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')
-export SPARK_HOME SPARK_LOCAL_IP=127.0.0.1 SPARK_LOCAL_DIRS=$DIR/local SPARK_LOG_DIR=$DIR
+export SPARK_HOME SPARK_LOCAL_IP=127.0.0.1 SPARK_LOCAL_DIRS=$DIR/local SPARK_LOG_DIR=$DIR PYTHONPATH=$REPO_ROOT
 MASTER_CLASS=org.apache.spark.deploy.master.Master
 WORKER_CLASS=org.apache.spark.deploy.worker.Worker
 

@@ -17,6 +17,15 @@ def forget_mlflow_uris() -> None:
         os.environ.pop(var, None)
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a process a test starts: this one's, without the MLflow URIs that an in-process Dagster
+    run exported (`mlflow.set_tracking_uri` / `set_registry_uri` write them to os.environ); a child would take them for
+    its deployment's store. What the test sets in `extra` wins."""
+    env = {k: v for k, v in os.environ.items() if k not in MLFLOW_URI_VARS}
+    env.update(extra)
+    return env
+
+
 forget_mlflow_uris()
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")

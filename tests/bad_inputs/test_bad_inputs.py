@@ -1,6 +1,5 @@
 """Bad configuration and environments: each gets a clear error that names the problem, and nothing earlier is lost."""
 
-import os
 import re
 import socket
 import subprocess
@@ -13,6 +12,7 @@ from delta.tables import DeltaTable
 
 from assets.predictions import batch_predictions
 from orchestration.deployments import REPO_ROOT
+from tests.conftest import child_env
 
 SPLIT = {"end_date": "2013-02-03", "train_days": 1, "validation_days": 1, "test_days": 1}
 
@@ -287,7 +287,7 @@ def test_an_unresolvable_delta_jar_is_named_before_any_query(tmp_path):
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        env=child_env(PYTHONPATH=str(REPO_ROOT)),
     )
     assert "ERROR: Delta Lake's jar io.delta:delta-spark_4.2_2.13:4.4.0 is not in the Ivy cache" in proc.stdout, (
         proc.stderr[-2000:]

@@ -17,6 +17,7 @@ import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance, Definitions
 
 from orchestration.deployments import REPO_ROOT
+from tests.conftest import child_env
 from tests.integration.test_graph import source_rows_per_day
 from tests.listening import group_members, listening, on_loopback
 
@@ -38,7 +39,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     state = tmp_path_factory.mktemp("connect-state")
-    env = {**os.environ, "FLIGHTLINE_STATE_DIR": str(state), "FLIGHTLINE_SPARK_CONNECT_PORT": str(free_port())}
+    env = child_env(FLIGHTLINE_STATE_DIR=str(state), FLIGHTLINE_SPARK_CONNECT_PORT=str(free_port()))
 
     def script(command):
         return subprocess.run(["bash", str(SCRIPT), command], env=env, capture_output=True, text=True, timeout=600)

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from orchestration.deployments import REPO_ROOT
+from tests.conftest import child_env
 from tests.listening import group_members, listening, on_loopback
 
 pytestmark = pytest.mark.e2e
@@ -88,15 +89,14 @@ def state():
     state = Path(tempfile.mkdtemp(prefix="flightline-e2e-"))
     (state / "dagster").mkdir()
     (state / "dagster" / "dagster.yaml").write_text((REPO_ROOT / "infra" / "dagster.yaml").read_text())
-    env = {
-        **os.environ,
-        "FLIGHTLINE_STATE_DIR": str(state),
-        "DAGSTER_HOME": str(state / "dagster"),
-        "PYTHONPATH": str(REPO_ROOT),
-        "FLIGHTLINE_DEPLOYMENT": "local",
-        "FLIGHTLINE_SOURCE_LOCATION": str(broken_source(state / "source")),
-        "FLIGHTLINE_GIT_URL": GIT_URL,  # code references become links to this repository at the checkout's commit
-    }
+    env = child_env(
+        FLIGHTLINE_STATE_DIR=str(state),
+        DAGSTER_HOME=str(state / "dagster"),
+        PYTHONPATH=str(REPO_ROOT),
+        FLIGHTLINE_DEPLOYMENT="local",
+        FLIGHTLINE_SOURCE_LOCATION=str(broken_source(state / "source")),
+        FLIGHTLINE_GIT_URL=GIT_URL,  # code references become links to this repository at the checkout's commit
+    )
     seed = subprocess.run(
         [
             sys.executable,

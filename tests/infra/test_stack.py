@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from orchestration.deployments import REPO_ROOT
+from tests.conftest import MLFLOW_URI_VARS, child_env
 from tests.integration.test_graph import source_rows_per_day
 from tests.listening import group_members, listening, on_loopback
 
@@ -50,8 +51,11 @@ def free_port() -> int:
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """What `source <state>/infra.env` exports, read by bash itself."""
-    out = subprocess.run(["bash", "-c", f"set -a; source '{path}'; env -0"], capture_output=True, check=True).stdout
+    """What `source <state>/infra.env` exports, read by bash itself, in an otherwise empty environment (not this
+    process's: it may hold MLflow URIs that an earlier in-process run exported)."""
+    out = subprocess.run(
+        ["bash", "-c", f"set -a; source '{path}'; env -0"], capture_output=True, check=True, env={}
+    ).stdout
     env = dict(item.split("=", 1) for item in out.decode().split("\0") if "=" in item)
     return {k: v for k, v in env.items() if k.startswith(("FLIGHTLINE_", "MLFLOW_", "DAGSTER_", "SPARK_"))}
 
@@ -61,15 +65,14 @@ def stack():
     # Under /tmp and world-searchable: PostgreSQL runs as the `postgres` user, which cannot enter pytest's 0700 dirs.
     state = Path(tempfile.mkdtemp(prefix="flightline-infra-"))
     state.chmod(0o755)
-    env = {
-        **os.environ,
-        "FLIGHTLINE_STATE_DIR": str(state),
-        "FLIGHTLINE_PG_PORT": str(free_port()),
-        "MLFLOW_SERVER_PORT": str(free_port()),
-        "FLIGHTLINE_SPARK_MASTER_PORT": str(free_port()),
-        "FLIGHTLINE_SPARK_MASTER_UI_PORT": str(free_port()),
-    }
-    for var in ("FLIGHTLINE_DEPLOYMENT", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "DAGSTER_HOME"):
+    env = child_env(
+        FLIGHTLINE_STATE_DIR=str(state),
+        FLIGHTLINE_PG_PORT=str(free_port()),
+        MLFLOW_SERVER_PORT=str(free_port()),
+        FLIGHTLINE_SPARK_MASTER_PORT=str(free_port()),
+        FLIGHTLINE_SPARK_MASTER_UI_PORT=str(free_port()),
+    )
+    for var in ("FLIGHTLINE_DEPLOYMENT", "DAGSTER_HOME"):
         env.pop(var, None)
 
     def script(command):
@@ -81,18 +84,29 @@ def stack():
             timeout=600,
         )
 
+    # What an earlier in-process Dagster run in this worker leaves behind (`mlflow.set_tracking_uri` and
+    # `set_registry_uri` export them): the stack's processes must take their stores from infra.env all the same.
+    decoy = f"sqlite:///{state}/not-the-server.db"
+    exported = {var: os.environ.get(var) for var in MLFLOW_URI_VARS}
+    os.environ.update(dict.fromkeys(MLFLOW_URI_VARS, decoy))
     started = script("start")
     try:
         assert started.returncode == 0, started.stdout + started.stderr
         yield {"state": state, "script": script, "env": read_env_file(state / "infra.env")}
     finally:
         script("stop")
+        for var, value in exported.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+        assert not (state / "not-the-server.db").exists()
 
 
 @pytest.fixture(scope="module")
 def pipeline_run(stack):
     """`make run` on a small slice, with the environment infra.env exports: the prod deployment, unchanged code."""
-    env = {**os.environ, **stack["env"], "PYTHONPATH": str(REPO_ROOT)}
+    env = child_env(**stack["env"], PYTHONPATH=str(REPO_ROOT))
     proc = subprocess.run(
         [
             str(REPO_ROOT / ".venv" / "bin" / "python"),
@@ -221,7 +235,8 @@ def test_the_model_is_on_the_mlflow_server_with_its_store_in_postgres(stack, dag
     from dagster import AssetKey
     from mlflow import MlflowClient
 
-    client = MlflowClient(stack["env"]["MLFLOW_TRACKING_URI"])
+    server = stack["env"]["MLFLOW_TRACKING_URI"]
+    client = MlflowClient(server, registry_uri=server)  # not a registry URI that this process's earlier runs exported
     champion = client.get_model_version_by_alias("main.flights.arrival_delay", "champion")
     training_run = dagster_instance.get_latest_materialization_event(AssetKey("registered_model")).run_id
     assert champion.tags["dagster.run_id"] == training_run

@@ -3,7 +3,6 @@ window, in a process of its own (the spec is chosen at import), on a state folde
 read back with an independent Delta reader, and the model's test metric is set against a naive baseline (the train
 mean; the majority class) on the same rows. `make test-datasets`: not in `make test` (two whole pipelines)."""
 
-import os
 import shutil
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 from deltalake import DeltaTable
 
-from tests.conftest import MLFLOW_URI_VARS
+from tests.conftest import child_env
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.datasets
@@ -23,14 +22,7 @@ def make_run(tmp_path: Path, dataset: str, *args: str) -> tuple[Path, str]:
     state = tmp_path / "state"
     (state / "dagster").mkdir(parents=True)
     shutil.copy(REPO / "infra" / "dagster.yaml", state / "dagster" / "dagster.yaml")
-    env = {
-        **os.environ,
-        "FLIGHTLINE_DATASET": dataset,
-        "FLIGHTLINE_STATE_DIR": str(state),
-        "DAGSTER_HOME": str(state / "dagster"),
-    }
-    for var in MLFLOW_URI_VARS:
-        env.pop(var, None)
+    env = child_env(FLIGHTLINE_DATASET=dataset, FLIGHTLINE_STATE_DIR=str(state), DAGSTER_HOME=str(state / "dagster"))
     done = subprocess.run(
         [sys.executable, "-m", "orchestration.run_pipeline", "--trials", "2", *args],
         cwd=REPO,

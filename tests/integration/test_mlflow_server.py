@@ -1,7 +1,6 @@
 """A real MLflow server started by infra/mlflow-server.sh on 127.0.0.1 (sqlite back end, served artifacts):
 registration and the champion/challenger gate through its REST API, then the script's stop."""
 
-import os
 import socket
 import subprocess
 import urllib.request
@@ -13,6 +12,7 @@ from ml.registry import CHALLENGER, CHAMPION, GateConfig, gate, register_version
 from ml.scoring import evaluate_version
 from orchestration.deployments import REPO_ROOT
 from orchestration.resources import MLflowResource
+from tests.conftest import child_env
 from tests.unit.tiny import log_tiny_model, tiny_lineage
 
 pytestmark = pytest.mark.infra  # a real MLflow server of its own: make test-infra
@@ -29,7 +29,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     state = tmp_path_factory.mktemp("server-state")
-    env = {**os.environ, "FLIGHTLINE_STATE_DIR": str(state), "MLFLOW_SERVER_PORT": str(free_port())}
+    env = child_env(FLIGHTLINE_STATE_DIR=str(state), MLFLOW_SERVER_PORT=str(free_port()))
 
     def script(command):
         return subprocess.run(

@@ -7,7 +7,6 @@ The models are tiny real Spark fits, registered and exported (ml/onnx_export.py)
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -23,6 +22,7 @@ from pyspark.sql import functions as F
 from ml import onnx_export as ox
 from ml.registry import register_version
 from ml.scoring import ResolvedModel, load_model, score
+from tests.conftest import child_env
 from tests.listening import listening, on_loopback
 from tests.unit.tiny import log_tiny_model, tiny_lineage, tiny_spec
 
@@ -54,7 +54,7 @@ def call(port: int, path: str, body=None, raw: bytes | None = None):
 
 
 def start_server(port: int, tracking_uri: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = child_env(PYTHONPATH=str(ROOT))
     return subprocess.Popen(
         [
             sys.executable,

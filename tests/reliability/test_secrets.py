@@ -1,7 +1,6 @@
 """Secrets of the infra/ scripts: the database password is never on a command line (any local user reads every
 process's argv, e.g. with `ps`), and the files holding it are mode 0600 from their creation."""
 
-import os
 import re
 import socket
 import stat
@@ -12,13 +11,14 @@ from pathlib import Path
 import pytest
 
 from orchestration.deployments import REPO_ROOT
+from tests.conftest import child_env
 
 INFRA = REPO_ROOT / "infra"
 
 
 def run(script: str, *args: str, state: Path, umask: str = "022", **env: str) -> subprocess.CompletedProcess:
     """An infra script as a user would run it, under a permissive umask (the scripts must not rely on the caller's)."""
-    environ = {**os.environ, "FLIGHTLINE_STATE_DIR": str(state), **env}
+    environ = child_env(FLIGHTLINE_STATE_DIR=str(state), **env)
     for var in ("FLIGHTLINE_PG_PASSWORD", "MLFLOW_BACKEND_STORE_URI"):
         environ.pop(var, None)
     command = f'umask {umask} && exec bash "$0" "$@"'

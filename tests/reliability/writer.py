@@ -7,7 +7,6 @@ through the lakehouse boundary, and prints each commit's version as JSON lines.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from datetime import date, timedelta
@@ -16,6 +15,7 @@ from ml import delta_io
 from ml.datasets.flights import SPEC
 from ml.days import DayWindow
 from orchestration.deployments import local_resources
+from tests.conftest import child_env
 
 TINY_SPARK = {
     "spark.sql.shuffle.partitions": "1",
@@ -31,7 +31,7 @@ def start(state, day: str, rounds: int, *flags: str) -> subprocess.Popen:
     """This script as a process of its own, in a session of its own (so that its whole group can be killed)."""
     from orchestration.deployments import REPO_ROOT
 
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "SPARK_LOCAL_IP": "127.0.0.1"}
+    env = child_env(PYTHONPATH=str(REPO_ROOT), SPARK_LOCAL_IP="127.0.0.1")
     return subprocess.Popen(
         [sys.executable, "-m", "tests.reliability.writer", str(state), day, str(rounds), *flags],
         cwd=REPO_ROOT,

@@ -11,6 +11,7 @@ import dagster as dg
 import pytest
 
 from orchestration.deployments import REPO_ROOT
+from tests.conftest import child_env
 
 DAILY = ("raw_data", "validated_features", "batch_predictions", "model_performance", "feature_drift")
 
@@ -23,7 +24,7 @@ def test_workspace_loads_and_validates():
         capture_output=True,
         text=True,
         timeout=180,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        env=child_env(PYTHONPATH=str(REPO_ROOT)),
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "flightline" in proc.stdout + proc.stderr

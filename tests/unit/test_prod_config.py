@@ -1,5 +1,7 @@
 """The prod deployment is configured by the environment alone, and says which variable is wrong."""
 
+import os
+
 import pytest
 
 from ml.datasets.flights import SPEC
@@ -65,3 +67,19 @@ def test_a_test_world_keeps_its_own_store_after_mlflow_exported_another(monkeypa
         None,
         str(tmp_path / "mlflow" / "artifacts"),
     )
+
+
+def test_a_child_process_does_not_inherit_the_mlflow_uris_an_earlier_run_exported(monkeypatch):
+    """In-process runs call `mlflow.set_tracking_uri` / `set_registry_uri`, which export both variables; a deployment
+    started by a test would take them for its store (CI once saw the stack register to a world's sqlite)."""
+    from tests.conftest import child_env
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/other/mlflow.db")
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", "sqlite:////tmp/other/mlflow.db")
+    env = child_env(MLFLOW_TRACKING_URI="http://127.0.0.1:5001", PYTHONPATH="/repo")
+    assert (env["MLFLOW_TRACKING_URI"], env["PYTHONPATH"], "MLFLOW_REGISTRY_URI" in env) == (
+        "http://127.0.0.1:5001",
+        "/repo",
+        False,
+    )
+    assert env["PATH"] == os.environ["PATH"]
