@@ -17,7 +17,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # each module whole, and hands the units out in its order); TEST_WORKERS= runs them in one process
 TEST_WORKERS ?= -n 2 --dist loadscope --no-loadscope-reorder
 
-.PHONY: help install java jars run lineage test lint serve test-serving bench-serving ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model bench-event-storage bench-tuning bench-drift bench-drift-wide bench-scoring bench-undated bench-replay bench-segments test-datasets bench-incremental \
+.PHONY: help install java jars run lineage test lint serve test-serving bench-serving ui mlflow-ui mlflow-server mlflow-server-stop clean bench-overhead bench-gx bench-registry bench-execution-model bench-event-storage bench-tuning bench-drift bench-drift-wide bench-scoring bench-undated bench-replay bench-segments bench-onnx-convert test-datasets bench-incremental \
 	infra-up infra-down infra-status test-infra test-e2e test-reliability test-heavy chromium \
 	spark-connect spark-connect-stop test-connect
 
@@ -169,6 +169,9 @@ bench-replay: jars
 # Many models: the grouped map (applyInPandas) against a serial driver loop over the same segments (carrier, dest).
 bench-segments: jars
 	@source infra/java-env.sh && $(PY) -m bench.segments $(ARGS)
+
+bench-onnx-convert: jars
+	@source infra/java-env.sh && $(PY) -m bench.onnx_convert $(ARGS)
 
 bench-registry: jars
 	@source infra/java-env.sh && $(PY) -m bench.registry_gate $(ARGS)

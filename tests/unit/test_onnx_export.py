@@ -6,6 +6,7 @@ one-hot slot then gets a coefficient of its own. (Without such rows that slot's 
 one-hot scores the same: the encoder fix would be invisible.)
 """
 
+import contextlib
 import dataclasses
 
 import numpy as np
@@ -163,3 +164,34 @@ def test_export_stores_the_graph_with_the_version_or_tags_why_not(spark, mlflow_
     client.set_registered_model_alias(name, "champion", v2.version)
     with pytest.raises(ox.NotServableError, match=f"v{v2.version}, which is not servable in real time: "):
         ox.load_served(client, name)
+
+
+@pytest.mark.parametrize(
+    "task, algorithm",
+    [
+        ("classification", "random_forest"),
+        ("classification", "gbt"),
+        ("regression", "random_forest"),
+        ("regression", "gbt"),
+    ],
+)
+def test_an_ensemble_read_in_one_pass_converts_to_the_same_graph(spark, tmp_path, monkeypatch, task, algorithm):
+    """`trees_read_once` hands the converter every tree's nodes from one save of the ensemble: the graph is the
+    converter's own, byte for byte, and neither the temporary folder nor the patched reader outlives the export."""
+    from onnxmltools.convert.sparkml.operator_converters import random_forest_classifier, tree_ensemble_common
+
+    monkeypatch.setattr(ox.tempfile, "tempdir", str(tmp_path))  # both paths' temporary folders: here
+    spec = tiny_spec(task)
+    fitted = build_pipeline(spec, algorithm, {"maxIter": 3} if algorithm == "gbt" else {"numTrees": 4}).fit(
+        tiny_features(spark, task=task)
+    )
+    ensemble = fitted.stages[-1]
+    assert isinstance(ensemble, ox.ENSEMBLES) and len(ensemble.trees) >= 3
+    ours = ox.raw_convert(fitted, spec, spark)
+    assert {p.name for p in tmp_path.iterdir()} == set()  # our one save is removed after the export
+    assert random_forest_classifier.save_read_sparkml_model_data is tree_ensemble_common.save_read_sparkml_model_data
+    with monkeypatch.context() as m:
+        m.setattr(ox, "trees_read_once", lambda pipeline, spark: contextlib.nullcontext())
+        theirs = ox.raw_convert(fitted, spec, spark)
+    assert len(list(tmp_path.iterdir())) == len(ensemble.trees)  # the converter's way: a folder per tree, left behind
+    assert ours.SerializeToString() == theirs.SerializeToString()
