@@ -4,7 +4,6 @@ by the environment the script writes and nothing else, materializes the whole gr
 does; the test checks what each service holds, then stops them and checks that nothing of theirs is left."""
 
 import json
-import os
 import socket
 import stat
 import subprocess
@@ -86,21 +85,16 @@ def stack():
 
     # What an earlier in-process Dagster run in this worker leaves behind (`mlflow.set_tracking_uri` and
     # `set_registry_uri` export them): the stack's processes must take their stores from infra.env all the same.
-    decoy = f"sqlite:///{state}/not-the-server.db"
-    exported = {var: os.environ.get(var) for var in MLFLOW_URI_VARS}
-    os.environ.update(dict.fromkeys(MLFLOW_URI_VARS, decoy))
-    started = script("start")
-    try:
-        assert started.returncode == 0, started.stdout + started.stderr
-        yield {"state": state, "script": script, "env": read_env_file(state / "infra.env")}
-    finally:
-        script("stop")
-        for var, value in exported.items():
-            if value is None:
-                os.environ.pop(var, None)
-            else:
-                os.environ[var] = value
-        assert not (state / "not-the-server.db").exists()
+    with pytest.MonkeyPatch.context() as env_vars:
+        for var in MLFLOW_URI_VARS:
+            env_vars.setenv(var, f"sqlite:///{state}/not-the-server.db")
+        started = script("start")
+        try:
+            assert started.returncode == 0, started.stdout + started.stderr
+            yield {"state": state, "script": script, "env": read_env_file(state / "infra.env")}
+        finally:
+            script("stop")
+    assert not (state / "not-the-server.db").exists()
 
 
 @pytest.fixture(scope="module")
@@ -139,16 +133,14 @@ def pipeline_run(stack):
 def dagster_instance(stack, pipeline_run):
     from dagster import DagsterInstance
 
-    saved = {k: os.environ.get(k) for k in stack["env"]}
-    os.environ.update(stack["env"])  # the instance's dagster.yaml reads the database URL from the environment
-    instance = DagsterInstance.get()
-    yield instance
-    instance.dispose()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with pytest.MonkeyPatch.context() as env_vars:
+        for var, value in stack[
+            "env"
+        ].items():  # the instance's dagster.yaml reads the database URL from the environment
+            env_vars.setenv(var, value)
+        instance = DagsterInstance.get()
+        yield instance
+        instance.dispose()
 
 
 def ended(pid: int, within_s: float = 10) -> bool:
